@@ -1,0 +1,76 @@
+"""secsipid: STIR/SHAKEN secure SIP identity for Python.
+
+Sign and verify SHAKEN PASSporTs (RFC 8225, RFC 8588) and SIP Identity headers (RFC 8224).
+
+>>> import secsipid
+>>> value = secsipid.add_identity("12155550121", "12155550131", "A", "",
+...                               "https://cert.example.org/sti.pem", "key.pem")  # doctest: +SKIP
+>>> verdict = secsipid.check_identity(value, "cert.pem")                        # doctest: +SKIP
+>>> verdict.ok, verdict.reason, verdict.sip_status, verdict.verstat              # doctest: +SKIP
+(True, 'valid', 0, 'TN-Validation-Passed')
+"""
+
+from ._api import add_identity, check_identity
+from ._codec import b64url_decode, b64url_encode, canonical_json
+from ._errors import KeyLoadError, SecSIPIDError, SigningError, VerificationError
+from ._identity import IdentityHeader, build_identity, parse_identity, split_identity_values
+from ._keys import (
+    Credential,
+    credential_from_file,
+    load_credential,
+    load_private_key,
+    private_key_from_file,
+)
+from ._passport import DecodedPassport, decode_token
+from ._reasons import Reason
+from ._signer import Signer, new_origid
+from ._tn import canonical_tn, canonical_uri
+from ._verifier import (
+    CredentialFile,
+    CredentialSource,
+    Failure,
+    StaticCredential,
+    Verdict,
+    VerifiedPassport,
+    Verifier,
+    VerifyPolicy,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Credential",
+    "CredentialFile",
+    "CredentialSource",
+    "DecodedPassport",
+    "Failure",
+    "IdentityHeader",
+    "KeyLoadError",
+    "Reason",
+    "SecSIPIDError",
+    "Signer",
+    "SigningError",
+    "StaticCredential",
+    "Verdict",
+    "VerificationError",
+    "VerifiedPassport",
+    "Verifier",
+    "VerifyPolicy",
+    "__version__",
+    "add_identity",
+    "b64url_decode",
+    "b64url_encode",
+    "build_identity",
+    "canonical_json",
+    "canonical_tn",
+    "canonical_uri",
+    "check_identity",
+    "credential_from_file",
+    "decode_token",
+    "load_credential",
+    "load_private_key",
+    "new_origid",
+    "parse_identity",
+    "private_key_from_file",
+    "split_identity_values",
+]

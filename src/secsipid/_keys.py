@@ -1,0 +1,249 @@
+"""Loading keys and certificates, and caching what was loaded from files.
+
+SHAKEN keys are EC P-256 (RFC 8225 §4.2 ES256, ATIS-1000080 §6.4.1).  We accept what operators
+actually have on disk:
+
+* private keys: PEM ``EC PRIVATE KEY`` (SEC1, as ``openssl ecparam -genkey`` writes it, with or
+  without the ``EC PARAMETERS`` block), PEM ``PRIVATE KEY`` (PKCS#8, RFC 8226 §6 recommends it),
+  ``ENCRYPTED PRIVATE KEY`` with a password, and DER of either;
+* public credentials: PEM ``PUBLIC KEY``, PEM ``CERTIFICATE`` (one or several: leaf first, then
+  intermediates, as x5u serves them), DER certificate or DER SubjectPublicKeyInfo.
+
+Everything else (RSA, P-384, garbage, an encrypted key without password, a private key where
+a public credential is expected) raises :class:`KeyLoadError` with a stable code.
+
+A key loaded from a path is cached by the file's identity (mtime with nanoseconds, size,
+inode, device) and reloaded only when that changes: one ``stat()`` per use, no read, no parse.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ._errors import KeyLoadError
+
+__all__ = [
+    "Credential",
+    "credential_from_file",
+    "load_credential",
+    "load_private_key",
+    "private_key_from_file",
+]
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
+_PRIVATE_LABELS = (b"PRIVATE KEY", b"EC PRIVATE KEY", b"ENCRYPTED PRIVATE KEY")
+# Files larger than this are not keys or certificate chains; refuse before reading them whole.
+MAX_KEY_FILE_SIZE = 1 << 20
+
+
+def _check_curve(key: object, path: str | None) -> None:
+    if not isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        raise KeyLoadError(
+            "key-not-ec", f"{type(key).__name__} is not an EC key: ES256 needs EC P-256", path=path
+        )
+    if not isinstance(key.curve, ec.SECP256R1):
+        raise KeyLoadError(
+            "key-wrong-curve", f"EC key on curve {key.curve.name}: ES256 needs P-256", path=path
+        )
+
+
+def _pem_blocks(data: bytes) -> list[tuple[bytes, bytes]]:
+    return [(m.group(1), m.group(0)) for m in _PEM_BLOCK.finditer(data)]
+
+
+def load_private_key(
+    data: bytes, password: bytes | None = None, *, path: str | None = None
+) -> ec.EllipticCurvePrivateKey:
+    """Load an EC P-256 private key from PEM (SEC1 or PKCS#8, optionally encrypted) or DER."""
+    if not isinstance(data, bytes | bytearray):
+        raise TypeError("key data must be bytes")
+    blocks = _pem_blocks(bytes(data))
+    key: object
+    try:
+        if blocks:
+            private = [pem for label, pem in blocks if label in _PRIVATE_LABELS]
+            if not private:
+                labels = ", ".join(label.decode() for label, _ in blocks)
+                raise KeyLoadError(
+                    "key-invalid", f"no private key in PEM (found: {labels})", path=path
+                )
+            key = serialization.load_pem_private_key(private[0], password)
+        elif b"-----BEGIN" in data:
+            raise KeyLoadError("key-invalid", "truncated or malformed PEM", path=path)
+        else:
+            key = serialization.load_der_private_key(bytes(data), password)
+    except KeyLoadError:
+        raise
+    except TypeError as exc:
+        # cryptography raises TypeError for a missing or superfluous password.
+        code = "key-encrypted" if password is None else "key-invalid"
+        raise KeyLoadError(code, str(exc), path=path) from exc
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        msg = (
+            "cannot load the private key (wrong password?)"
+            if password
+            else ("not a valid PEM or DER private key")
+        )
+        raise KeyLoadError("key-invalid", msg, path=path) from exc
+    _check_curve(key, path)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key
+
+
+class Credential:
+    """A verification credential: an EC P-256 public key, and the certificate (plus any
+    intermediates) it came with, if it came in one."""
+
+    __slots__ = ("certificate", "intermediates", "public_key")
+
+    def __init__(
+        self,
+        public_key: ec.EllipticCurvePublicKey,
+        certificate: x509.Certificate | None = None,
+        intermediates: tuple[x509.Certificate, ...] = (),
+    ) -> None:
+        _check_curve(public_key, None)
+        self.public_key = public_key
+        self.certificate = certificate
+        self.intermediates = intermediates
+
+    @classmethod
+    def from_certificates(cls, chain: list[x509.Certificate]) -> Credential:
+        leaf = chain[0]
+        key = leaf.public_key()
+        _check_curve(key, None)
+        return cls(key, leaf, tuple(chain[1:]))  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        if self.certificate is not None:
+            return f"Credential(certificate={self.certificate.subject.rfc4514_string()!r})"
+        return "Credential(public_key=P-256)"
+
+
+def load_credential(data: bytes, *, path: str | None = None) -> Credential:
+    """Load a public credential: PEM/DER certificate(s) or public key."""
+    if not isinstance(data, bytes | bytearray):
+        raise TypeError("credential data must be bytes")
+    data = bytes(data)
+    blocks = _pem_blocks(data)
+    try:
+        if blocks:
+            certs = [pem for label, pem in blocks if label == b"CERTIFICATE"]
+            if certs:
+                return Credential.from_certificates(
+                    [x509.load_pem_x509_certificate(pem) for pem in certs]
+                )
+            pubs = [pem for label, pem in blocks if label == b"PUBLIC KEY"]
+            if pubs:
+                key = serialization.load_pem_public_key(pubs[0])
+                _check_curve(key, path)
+                assert isinstance(key, ec.EllipticCurvePublicKey)
+                return Credential(key)
+            if any(label in _PRIVATE_LABELS for label, _ in blocks):
+                raise KeyLoadError(
+                    "key-is-private",
+                    "a private key was given where a public key or certificate is expected",
+                    path=path,
+                )
+            labels = ", ".join(label.decode() for label, _ in blocks)
+            raise KeyLoadError(
+                "key-invalid", f"no certificate or public key in PEM (found: {labels})", path=path
+            )
+        if b"-----BEGIN" in data:
+            raise KeyLoadError("key-invalid", "truncated or malformed PEM", path=path)
+        try:
+            return Credential.from_certificates([x509.load_der_x509_certificate(data)])
+        except ValueError:
+            pass
+        key = serialization.load_der_public_key(data)
+        _check_curve(key, path)
+        assert isinstance(key, ec.EllipticCurvePublicKey)
+        return Credential(key)
+    except KeyLoadError as exc:
+        if exc.path is None and path is not None:
+            raise KeyLoadError(exc.code, exc.message, path=path) from exc
+        raise
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise KeyLoadError(
+            "key-invalid", "not a valid PEM or DER certificate or public key", path=path
+        ) from exc
+
+
+T = TypeVar("T")
+
+
+class FileCache(Generic[T]):
+    """Objects loaded from files, reloaded only when the file changes.
+
+    Load failures are cached too (per file version), so a broken file is reported on every
+    use without being re-read and re-parsed each time.
+    """
+
+    _MAX_ENTRIES = 256
+
+    def __init__(self, loader: Callable[[bytes, str], T]) -> None:
+        self._loader = loader
+        self._entries: dict[str, tuple[tuple[int, int, int, int], T | KeyLoadError]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, path: str) -> T:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError as exc:
+            raise KeyLoadError("key-not-found", "no such file", path=path) from exc
+        except OSError as exc:
+            raise KeyLoadError("key-unreadable", exc.strerror or str(exc), path=path) from exc
+        version = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
+        entry = self._entries.get(path)
+        if entry is None or entry[0] != version:
+            entry = (version, self._load(path, st.st_size))
+            with self._lock:
+                if len(self._entries) >= self._MAX_ENTRIES:
+                    self._entries.clear()
+                self._entries[path] = entry
+        value = entry[1]
+        if isinstance(value, KeyLoadError):
+            raise value
+        return value
+
+    def _load(self, path: str, size: int) -> T | KeyLoadError:
+        if size > MAX_KEY_FILE_SIZE:
+            return KeyLoadError("key-invalid", f"file is {size} bytes: not a key", path=path)
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_KEY_FILE_SIZE + 1)
+        except OSError as exc:
+            return KeyLoadError("key-unreadable", exc.strerror or str(exc), path=path)
+        try:
+            return self._loader(data, path)
+        except KeyLoadError as exc:
+            return exc
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_PRIVATE_KEYS: FileCache[ec.EllipticCurvePrivateKey] = FileCache(
+    lambda data, path: load_private_key(data, path=path)
+)
+_CREDENTIALS: FileCache[Credential] = FileCache(lambda data, path: load_credential(data, path=path))
+
+
+def private_key_from_file(path: str | os.PathLike[str]) -> ec.EllipticCurvePrivateKey:
+    """The private key in ``path``, from the process-wide cache when the file is unchanged."""
+    return _PRIVATE_KEYS.get(os.fspath(path))
+
+
+def credential_from_file(path: str | os.PathLike[str]) -> Credential:
+    """The public credential in ``path``, from the process-wide cache when unchanged."""
+    return _CREDENTIALS.get(os.fspath(path))

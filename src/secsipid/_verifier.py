@@ -1,0 +1,657 @@
+"""Verifying Identity headers (the STI-VS side, RFC 8224 §6.2, ATIS-1000074 §5.3).
+
+Per Identity value, in the order of RFC 8224 §6.2 and cheapest first:
+
+1. size cap, header syntax (RFC 8224 §4);
+2. ``ppt`` parameter: an unsupported one means the header is ignored (Step 1, R47);
+3. ``alg`` parameter ES256 (RFC 8224 §4.1 default), ``info`` present and an absolute URI;
+4. the PASSporT: full form (RFC 8588 §3), JWS header ``alg`` ES256 -- never ``none``, never an
+   HMAC: the algorithm is fixed, not read from the token -- ``typ`` passport, ``ppt`` shaken and
+   agreeing with the parameter, ``x5u`` equal to ``info`` (RFC 8224 §4.1, simple string
+   comparison per RFC 3986 §6.2.1);
+5. SHAKEN claims present with the right types (RFC 8225 §5, RFC 8588);
+6. freshness: ``iat`` not older than ``expire`` and not beyond ``future_skew`` (Step 4);
+7. ``orig``/``dest`` against the numbers the caller took from the SIP request (Step 2, §6.2.4,
+   RFC 8225 §10.1), when given;
+8. the credential (from a key, a certificate, a file, or a certificate source), then the
+   signature over the received bytes (Step 5).
+
+Steps 1-7 and the signature are pure; only step 8's credential lookup may do I/O, through a
+:class:`CredentialSource`.  The sync and async entry points share everything else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from ._errors import KeyLoadError, VerificationError
+from ._identity import (
+    DEFAULT_MAX_IDENTITY_SIZE,
+    IdentityHeader,
+    is_absolute_uri,
+    parse_identity,
+    split_identity_values,
+)
+from ._keys import Credential, credential_from_file
+from ._passport import DecodedPassport, check_shaken_claims, claim_warnings, decode_token
+from ._reasons import Reason, failure_rank
+from ._tn import canonical_tn, canonical_uri
+
+__all__ = [
+    "CredentialFile",
+    "CredentialSource",
+    "StaticCredential",
+    "Verdict",
+    "VerifiedPassport",
+    "Verifier",
+    "VerifyPolicy",
+]
+
+log = logging.getLogger("secsipid")
+
+_ES256 = ec.ECDSA(hashes.SHA256())
+
+# Kamailio's secsipid module: expire 300 s (modparam "expire").  RFC 8224 recommends 60 s;
+# operators who want that set it (docs: "hardened" settings).
+DEFAULT_EXPIRE = 300
+# RFC 8225 §10.1 allows "reasonable" clock drift; 5 s in the future is plenty for NTP hosts.
+DEFAULT_FUTURE_SKEW = 5
+# RFC 8224 §4 allows several Identity headers; more than this is abuse, not signalling.
+DEFAULT_MAX_IDENTITIES = 16
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifyPolicy:
+    """How strict a :class:`Verifier` is.  Immutable; build once, share freely.
+
+    * ``expire``: seconds after ``iat`` a PASSporT stays fresh (``now > iat + expire`` is stale).
+    * ``future_skew``: seconds ``iat`` may lie in the future (clock drift).
+    * ``strict``: also reject what RFCs phrase as SHOULD or canonical form: non-canonical JSON
+      (RFC 8225 §9), non-UUID ``origid`` (RFC 8588 §5), non-canonical ``tn`` (RFC 8224 §8.3),
+      a missing ``ppt`` parameter (RFC 8224 §4.1).  Off by default: peers in the field send
+      these and the signature still binds what they signed.
+    * ``max_identity_size``/``max_identities``: input caps, refused before any parsing.
+    """
+
+    expire: int = DEFAULT_EXPIRE
+    future_skew: int = DEFAULT_FUTURE_SKEW
+    strict: bool = False
+    max_identity_size: int = DEFAULT_MAX_IDENTITY_SIZE
+    max_identities: int = DEFAULT_MAX_IDENTITIES
+
+    def __post_init__(self) -> None:
+        for name in ("expire", "future_skew", "max_identity_size", "max_identities"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise ValueError(f"VerifyPolicy.{name} must be a non-negative int, not {value!r}")
+
+
+@runtime_checkable
+class CredentialSource(Protocol):
+    """Where the verifier gets the credential for an ``info`` URL.
+
+    Raise :class:`VerificationError` (e.g. ``cert-fetch-failed``) or :class:`KeyLoadError`
+    when there is none.  Sources with I/O also offer ``async def acredential_for(info)``.
+    """
+
+    def credential_for(self, info: str) -> Credential: ...
+
+
+class StaticCredential:
+    """Always the same credential, whatever ``info`` says (a configured key or certificate)."""
+
+    __slots__ = ("credential",)
+
+    def __init__(self, credential: Credential) -> None:
+        self.credential = credential
+
+    def credential_for(self, info: str) -> Credential:
+        return self.credential
+
+
+class CredentialFile:
+    """The credential in a file, reloaded when the file changes (one ``stat()`` per use)."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+
+    def credential_for(self, info: str) -> Credential:
+        return credential_from_file(self.path)
+
+
+class _NoSource:
+    def credential_for(self, info: str) -> Credential:
+        raise VerificationError(
+            Reason.NO_KEY_SOURCE, "no key, certificate or certificate source is configured"
+        )
+
+
+def _as_source(key: object) -> CredentialSource:
+    if key is None:
+        return _NoSource()
+    if isinstance(key, Credential):
+        return StaticCredential(key)
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return StaticCredential(Credential(key))
+    if isinstance(key, x509.Certificate):
+        return StaticCredential(Credential.from_certificates([key]))
+    if isinstance(key, str | os.PathLike):
+        return CredentialFile(key)
+    if isinstance(key, CredentialSource):
+        return key
+    raise TypeError(f"cannot verify with a {type(key).__name__}")
+
+
+class VerifiedPassport:
+    """A PASSporT whose header, claims and signature were all checked."""
+
+    __slots__ = ("_decoded", "credential", "identity")
+
+    def __init__(
+        self, identity: IdentityHeader, decoded: DecodedPassport, credential: Credential
+    ) -> None:
+        self.identity = identity
+        self._decoded = decoded
+        self.credential = credential
+
+    @property
+    def header(self) -> dict[str, Any]:
+        return self._decoded.header
+
+    @property
+    def claims(self) -> dict[str, Any]:
+        return self._decoded.claims
+
+    @property
+    def token(self) -> str:
+        return self._decoded.token
+
+    @property
+    def attest(self) -> str:
+        return str(self.claims["attest"])
+
+    @property
+    def iat(self) -> int:
+        return int(self.claims["iat"])
+
+    @property
+    def origid(self) -> str:
+        return str(self.claims["origid"])
+
+    @property
+    def orig(self) -> str:
+        """The ``orig`` identity: the canonical number, or the URI."""
+        orig = self.claims["orig"]
+        return canonical_tn(orig["tn"]) if "tn" in orig else str(orig["uri"])
+
+    @property
+    def dest(self) -> list[str]:
+        dest = self.claims["dest"]
+        return [canonical_tn(t) for t in dest.get("tn", ())] + list(dest.get("uri", ()))
+
+    @property
+    def info(self) -> str:
+        return self.identity.info or ""
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a strict verifier would have refused (computed on demand)."""
+        found = claim_warnings(self._decoded)
+        if self.identity.ppt is None:
+            found.append("Identity header has no ppt parameter (RFC 8224 §4.1)")
+        return found
+
+    def __repr__(self) -> str:
+        return f"VerifiedPassport(attest={self.attest!r}, orig={self.orig!r}, dest={self.dest!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why one Identity value of a request did not pass."""
+
+    index: int
+    reason: Reason
+    message: str
+    lib_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of checking a request's Identity header(s).  Truthy only when valid.
+
+    ``reason`` is the stable reason code (``"valid"`` on success); ``sip_status`` and
+    ``sip_reason`` are the response a rejecting verifier sends (0 and ``""`` when valid);
+    ``verstat`` goes into P-Asserted-Identity/From; ``lib_code`` is libsecsipid's equivalent
+    return code.  ``header``/``claims`` are the decoded PASSporT (empty when undecodable);
+    ``index`` is the position of the Identity value they come from (-1 for none);
+    ``failures`` lists every Identity value that did not pass.
+    """
+
+    ok: bool
+    reason: Reason
+    message: str = ""
+    lib_code: int = 0
+    header: dict[str, Any] = field(default_factory=dict)
+    claims: dict[str, Any] = field(default_factory=dict)
+    passport: VerifiedPassport | None = None
+    index: int = -1
+    failures: tuple[Failure, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    @property
+    def valid(self) -> bool:
+        return self.ok
+
+    @property
+    def sip_status(self) -> int:
+        return self.reason.sip_status
+
+    @property
+    def sip_reason(self) -> str:
+        return self.reason.sip_reason
+
+    @property
+    def verstat(self) -> str:
+        return self.reason.verstat
+
+    @classmethod
+    def from_error(
+        cls, exc: VerificationError, index: int = -1, failures: tuple[Failure, ...] = ()
+    ) -> Verdict:
+        return cls(
+            False,
+            exc.reason,
+            exc.message,
+            exc.lib_code,
+            exc.header,
+            exc.claims,
+            None,
+            index,
+            failures,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (the CLI's ``--json`` output)."""
+        return {
+            "valid": self.ok,
+            "reason": self.reason.value,
+            "message": self.message,
+            "sip_status": self.sip_status,
+            "sip_reason": self.sip_reason,
+            "verstat": self.verstat,
+            "lib_code": self.lib_code,
+            "header": self.header,
+            "claims": self.claims,
+            "index": self.index,
+            "failures": [
+                {"index": f.index, "reason": f.reason.value, "message": f.message}
+                for f in self.failures
+            ],
+        }
+
+
+class _Expected:
+    """The caller's numbers, canonicalized once per request."""
+
+    __slots__ = ("dest_tns", "dest_uris", "orig_tn", "orig_uri")
+
+    def __init__(self, orig: str | None, dest: str | Sequence[str] | None) -> None:
+        self.orig_tn = self.orig_uri = None
+        if orig is not None:
+            self.orig_tn = canonical_tn(orig)
+            self.orig_uri = canonical_uri(orig)
+        self.dest_tns: frozenset[str] | None = None
+        self.dest_uris: frozenset[str] = frozenset()
+        if dest is not None:
+            dests = [dest] if isinstance(dest, str) else list(dest)
+            self.dest_tns = frozenset(t for t in map(canonical_tn, dests) if t)
+            self.dest_uris = frozenset(u for u in map(canonical_uri, dests) if u)
+
+
+def _check_orig(claims: dict[str, Any], expected: _Expected) -> None:
+    orig = claims["orig"]
+    if "tn" in orig:
+        if expected.orig_tn and canonical_tn(orig["tn"]) == expected.orig_tn:
+            return
+        got = orig["tn"]
+    else:
+        if expected.orig_uri and canonical_uri(orig["uri"]) == expected.orig_uri:
+            return
+        got = orig["uri"]
+    raise VerificationError(Reason.ORIG_MISMATCH, f"orig {got!r} does not match the calling party")
+
+
+def _check_dest(claims: dict[str, Any], expected: _Expected) -> None:
+    dest = claims["dest"]
+    assert expected.dest_tns is not None
+    for tn in dest.get("tn", ()):
+        if canonical_tn(tn) in expected.dest_tns:
+            return
+    for uri in dest.get("uri", ()):
+        if canonical_uri(uri) in expected.dest_uris:
+            return
+    raise VerificationError(Reason.DEST_MISMATCH, f"dest {dest!r} does not match the called party")
+
+
+class Verifier:
+    """Verifies Identity headers with one credential or credential source.
+
+    ``key`` is a :class:`Credential`, an EC public key, an ``x509.Certificate``, a path to a
+    PEM/DER public key or certificate file (reloaded when it changes), or a
+    :class:`CredentialSource` (e.g. a certificate fetcher for the ``info`` URL).
+
+    :meth:`verify` returns a :class:`VerifiedPassport` or raises :class:`VerificationError`;
+    :meth:`check` takes all the Identity values of a request and returns a :class:`Verdict`
+    (valid if any one value is valid, RFC 8224 §6.2.1) without raising for bad input.
+    """
+
+    __slots__ = ("policy", "source")
+
+    def __init__(
+        self,
+        key: Credential
+        | ec.EllipticCurvePublicKey
+        | x509.Certificate
+        | str
+        | os.PathLike[str]
+        | CredentialSource
+        | None = None,
+        *,
+        policy: VerifyPolicy | None = None,
+    ) -> None:
+        self.source = _as_source(key)
+        self.policy = policy if policy is not None else VerifyPolicy()
+
+    # -- the pure part -----------------------------------------------------------------------
+
+    def _examine(
+        self, value: str, expected: _Expected | None, now: float | None
+    ) -> tuple[IdentityHeader, DecodedPassport]:
+        """Everything except the credential and the signature."""
+        policy = self.policy
+        hdr = parse_identity(value, max_size=policy.max_identity_size)
+        params = hdr.params
+        ppt = params.get("ppt")
+        if ppt is not None and ppt != "shaken":
+            raise VerificationError(
+                Reason.UNSUPPORTED_PPT, f"Identity ppt {ppt!r} is not supported (only shaken)"
+            )
+        alg = params.get("alg")
+        if alg is not None and alg != "ES256":
+            raise VerificationError(
+                Reason.UNSUPPORTED_ALG, f"Identity alg {alg!r} is not ES256", lib_code=-302
+            )
+        info = params.get("info")
+        if not info:
+            raise VerificationError(Reason.MISSING_INFO, "Identity header has no info parameter")
+        if not is_absolute_uri(info):
+            raise VerificationError(Reason.INVALID_INFO, f"info {info!r} is not an absolute URI")
+        decoded = decode_token(hdr.token)
+        try:
+            self._check_passport(hdr, decoded, expected, now)
+        except VerificationError as exc:
+            exc.header, exc.claims = decoded.header, decoded.claims
+            raise
+        return hdr, decoded
+
+    def _check_passport(
+        self,
+        hdr: IdentityHeader,
+        decoded: DecodedPassport,
+        expected: _Expected | None,
+        now: float | None,
+    ) -> None:
+        header, claims, policy = decoded.header, decoded.claims, self.policy
+        if header.get("alg") != "ES256":
+            raise VerificationError(
+                Reason.UNSUPPORTED_ALG, f"PASSporT alg {header.get('alg')!r} is not ES256"
+            )
+        if header.get("typ") != "passport":
+            raise VerificationError(
+                Reason.INVALID_TYP, f"PASSporT typ {header.get('typ')!r} is not passport"
+            )
+        if header.get("ppt") != "shaken":
+            raise VerificationError(
+                Reason.PPT_MISMATCH,
+                f"PASSporT ppt {header.get('ppt')!r} is not shaken"
+                f" (Identity ppt parameter {hdr.ppt!r})",
+            )
+        x5u = header.get("x5u")
+        if x5u is None:
+            raise VerificationError(Reason.MISSING_X5U, "PASSporT header has no x5u")
+        if x5u != hdr.info:
+            raise VerificationError(
+                Reason.X5U_MISMATCH, f"x5u {x5u!r} differs from info {hdr.info!r}"
+            )
+        check_shaken_claims(claims)
+        iat = claims["iat"]
+        now_i = int(time.time() if now is None else now)
+        if now_i - iat > policy.expire:
+            raise VerificationError(
+                Reason.STALE, f"iat is {now_i - iat} s old, over the {policy.expire} s limit"
+            )
+        if iat - now_i > policy.future_skew:
+            raise VerificationError(
+                Reason.IAT_IN_FUTURE,
+                f"iat is {iat - now_i} s in the future, over the {policy.future_skew} s skew",
+            )
+        if expected is not None:
+            if expected.orig_tn is not None:
+                _check_orig(claims, expected)
+            if expected.dest_tns is not None:
+                _check_dest(claims, expected)
+        if policy.strict:
+            if hdr.ppt is None:
+                raise VerificationError(
+                    Reason.PPT_MISMATCH, "Identity header has no ppt parameter (strict mode)"
+                )
+            problems = claim_warnings(decoded)
+            if problems:
+                raise VerificationError(Reason.NON_CANONICAL, "; ".join(problems))
+
+    @staticmethod
+    def _finish(
+        hdr: IdentityHeader, decoded: DecodedPassport, credential: Credential
+    ) -> VerifiedPassport:
+        sig = decoded.signature
+        der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
+        try:
+            credential.public_key.verify(der, decoded.signing_input, _ES256)
+        except InvalidSignature:
+            exc = VerificationError(Reason.BAD_SIGNATURE, "the ES256 signature does not verify")
+            exc.header, exc.claims = decoded.header, decoded.claims
+            raise exc from None
+        return VerifiedPassport(hdr, decoded, credential)
+
+    @staticmethod
+    def _key_error(exc: KeyLoadError) -> VerificationError:
+        if exc.code in ("key-not-ec", "key-wrong-curve"):
+            return VerificationError(Reason.UNSUPPORTED_KEY, exc.message)
+        lib = -451 if exc.code in ("key-not-found", "key-unreadable") else -102
+        return VerificationError(Reason.KEY_UNAVAILABLE, exc.message, lib_code=lib)
+
+    # -- sync --------------------------------------------------------------------------------
+
+    def _credential(self, info: str) -> Credential:
+        try:
+            return self.source.credential_for(info)
+        except KeyLoadError as exc:
+            raise self._key_error(exc) from exc
+
+    def _verify(
+        self, value: str, expected: _Expected | None, now: float | None
+    ) -> VerifiedPassport:
+        hdr, decoded = self._examine(value, expected, now)
+        try:
+            credential = self._credential(hdr.info or "")
+        except VerificationError as exc:
+            exc.header, exc.claims = decoded.header, decoded.claims
+            raise
+        return self._finish(hdr, decoded, credential)
+
+    def verify(
+        self,
+        identity: str,
+        *,
+        orig_tn: str | None = None,
+        dest_tn: str | Sequence[str] | None = None,
+        now: float | None = None,
+    ) -> VerifiedPassport:
+        """Verify one Identity header value; raise :class:`VerificationError` if invalid.
+
+        ``orig_tn`` (from P-Asserted-Identity or From) and ``dest_tn`` (To and/or Request-URI)
+        are compared with the claims when given; numbers or SIP/TEL URIs are accepted.
+        """
+        if not isinstance(identity, str):
+            raise TypeError(f"identity must be str, not {type(identity).__name__}")
+        expected = None if orig_tn is None and dest_tn is None else _Expected(orig_tn, dest_tn)
+        return self._verify(identity, expected, now)
+
+    def check(
+        self,
+        identity: str | Iterable[str],
+        *,
+        orig_tn: str | None = None,
+        dest_tn: str | Sequence[str] | None = None,
+        now: float | None = None,
+    ) -> Verdict:
+        """Check all Identity values of a request (one string, comma-joined values, or one
+        string per header line).  Never raises for bad input: every outcome is a Verdict."""
+        outcome = _Outcome(self.policy, identity, orig_tn, dest_tn)
+        for index, value in outcome.values:
+            try:
+                passport = self._verify(value, outcome.expected, now)
+            except Exception as exc:  # noqa: BLE001 - _Outcome separates bugs from failures
+                outcome.fail(index, exc)
+                continue
+            return outcome.success(index, passport)
+        return outcome.verdict()
+
+    # -- async -------------------------------------------------------------------------------
+
+    async def _acredential(self, info: str) -> Credential:
+        getter = getattr(self.source, "acredential_for", None)
+        try:
+            if getter is not None:
+                credential: Credential = await getter(info)
+                return credential
+            return self.source.credential_for(info)
+        except KeyLoadError as exc:
+            raise self._key_error(exc) from exc
+
+    async def _averify(
+        self, value: str, expected: _Expected | None, now: float | None
+    ) -> VerifiedPassport:
+        hdr, decoded = self._examine(value, expected, now)
+        try:
+            credential = await self._acredential(hdr.info or "")
+        except VerificationError as exc:
+            exc.header, exc.claims = decoded.header, decoded.claims
+            raise
+        return self._finish(hdr, decoded, credential)
+
+    async def averify(
+        self,
+        identity: str,
+        *,
+        orig_tn: str | None = None,
+        dest_tn: str | Sequence[str] | None = None,
+        now: float | None = None,
+    ) -> VerifiedPassport:
+        """:meth:`verify` for asyncio: the credential lookup awaits instead of blocking."""
+        if not isinstance(identity, str):
+            raise TypeError(f"identity must be str, not {type(identity).__name__}")
+        expected = None if orig_tn is None and dest_tn is None else _Expected(orig_tn, dest_tn)
+        return await self._averify(identity, expected, now)
+
+    async def acheck(
+        self,
+        identity: str | Iterable[str],
+        *,
+        orig_tn: str | None = None,
+        dest_tn: str | Sequence[str] | None = None,
+        now: float | None = None,
+    ) -> Verdict:
+        """:meth:`check` for asyncio."""
+        outcome = _Outcome(self.policy, identity, orig_tn, dest_tn)
+        for index, value in outcome.values:
+            try:
+                passport = await self._averify(value, outcome.expected, now)
+            except Exception as exc:  # noqa: BLE001 - _Outcome separates bugs from failures
+                outcome.fail(index, exc)
+                continue
+            return outcome.success(index, passport)
+        return outcome.verdict()
+
+
+class _Outcome:
+    """Collects the per-header results of one request and turns them into a Verdict."""
+
+    __slots__ = ("early", "errors", "expected", "failures", "values")
+
+    def __init__(
+        self,
+        policy: VerifyPolicy,
+        identity: str | Iterable[str],
+        orig_tn: str | None,
+        dest_tn: str | Sequence[str] | None,
+    ) -> None:
+        values = split_identity_values(identity)
+        self.expected = None if orig_tn is None and dest_tn is None else _Expected(orig_tn, dest_tn)
+        self.errors: list[tuple[int, VerificationError]] = []
+        self.failures: list[Failure] = []
+        self.early: VerificationError | None = None
+        if not values:
+            self.early = VerificationError(Reason.NO_IDENTITY, "no Identity header")
+        elif len(values) > policy.max_identities:
+            self.early = VerificationError(
+                Reason.TOO_LARGE,
+                f"{len(values)} Identity headers, over the limit of {policy.max_identities}",
+            )
+        self.values = [] if self.early else list(enumerate(values))
+
+    def fail(self, index: int, exc: Exception) -> None:
+        if not isinstance(exc, VerificationError):
+            log.exception("secsipid: unexpected error verifying an Identity header")
+            exc = VerificationError(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+        self.errors.append((index, exc))
+        self.failures.append(Failure(index, exc.reason, exc.message, exc.lib_code))
+
+    def success(self, index: int, passport: VerifiedPassport) -> Verdict:
+        return Verdict(
+            True,
+            Reason.VALID,
+            "",
+            0,
+            passport.header,
+            passport.claims,
+            passport,
+            index,
+            tuple(self.failures),
+        )
+
+    def verdict(self) -> Verdict:
+        """RFC 8224 §6.2.2: unsupported-ppt headers are ignored; 436 only if every credential
+        was unreachable; otherwise the most specific failure (438/403 before 437 before 436)."""
+        if self.early is not None:
+            return Verdict.from_error(self.early)
+        supported = [(i, e) for i, e in self.errors if e.reason is not Reason.UNSUPPORTED_PPT]
+        index, best = min(
+            supported or self.errors, key=lambda item: (failure_rank(item[1].reason), item[0])
+        )
+        return Verdict.from_error(best, index, tuple(self.failures))
