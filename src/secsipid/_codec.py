@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import binascii
 import json
-import re
 from typing import Any
 
 __all__ = [
@@ -21,14 +20,13 @@ __all__ = [
     "b64url_decode",
     "b64url_encode",
     "canonical_json",
-    "is_b64url",
     "loads_strict",
 ]
 
-_B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
-_TO_STD = str.maketrans("-_", "+/")
-_TO_URL = str.maketrans("+/", "-_")
-_PAD = ("", None, "==", "=")  # indexed by len % 4; a remainder of 1 is never valid.
+# bytes.translate with a 256-byte table is a C loop; str.translate with a dict is ~10x slower.
+_URL_TO_STD = bytes.maketrans(b"-_+/=", b"+/!!!")
+_TO_URL = bytes.maketrans(b"+/", b"-_")
+_PAD = (b"", None, b"==", b"=")  # indexed by len % 4; a remainder of 1 is never valid.
 
 
 class B64Error(ValueError):
@@ -45,19 +43,19 @@ def b64url_encode(data: bytes) -> str:
     return binascii.b2a_base64(data, newline=False).decode("ascii").rstrip("=").translate(_TO_URL)
 
 
-def is_b64url(text: str) -> bool:
-    return _B64URL_RE.fullmatch(text) is not None
-
-
 def b64url_decode(text: str) -> bytes:
     """Decode unpadded base64url strictly; raise :class:`B64Error` on anything else."""
     pad = _PAD[len(text) % 4]
-    if pad is None or _B64URL_RE.fullmatch(text) is None:
-        raise B64Error("not unpadded base64url")
+    if pad is None:
+        raise B64Error("not unpadded base64url (bad length)")
     try:
-        return binascii.a2b_base64((text + pad).translate(_TO_STD), strict_mode=True)
-    except binascii.Error as exc:  # pragma: no cover - the regex already excludes these
-        raise B64Error(str(exc)) from exc
+        # "-_" become "+/"; "+", "/" and "=" become "!", which strict mode refuses, as it
+        # refuses whitespace and every other byte outside the alphabet.
+        return binascii.a2b_base64(
+            text.encode("ascii").translate(_URL_TO_STD) + pad, strict_mode=True
+        )
+    except (UnicodeEncodeError, binascii.Error) as exc:
+        raise B64Error("not unpadded base64url") from exc
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -98,6 +96,14 @@ def loads_strict(data: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise JSONError("not UTF-8") from exc
     try:
+        # Fast path: the C scanner alone, for documents without surrounding whitespace (every
+        # canonical PASSporT); decode() adds two regex matches that cost a third as much again.
+        try:
+            obj, end = _DECODER.scan_once(text, 0)
+            if end == len(text):
+                return obj
+        except StopIteration:
+            pass
         return _DECODER.decode(text)
     except JSONError:
         raise

@@ -60,6 +60,8 @@ def _user_part(value: str) -> str:
 def canonical_tn(value: str) -> str:
     """Return the RFC 8224 §8.3 canonical form of a telephone number, number-bearing URI or
     name-addr.  The result may be empty when ``value`` holds no digits (e.g. ``sip:alice@host``)."""
+    if value.isdigit() and value.isascii():  # already canonical: the common case, made cheap
+        return value
     return _NOT_TN_CHAR.sub("", _user_part(value))
 
 

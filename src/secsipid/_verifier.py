@@ -228,9 +228,10 @@ class Failure:
     lib_code: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: frozen dataclass __init__ costs ~1 us on the hot path
 class Verdict:
     """The outcome of checking a request's Identity header(s).  Truthy only when valid.
+    Treat it as read-only.
 
     ``reason`` is the stable reason code (``"valid"`` on success); ``sip_status`` and
     ``sip_reason`` are the response a rejecting verifier sends (0 and ``""`` when valid);
