@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import binascii
 import json
+from collections.abc import Callable
 from typing import Any
 
 __all__ = [
@@ -87,6 +88,7 @@ def _no_constants(name: str) -> Any:
 # One decoder built once: json.loads() with hooks builds a new decoder per call, which costs
 # more than the decoding itself for PASSporT-sized documents.
 _DECODER = json.JSONDecoder(object_pairs_hook=_pairs_no_duplicates, parse_constant=_no_constants)
+_SCAN_ONCE: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def loads_strict(data: bytes) -> Any:
@@ -99,7 +101,7 @@ def loads_strict(data: bytes) -> Any:
         # Fast path: the C scanner alone, for documents without surrounding whitespace (every
         # canonical PASSporT); decode() adds two regex matches that cost a third as much again.
         try:
-            obj, end = _DECODER.scan_once(text, 0)
+            obj, end = _SCAN_ONCE(text, 0)
             if end == len(text):
                 return obj
         except StopIteration:
