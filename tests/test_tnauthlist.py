@@ -1,0 +1,111 @@
+"""TNAuthList (RFC 8226 §9) DER reading and writing, and the lab PKI built with it."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+
+import pytest
+from cryptography import x509
+from hypothesis import given
+from hypothesis import strategies as st
+
+from secsipid._pki import make_crl, make_lab_pki, make_self_signed
+from secsipid._tnauthlist import TNAuthList, TNAuthListError, TNRange
+
+
+def test_spc_vector_from_peeringhub_guide() -> None:
+    """SPC 818H encodes to MAigBhYEODE4SA== (standards.md §7.6) and decodes back."""
+    der = base64.b64decode("MAigBhYEODE4SA==")
+    assert der == bytes.fromhex("3008a00616043831 3848".replace(" ", ""))
+    assert TNAuthList(spcs=("818H",)).to_der() == der
+    parsed = TNAuthList.from_der(der)
+    assert parsed.spc == "818H" and not parsed.lists_numbers
+
+
+def test_rfc8226_spc_1234_explicit_tags() -> None:
+    """RFC 8226 Appendix A uses EXPLICIT tags: SPC 1234 is 30 08 a0 06 16 04 31 32 33 34."""
+    assert TNAuthList(spcs=("1234",)).to_der().hex() == "3008a0061604" + b"1234".hex()
+
+
+def test_ranges_and_numbers_cover() -> None:
+    """Delegate-certificate scopes (RFC 9060): ranges and single TNs decide coverage."""
+    t = TNAuthList(ranges=(TNRange("12155550100", 100),), tns=("12155559999",))
+    back = TNAuthList.from_der(t.to_der())
+    assert back == t and back.lists_numbers
+    assert back.covers("12155550100") and back.covers("12155550199")
+    assert not back.covers("12155550200") and not back.covers("1215555010")
+    assert back.covers("12155559999") and not back.covers("12155559998")
+
+
+@pytest.mark.parametrize(
+    "hexder",
+    [
+        "",  # empty
+        "3000",  # empty SEQUENCE: SIZE (1..MAX)
+        "3003a00116",  # truncated inner
+        "3008a0061604313233",  # length beyond data
+        "3006a3041602 3132".replace(" ", ""),  # unknown choice tag [3]
+        "3009a1073005160131020101",  # range count 1 (< 2)
+        "300aa208160631323334 3a78".replace(" ", ""),  # TN with ':' and 'x'
+        "3081083006a00416023132",  # non-minimal long-form length
+        "3008a006160431323334ff",  # trailing garbage after the SEQUENCE
+    ],
+)
+def test_malformed_der_is_a_clean_error(hexder: str) -> None:
+    """Hostile encodings raise TNAuthListError, never IndexError or a crash."""
+    with pytest.raises(TNAuthListError):
+        TNAuthList.from_der(bytes.fromhex(hexder))
+
+
+@given(st.binary(max_size=64))
+def test_any_bytes_parse_or_clean_error(data: bytes) -> None:
+    """Property: arbitrary bytes either parse or raise TNAuthListError."""
+    with contextlib.suppress(TNAuthListError):
+        TNAuthList.from_der(data)
+
+
+@given(
+    st.lists(st.from_regex(r"[0-9A-Z]{1,8}", fullmatch=True), max_size=2),
+    st.lists(st.from_regex(r"[0-9#*]{1,15}", fullmatch=True), max_size=3),
+    st.lists(st.tuples(st.from_regex(r"[0-9]{4,12}", fullmatch=True), st.integers(2, 10**6))),
+)
+def test_round_trip(spcs: list[str], tns: list[str], ranges: list[tuple[str, int]]) -> None:
+    """Property: to_der/from_der round-trips any valid list."""
+    t = TNAuthList(tuple(spcs), tuple(TNRange(s, c) for s, c in ranges), tuple(tns))
+    if not (spcs or tns or ranges):
+        return
+    assert TNAuthList.from_der(t.to_der()) == t
+
+
+def test_lab_pki_shape() -> None:
+    """The lab chain follows ATIS-1000080's shape: CA flags, key usages, SPC only in the leaf."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pki = make_lab_pki(spc="1234", crl_url="http://127.0.0.1/crl.der")
+    bc = x509.BasicConstraints
+    assert pki.root.extensions.get_extension_for_class(bc).value.ca
+    assert pki.intermediate.extensions.get_extension_for_class(bc).value.ca
+    leaf_bc = pki.leaf.extensions.get_extension_for_class(bc)
+    assert leaf_bc.critical and not leaf_bc.value.ca
+    ku = pki.leaf.extensions.get_extension_for_class(x509.KeyUsage)
+    assert ku.critical and ku.value.digital_signature and not ku.value.key_cert_sign
+    assert TNAuthList.from_certificate(pki.leaf) == TNAuthList(spcs=("1234",))
+    assert TNAuthList.from_certificate(pki.intermediate) is None
+    assert pki.leaf.issuer == pki.intermediate.subject
+    assert pki.intermediate.issuer == pki.root.subject
+    assert isinstance(pki.leaf.public_key(), ec.EllipticCurvePublicKey)
+    pki.leaf.verify_directly_issued_by(pki.intermediate)
+    pki.intermediate.verify_directly_issued_by(pki.root)
+    assert pki.chain_pem.count(b"BEGIN CERTIFICATE") == 2
+    crl = make_crl(pki.intermediate, pki.intermediate_key, [pki.leaf.serial_number])
+    assert crl.is_signature_valid(pki.intermediate.public_key())
+    assert crl.get_revoked_certificate_by_serial_number(pki.leaf.serial_number) is not None
+
+
+def test_self_signed_without_spc_has_no_tnauthlist() -> None:
+    """keygen without --spc makes no TNAuthList extension."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    cert = make_self_signed(ec.generate_private_key(ec.SECP256R1()))
+    assert TNAuthList.from_certificate(cert) is None
