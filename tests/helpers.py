@@ -1,0 +1,119 @@
+"""Constants and helpers shared by the test modules (fixtures live in ``conftest.py``).
+
+Import as ``from helpers import NOW, X5U, ...``: pytest puts ``tests/`` on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.x509.oid import NameOID
+
+from secsipid import Reason, Verdict, VerificationError, b64url_encode
+
+X5U = "https://cert.example.org/sti.pem"
+NOW = 1_700_000_000
+ORIG = "12155550121"
+DEST = "12155550131"
+ORIGID = "123e4567-e89b-42d3-a456-426655440000"
+PARAMS = f";info=<{X5U}>;alg=ES256;ppt=shaken"
+
+SHAKEN_HEADER: dict[str, Any] = {"alg": "ES256", "ppt": "shaken", "typ": "passport", "x5u": X5U}
+SHAKEN_CLAIMS: dict[str, Any] = {
+    "attest": "A",
+    "dest": {"tn": [DEST]},
+    "iat": NOW,
+    "orig": {"tn": ORIG},
+    "origid": ORIGID,
+}
+
+
+def deterministic_ecdsa_supported() -> bool:
+    """RFC 6979 signing needs OpenSSL 3.2+; the Signer falls back to random k without it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    try:
+        key.sign(b"probe", ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+    except UnsupportedAlgorithm:
+        return False
+    return True
+
+
+requires_deterministic = pytest.mark.skipif(
+    not deterministic_ecdsa_supported(), reason="OpenSSL without RFC 6979 deterministic ECDSA"
+)
+
+
+def raw_signature(key: ec.EllipticCurvePrivateKey, signing_input: bytes) -> bytes:
+    """ES256 signature as JWS wants it: 64 bytes ``r || s`` (RFC 7518 §3.4)."""
+    r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def raw_jws(key: ec.EllipticCurvePrivateKey, header: bytes, claims: bytes) -> str:
+    """A JWS over arbitrary header/claims bytes, for what ``Signer.sign_json`` refuses to sign
+    (``alg`` other than ES256, duplicate keys, NaN, invalid UTF-8)."""
+    signing_input = b64url_encode(header) + "." + b64url_encode(claims)
+    return signing_input + "." + b64url_encode(raw_signature(key, signing_input.encode()))
+
+
+def replace_char(text: str, index: int) -> str:
+    """``text`` with the base64url character at ``index`` changed to another one whose 6 bits
+    differ in the high bits, so the decoded bytes change even in a final partial group."""
+    old = text[index]
+    new = "A" if old not in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef" else "w"
+    return text[:index] + new + text[index + 1 :]
+
+
+def make_self_signed(
+    key: ec.EllipticCurvePrivateKey | Any,
+    common_name: str = "SHAKEN TEST",
+    *,
+    issuer_key: Any = None,
+    issuer_name: x509.Name | None = None,
+    ca: bool = False,
+) -> x509.Certificate:
+    """A minimal certificate valid 2000..2100, self-signed unless ``issuer_key`` is given."""
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "secsipid tests"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer_name or name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+        .not_valid_after(dt.datetime(2100, 1, 1, tzinfo=dt.UTC))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .sign(issuer_key or key, hashes.SHA256())
+    )
+
+
+def assert_verdict(verdict: Verdict, reason: Reason) -> None:
+    """A failed Verdict carries ``reason`` and the SIP/verstat/lib mapping of its table row."""
+    assert not verdict
+    assert verdict.ok is False
+    assert verdict.reason is reason, (verdict.reason, verdict.message)
+    assert verdict.sip_status == reason.sip_status
+    assert verdict.sip_reason == reason.sip_reason
+    assert verdict.verstat == reason.verstat
+
+
+def assert_error(exc: VerificationError, reason: Reason) -> None:
+    """A VerificationError carries ``reason`` and its SIP mapping."""
+    assert exc.reason is reason, (exc.reason, exc.message)
+    assert exc.code == reason.value
+    assert exc.sip_status == reason.sip_status
+    assert exc.sip_reason == reason.sip_reason
+    assert exc.verstat == reason.verstat

@@ -1,0 +1,235 @@
+"""Base64url and JSON as PASSporT needs them (RFC 7515 §2, RFC 8225 §6 and §9)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from secsipid import b64url_decode, b64url_encode, canonical_json
+from secsipid._codec import B64Error, JSONError, loads_strict
+
+# -- base64url ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "text"),
+    [
+        (b"", ""),
+        (b"f", "Zg"),
+        (b"fo", "Zm8"),
+        (b"foo", "Zm9v"),
+        (b"\xfb\xff", "-_8"),  # RFC 4648 §5: "-" and "_" instead of "+" and "/"
+        (b"\xfb\xef\xbe", "----"),
+        (b"\xff\xff\xff", "____"),
+    ],
+)
+def test_b64url_encode_known_values(data: bytes, text: str) -> None:
+    """Encoding is RFC 4648 §5 base64url without padding."""
+    assert b64url_encode(data) == text
+    assert b64url_decode(text) == data
+
+
+def test_b64url_encode_never_pads() -> None:
+    """No '=' for any length remainder (RFC 7515 §2)."""
+    for n in range(10):
+        assert "=" not in b64url_encode(bytes(range(n)))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Zg==",  # padding
+        "Zm8=",
+        "Zg=",
+        "+/8",  # standard alphabet
+        "ab+c",
+        "ab/c",
+        "Zm 9v",  # whitespace inside
+        " Zm9v",
+        "Zm9v\n",
+        "Zm9v\t",
+        "Zm9\r\nv",
+        "Zm9v!",
+        "Zm9v.",
+        "Z",  # bad length: 4n+1 characters never occur
+        "Zm9vY",
+        "Zm9vé",  # non-ASCII
+        "Zm9v\u00a0",
+        "Ｚｍ９ｖ",  # fullwidth letters
+        "\x00\x00",
+    ],
+)
+def test_b64url_decode_rejects(text: str) -> None:
+    """Padding, the standard alphabet, whitespace, bad lengths and non-ASCII raise B64Error."""
+    with pytest.raises(B64Error):
+        b64url_decode(text)
+
+
+def test_b64error_is_value_error() -> None:
+    """B64Error is a ValueError, so generic callers can catch it."""
+    assert issubclass(B64Error, ValueError)
+    assert issubclass(JSONError, ValueError)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_b64url_round_trip(data: bytes) -> None:
+    """decode(encode(x)) == x, and the text uses only the URL-safe alphabet."""
+    text = b64url_encode(data)
+    assert set(text) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    assert len(text) % 4 != 1
+    assert b64url_decode(text) == data
+    assert text == base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40))
+def test_b64url_decode_any_text_decodes_or_raises_b64error(text: str) -> None:
+    """Any text either decodes (and then is pure base64url) or raises B64Error, nothing else."""
+    try:
+        data = b64url_decode(text)
+    except B64Error:
+        return
+    assert isinstance(data, bytes)
+    assert all(c.isascii() and (c.isalnum() or c in "-_") for c in text)
+    assert len(data) == len(text) * 3 // 4
+
+
+# -- canonical JSON ----------------------------------------------------------------------------
+
+DIG1 = "021ACC5427ABEB9C533F3E4B652E7D463F5442CD54F17A03A27DF9B07F4619B2"
+DIG2 = "4AADB9B13F82183B540212DF3E5D496B19E57CAB3E4B652E7D463F5442CD54F1"
+
+
+def test_canonical_json_rfc8225_9_1_example() -> None:
+    """RFC 8225 §9.1 example (with the RFC's missing '}' after the dest array restored)."""
+    obj = {
+        "orig": {"tn": "12155551212"},
+        "mky": [{"dig": DIG1, "alg": "sha-256"}, {"alg": "sha-256", "dig": DIG2}],
+        "iat": 1443208345,
+        "dest": {"uri": ["sip:alice@example.com"]},
+    }
+    expected = (
+        '{"dest":{"uri":["sip:alice@example.com"]},"iat":1443208345,"mky":'
+        f'[{{"alg":"sha-256","dig":"{DIG1}"}},{{"alg":"sha-256","dig":"{DIG2}"}}],'
+        '"orig":{"tn":"12155551212"}}'
+    )
+    assert canonical_json(obj) == expected.encode()
+
+
+def test_canonical_json_rules() -> None:
+    """No whitespace, sorted keys at every depth, lowercase literals, integers, raw UTF-8."""
+    obj = {"b": [True, False, None], "a": {"z": 1, "y": "é"}, "A": -0}
+    assert canonical_json(obj) == '{"A":0,"a":{"y":"é","z":1},"b":[true,false,null]}'.encode()
+
+
+def test_canonical_json_refuses_nan() -> None:
+    """NaN/Infinity are not JSON: serialization refuses them."""
+    with pytest.raises(ValueError):
+        canonical_json({"iat": float("nan")})
+    with pytest.raises(ValueError):
+        canonical_json({"iat": float("inf")})
+
+
+def test_canonical_json_shaken_key_order() -> None:
+    """RFC 8588 §8: SHAKEN claims come out as attest, dest, iat, orig, origid."""
+    claims = {"origid": "u", "orig": {"tn": "1"}, "iat": 1, "dest": {"tn": ["2"]}, "attest": "A"}
+    text = canonical_json(claims).decode()
+    positions = [text.index(f'"{k}"') for k in ("attest", "dest", "iat", "orig", "origid")]
+    assert positions == sorted(positions)
+
+
+# -- strict JSON parsing -----------------------------------------------------------------------
+
+
+def test_loads_strict_accepts_plain_json() -> None:
+    """Ordinary JSON objects parse, surrounding whitespace allowed."""
+    assert loads_strict(b'{"a":[1,"x",true,null]}') == {"a": [1, "x", True, None]}
+    assert loads_strict(b' \n{"a" : 1}\t') == {"a": 1}
+    assert loads_strict('{"n":"é"}'.encode()) == {"n": "é"}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a":1,"a":2}',
+        b'{"a":1,"a":1}',
+        b'{"x":{"a":1,"a":2}}',
+        b'[{"a":{"b":1,"b":1}}]',
+        b'{"dest":{"tn":["1"],"tn":["2"]}}',
+        b'{"a":1,"\\u0061":2}',  # the same name, escaped
+    ],
+)
+def test_loads_strict_rejects_duplicate_keys_at_any_depth(data: bytes) -> None:
+    """RFC 8225 §9: member names MUST NOT repeat within an object."""
+    with pytest.raises(JSONError, match="duplicate"):
+        loads_strict(data)
+
+
+@pytest.mark.parametrize(
+    "data", [b"NaN", b"Infinity", b"-Infinity", b'{"iat":NaN}', b"[1,Infinity]"]
+)
+def test_loads_strict_rejects_nan_and_infinity(data: bytes) -> None:
+    """NaN and Infinity are Python extensions, not JSON (RFC 8259 §6)."""
+    with pytest.raises(JSONError):
+        loads_strict(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b'{"a":"\xff"}', b'{"a":"\xc3"}', b'{"a":"\xed\xa0\x80"}', b"\xef\xbb\xbf{}", b"\x80"],
+)
+def test_loads_strict_rejects_invalid_utf8(data: bytes) -> None:
+    """Invalid UTF-8 (bad bytes, truncated sequences, encoded surrogates, a BOM) is refused."""
+    with pytest.raises(JSONError):
+        loads_strict(data)
+
+
+@pytest.mark.parametrize("data", [b"", b"{", b"{'a':1}", b'{"a":1}x', b"{} {}", b"[1,]", b"01"])
+def test_loads_strict_rejects_malformed_json(data: bytes) -> None:
+    """Anything that is not exactly one JSON text raises JSONError."""
+    with pytest.raises(JSONError):
+        loads_strict(data)
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_loads_strict_deep_nesting_is_json_error(depth: int) -> None:
+    """Pathological nesting gives JSONError, never RecursionError."""
+    with pytest.raises(JSONError):
+        loads_strict(b"[" * depth + b"]" * depth)
+    with pytest.raises(JSONError):
+        loads_strict(b'{"a":' * depth + b"1" + b"}" * depth)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64))
+def test_loads_strict_any_bytes_parse_or_json_error(data: bytes) -> None:
+    """Arbitrary bytes either parse or raise JSONError, nothing else."""
+    try:
+        value = loads_strict(data)
+    except JSONError:
+        return
+    assert json.loads(data) == value
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_values)
+def test_canonical_json_round_trips_through_strict_parser(value: object) -> None:
+    """canonical_json output parses back strictly to the same value and is a fixed point."""
+    data = canonical_json(value)
+    assert loads_strict(data) == value
+    assert canonical_json(loads_strict(data)) == data
+    assert data == json.dumps(
+        value, separators=(",", ":"), sort_keys=True, ensure_ascii=False
+    ).encode("utf-8")
