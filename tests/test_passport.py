@@ -1,0 +1,626 @@
+"""PASSporT decoding and the JWS header / SHAKEN claim rules, through ``Verifier.verify`` and
+``Verifier.check`` (RFC 8225, RFC 8588, RFC 7515/7518)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from conftest import MakeIdentity
+from helpers import (
+    DEST,
+    NOW,
+    ORIG,
+    ORIGID,
+    PARAMS,
+    SHAKEN_CLAIMS,
+    SHAKEN_HEADER,
+    X5U,
+    assert_error,
+    assert_verdict,
+    raw_signature,
+    replace_char,
+)
+from secsipid import (
+    DecodedPassport,
+    Reason,
+    Signer,
+    VerificationError,
+    Verifier,
+    VerifyPolicy,
+    b64url_decode,
+    b64url_encode,
+    canonical_json,
+    decode_token,
+)
+
+
+def _reject(verifier: Verifier, value: str, reason: Reason, **kw: Any) -> VerificationError:
+    """verify raises ``reason``; check gives the same reason in a Verdict."""
+    kw.setdefault("now", NOW)
+    with pytest.raises(VerificationError) as exc:
+        verifier.verify(value, **kw)
+    assert_error(exc.value, reason)
+    verdict = verifier.check(value, **kw)
+    assert_verdict(verdict, reason)
+    assert verdict.lib_code == exc.value.lib_code
+    assert verdict.index == 0
+    assert [f.reason for f in verdict.failures] == [reason]
+    return exc.value
+
+
+def _parts(value: str) -> tuple[str, str, str, str]:
+    token, params = value.split(";", 1)
+    h, c, s = token.split(".")
+    return h, c, s, ";" + params
+
+
+# -- decode_token ------------------------------------------------------------------------------
+
+
+def test_decode_token_fields(identity: str) -> None:
+    """decode_token splits and decodes: header, claims, raw JSON, signing input, 64-byte sig."""
+    h, c, s, _ = _parts(identity)
+    token = f"{h}.{c}.{s}"
+    d = decode_token(token)
+    assert isinstance(d, DecodedPassport)
+    assert d.token == token
+    assert d.header == SHAKEN_HEADER
+    assert d.claims == SHAKEN_CLAIMS
+    assert d.header_json == canonical_json(SHAKEN_HEADER)
+    assert d.claims_json == canonical_json(SHAKEN_CLAIMS)
+    assert d.signing_input == f"{h}.{c}".encode()
+    assert d.signature == b64url_decode(s)
+    assert len(d.signature) == 64
+
+
+def test_decode_token_returns_fresh_dicts(identity: str) -> None:
+    """Mutating a decoded header does not leak into the next decode (header cache)."""
+    token = identity.split(";")[0]
+    decode_token(token).header["alg"] = "none"
+    assert decode_token(token).header["alg"] == "ES256"
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        ("", Reason.MALFORMED_TOKEN),
+        ("abc", Reason.MALFORMED_TOKEN),
+        ("a.b", Reason.MALFORMED_TOKEN),
+        ("a.b.c.d", Reason.MALFORMED_TOKEN),
+        ("a.b.c.d.e", Reason.MALFORMED_TOKEN),  # JWE-like
+        (".e30.sig", Reason.MALFORMED_TOKEN),
+        ("..c2ln", Reason.COMPACT_FORM),
+        ("e30..c2ln", Reason.COMPACT_FORM),
+    ],
+)
+def test_decode_token_structure(token: str, reason: Reason) -> None:
+    """Only a three-segment JWS; an empty claims segment is the compact form."""
+    with pytest.raises(VerificationError) as exc:
+        decode_token(token)
+    assert exc.value.reason is reason
+
+
+# -- the Identity value around the token ---------------------------------------------------------
+
+
+def test_valid_identity(verifier: Verifier, identity: str) -> None:
+    """The fixture identity is valid at NOW; the Verdict carries header and claims."""
+    passport = verifier.verify(identity, now=NOW)
+    assert passport.header == SHAKEN_HEADER
+    assert passport.claims == SHAKEN_CLAIMS
+    verdict = verifier.check(identity, now=NOW)
+    assert verdict.ok
+    assert verdict.reason is Reason.VALID
+    assert verdict.claims == SHAKEN_CLAIMS
+
+
+def test_compact_form_rejected(verifier: Verifier, identity: str) -> None:
+    """RFC 8588 §3: compact form (..sig or hdr..sig) is not used in SHAKEN: compact-form."""
+    h, _, s, params = _parts(identity)
+    for token in (f"..{s}", f"{h}..{s}"):
+        err = _reject(verifier, token + params, Reason.COMPACT_FORM)
+        assert err.sip_status == 438
+        assert err.lib_code == -231
+
+
+def test_malformed_token_segments(verifier: Verifier, identity: str) -> None:
+    """Two or four segments, or an empty header: malformed-token (-301)."""
+    h, c, s, params = _parts(identity)
+    for token in (f"{h}.{c}", f"{h}.{c}.{s}.{s}", f".{c}.{s}", f"{h}{c}{s}"):
+        assert _reject(verifier, token + params, Reason.MALFORMED_TOKEN).lib_code == -301
+
+
+@pytest.mark.parametrize("segment", [0, 1])
+@pytest.mark.parametrize("bad", ["=", "+", "/", " ", "é"])
+def test_non_base64url_segments(verifier: Verifier, identity: str, segment: int, bad: str) -> None:
+    """Padding, '+', '/', whitespace or non-ASCII in header or claims: malformed-token."""
+    parts = list(_parts(identity))
+    parts[segment] = parts[segment][:10] + bad + parts[segment][11:]
+    value = ".".join(parts[:3]) + parts[3]
+    err = _reject(verifier, value, Reason.MALFORMED_TOKEN)
+    assert err.lib_code == (-201 if segment == 0 else -231)
+
+
+def test_padded_segments_rejected(verifier: Verifier, make_identity: MakeIdentity) -> None:
+    """B64URL with '=' padding added (a common encoder mistake) is refused."""
+    value = make_identity(claims_update={"x": "ab"})
+    h, c, s, params = _parts(value)
+    pad = "=" * (-len(c) % 4) or "===="
+    _reject(verifier, f"{h}.{c}{pad}.{s}{params}", Reason.MALFORMED_TOKEN)
+
+
+# -- JWS header --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alg", ["none", "HS256", "RS256", "ES384", "ES256K", "es256", "", None])
+def test_header_alg_not_es256(
+    verifier: Verifier, make_identity: MakeIdentity, alg: str | None
+) -> None:
+    """JWS alg other than ES256 (incl. none, HMAC): unsupported-alg (437, lib -202)."""
+    header = {**SHAKEN_HEADER, "alg": alg}
+    value = make_identity(
+        header=canonical_json(header), claims=canonical_json(SHAKEN_CLAIMS), raw=True
+    )
+    err = _reject(verifier, value, Reason.UNSUPPORTED_ALG)
+    assert err.sip_status == 437
+    assert err.lib_code == -202
+    assert err.header["alg"] == alg
+
+
+def test_header_alg_missing(verifier: Verifier, make_identity: MakeIdentity) -> None:
+    """No alg in the JWS header: unsupported-alg (never defaulted from the token)."""
+    header = {k: v for k, v in SHAKEN_HEADER.items() if k != "alg"}
+    _reject(verifier, make_identity(header=header), Reason.UNSUPPORTED_ALG)
+
+
+def test_alg_none_with_empty_signature(verifier: Verifier, identity: str) -> None:
+    """The classic alg=none attack (unsigned token, empty signature) is refused."""
+    header = b64url_encode(canonical_json({**SHAKEN_HEADER, "alg": "none"}))
+    _, c, _, params = _parts(identity)
+    verdict = verifier.check(f"{header}.{c}.{params}", now=NOW)
+    assert not verdict
+    assert verdict.reason in {Reason.UNSUPPORTED_ALG, Reason.MALFORMED_SIGNATURE}
+
+
+def test_hs256_key_confusion(
+    verifier: Verifier, public_key: ec.EllipticCurvePublicKey, identity: str
+) -> None:
+    """An HS256 token MACed with the public key bytes as secret is refused (no key confusion)."""
+    header = b64url_encode(canonical_json({**SHAKEN_HEADER, "alg": "HS256"}))
+    _, c, _, params = _parts(identity)
+    for secret in (
+        public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        public_key.public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        ),
+    ):
+        mac = hmac.new(secret, f"{header}.{c}".encode(), hashlib.sha256).digest()
+        value = f"{header}.{c}.{b64url_encode(mac)}{params}"
+        verdict = verifier.check(value, now=NOW)
+        assert not verdict
+        assert verdict.reason in {Reason.UNSUPPORTED_ALG, Reason.MALFORMED_SIGNATURE}
+
+
+@pytest.mark.parametrize("typ", ["JWT", "PASSPORT", "Passport", "", 1, None])
+def test_header_typ(verifier: Verifier, make_identity: MakeIdentity, typ: object) -> None:
+    """RFC 8225 §4.1: typ MUST be "passport" (case-sensitive): invalid-typ (-204)."""
+    err = _reject(verifier, make_identity(update={"typ": typ}), Reason.INVALID_TYP)
+    assert err.lib_code == -204
+
+
+def test_header_typ_missing(verifier: Verifier, make_identity: MakeIdentity) -> None:
+    """No typ: invalid-typ."""
+    _reject(verifier, make_identity(drop=("typ",)), Reason.INVALID_TYP)
+
+
+@pytest.mark.parametrize("ppt", ["div", "rcd", "SHAKEN", "", None])
+def test_header_ppt_mismatch(verifier: Verifier, make_identity: MakeIdentity, ppt: object) -> None:
+    """A JWS ppt other than shaken under an Identity ppt=shaken: ppt-mismatch (438, -203)."""
+    err = _reject(verifier, make_identity(update={"ppt": ppt}), Reason.PPT_MISMATCH)
+    assert err.sip_status == 438
+    assert err.lib_code == -203
+
+
+def test_header_ppt_missing(verifier: Verifier, make_identity: MakeIdentity) -> None:
+    """A baseline PASSporT (no ppt) is not a SHAKEN PASSporT: ppt-mismatch, with or without
+    the Identity ppt parameter."""
+    _reject(verifier, make_identity(drop=("ppt",)), Reason.PPT_MISMATCH)
+    _reject(
+        verifier,
+        make_identity(drop=("ppt",), params=f";info=<{X5U}>;alg=ES256"),
+        Reason.PPT_MISMATCH,
+    )
+
+
+def test_header_x5u_missing(verifier: Verifier, make_identity: MakeIdentity) -> None:
+    """No x5u in the header: missing-x5u (436, -205)."""
+    err = _reject(verifier, make_identity(drop=("x5u",)), Reason.MISSING_X5U)
+    assert err.sip_status == 436
+    assert err.lib_code == -205
+
+
+@pytest.mark.parametrize(
+    "x5u",
+    [
+        "https://other.example.org/sti.pem",
+        "https://CERT.example.org/sti.pem",  # simple string comparison, RFC 3986 §6.2.1
+        "https://cert.example.org:443/sti.pem",
+        X5U + "/",
+        X5U + " ",
+        "",
+        ["https://cert.example.org/sti.pem"],
+    ],
+)
+def test_header_x5u_differs_from_info(
+    verifier: Verifier, make_identity: MakeIdentity, x5u: object
+) -> None:
+    """RFC 8224 §4.1: x5u equals info by simple string comparison, else x5u-mismatch (436)."""
+    err = _reject(verifier, make_identity(update={"x5u": x5u}), Reason.X5U_MISMATCH)
+    assert err.lib_code == -205
+
+
+def test_header_extra_members_accepted(verifier: Verifier, make_identity: MakeIdentity) -> None:
+    """Unknown JWS header members (e.g. kid) do not fail verification."""
+    assert verifier.check(make_identity(update={"kid": "k1", "zzz": [1]}), now=NOW).ok
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"not json",
+        b"[1,2]",
+        b'"passport"',
+        b"null",
+        b'{"alg":"ES256","alg":"ES256","ppt":"shaken","typ":"passport","x5u":"'
+        + X5U.encode()
+        + b'"}',
+        b'{"alg":"ES256","ppt":"shaken","typ":"passport","x5u":"' + X5U.encode() + b'","x":NaN}',
+        b'{"alg":"ES256","ppt":"shaken","typ":"passport","x5u":"' + X5U.encode() + b'","x":"\xff"}',
+    ],
+)
+def test_invalid_jws_header(verifier: Verifier, make_identity: MakeIdentity, header: bytes) -> None:
+    """A header that is not a strict JSON object (dupes, NaN, bad UTF-8): invalid-jws-header."""
+    value = make_identity(header=header, claims=canonical_json(SHAKEN_CLAIMS), raw=True)
+    assert _reject(verifier, value, Reason.INVALID_JWS_HEADER).lib_code == -201
+
+
+def test_oversized_header(verifier: Verifier, make_identity: MakeIdentity) -> None:
+    """A JWS header segment over the size cap: invalid-jws-header, before JSON parsing."""
+    value = make_identity(update={"pad": "x" * 5000})
+    _reject(verifier, value, Reason.INVALID_JWS_HEADER)
+
+
+# -- claims ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        b"not json",
+        b"[1]",
+        b"1700000000",
+        b'"claims"',
+        b"null",
+        b'{"attest":"A","attest":"A","dest":{"tn":["1"]},"iat":1,"orig":{"tn":"2"},"origid":"x"}',
+        b'{"attest":"A","dest":{"tn":["1"],"tn":["9"]},"iat":1,"orig":{"tn":"2"},"origid":"x"}',
+        b'{"attest":"A","dest":{"tn":["1"]},"iat":NaN,"orig":{"tn":"2"},"origid":"x"}',
+        b'{"attest":"A","dest":{"tn":["1"]},"iat":Infinity,"orig":{"tn":"2"},"origid":"x"}',
+        b'{"attest":"\xc3","dest":{"tn":["1"]},"iat":1,"orig":{"tn":"2"},"origid":"x"}',
+        b'{"attest":"A"',
+        b"[" * 2000 + b"]" * 2000,  # deep nesting: JSONError, never RecursionError
+    ],
+)
+def test_invalid_claims_json(
+    verifier: Verifier, make_identity: MakeIdentity, claims: bytes
+) -> None:
+    """Claims that are not a strict JSON object: invalid-claims-json (438 Invalid PASSporT)."""
+    value = make_identity(header=canonical_json(SHAKEN_HEADER), claims=claims, raw=True)
+    err = _reject(verifier, value, Reason.INVALID_CLAIMS_JSON)
+    assert err.sip_reason == "Invalid PASSporT"
+    assert err.lib_code == -231
+
+
+def test_oversized_claims(verifier: Verifier, make_identity: MakeIdentity) -> None:
+    """A claims segment over the size cap: invalid-claims-json, before JSON parsing."""
+    _reject(verifier, make_identity(claims_update={"pad": "x" * 4700}), Reason.INVALID_CLAIMS_JSON)
+
+
+@pytest.mark.parametrize("claim", ["attest", "dest", "iat", "orig", "origid"])
+def test_missing_claim(verifier: Verifier, make_identity: MakeIdentity, claim: str) -> None:
+    """Each SHAKEN claim is required (RFC 8225 §5, RFC 8588): missing-claim names it."""
+    err = _reject(verifier, make_identity(drop_claims=(claim,)), Reason.MISSING_CLAIM)
+    assert claim in err.message
+    assert err.sip_reason == "Invalid PASSporT"
+    assert claim not in err.claims
+
+
+def test_all_claims_missing(verifier: Verifier, make_identity: MakeIdentity) -> None:
+    """An empty claims object lists every missing claim."""
+    err = _reject(verifier, make_identity(claims={}), Reason.MISSING_CLAIM)
+    for claim in ("attest", "dest", "iat", "orig", "origid"):
+        assert repr(claim) in err.message
+
+
+@pytest.mark.parametrize(
+    "update",
+    [
+        {"attest": "Z"},
+        {"attest": "a"},
+        {"attest": ""},
+        {"attest": ["A"]},
+        {"attest": 1},
+        {"dest": {"tn": DEST}},  # a string, not an array (RFC 8946 div-o quirk)
+        {"dest": {"tn": []}},
+        {"dest": {"tn": [1]}},
+        {"dest": {"tn": [""]}},
+        {"dest": {"uri": "sip:a@b"}},
+        {"dest": {}},
+        {"dest": [DEST]},  # RFC 8224 §4.1 "dest array" (errata 5715)
+        {"dest": DEST},
+        {"iat": str(NOW)},  # RFC 8225 §7.1 / RFC 8588 §6 string iat (errata 5985, 6656)
+        {"iat": float(NOW)},
+        {"iat": NOW + 0.5},
+        {"iat": True},
+        {"iat": 0},
+        {"iat": -1},
+        {"iat": [NOW]},
+        {"orig": {"tn": ORIG, "uri": "sip:a@b"}},
+        {"orig": {"tn": [ORIG]}},
+        {"orig": {"tn": ""}},
+        {"orig": {"tn": 12155550121}},
+        {"orig": {}},
+        {"orig": ORIG},
+        {"origid": ""},
+        {"origid": 5},
+        {"origid": [ORIGID]},
+    ],
+)
+def test_invalid_claim(
+    verifier: Verifier, make_identity: MakeIdentity, update: dict[str, Any]
+) -> None:
+    """Claims with a wrong type or value: invalid-claim (438 Invalid PASSporT, -231)."""
+    err = _reject(verifier, make_identity(claims_update=update), Reason.INVALID_CLAIM)
+    assert err.lib_code == -231
+    name = next(iter(update))
+    assert name in err.message
+    assert err.claims[name] == update[name]
+
+
+def test_invalid_wins_over_missing(verifier: Verifier, make_identity: MakeIdentity) -> None:
+    """An invalid claim and a missing one: invalid-claim, and the message lists both."""
+    err = _reject(
+        verifier,
+        make_identity(claims_update={"attest": "Z"}, drop_claims=("origid",)),
+        Reason.INVALID_CLAIM,
+    )
+    assert "attest" in err.message
+    assert "origid" in err.message
+
+
+@pytest.mark.parametrize(
+    "update",
+    [
+        {"rcd": {"nam": "Alice"}},
+        {"crn": "reason"},
+        {"div": {"tn": "12155550100"}},
+        {"dest": {"tn": [DEST], "uri": ["sip:bob@example.com"]}},
+        {"dest": {"uri": ["sip:bob@example.com"]}},
+        {"orig": {"uri": "sip:alice@example.com"}},
+        {"attest": "B"},
+        {"attest": "C"},
+        {"origid": "not-a-uuid"},
+        {"orig": {"tn": "+1-215-555-0121"}},
+    ],
+)
+def test_lenient_claims_accepted(
+    verifier: Verifier, make_identity: MakeIdentity, update: dict[str, Any]
+) -> None:
+    """Extension claims, uri identities, B/C attestation, non-UUID origid and non-canonical tn
+    are accepted by default (RFC 8225 §8.3: claims may be appended)."""
+    verdict = verifier.check(make_identity(claims_update=update), now=NOW)
+    assert verdict.ok, verdict.message
+    assert verdict.claims == {**SHAKEN_CLAIMS, **update}
+
+
+# -- canonical form and strict mode ------------------------------------------------------------
+
+
+_HEADER_TEXT = json.dumps(SHAKEN_HEADER, separators=(", ", ": "))
+_REVERSED_CLAIMS = json.dumps(dict(reversed(list(SHAKEN_CLAIMS.items()))), separators=(",", ":"))
+_ESCAPED_CLAIMS = canonical_json(SHAKEN_CLAIMS).decode().replace("A", "\\u0041", 1)
+NON_CANONICAL = [
+    pytest.param(_HEADER_TEXT, SHAKEN_CLAIMS, id="header-whitespace"),
+    pytest.param(SHAKEN_HEADER, _REVERSED_CLAIMS, id="claims-key-order"),
+    pytest.param(SHAKEN_HEADER, json.dumps(SHAKEN_CLAIMS, indent=1), id="claims-whitespace"),
+    pytest.param(SHAKEN_HEADER, _ESCAPED_CLAIMS, id="claims-escaped-ascii"),
+    pytest.param(SHAKEN_HEADER, {**SHAKEN_CLAIMS, "origid": "call-1234"}, id="non-uuid-origid"),
+    pytest.param(
+        SHAKEN_HEADER, {**SHAKEN_CLAIMS, "orig": {"tn": "+12155550121"}}, id="orig-tn-plus"
+    ),
+    pytest.param(
+        SHAKEN_HEADER, {**SHAKEN_CLAIMS, "dest": {"tn": ["1-215-555-0131"]}}, id="dest-tn-dash"
+    ),
+]
+
+
+@pytest.mark.parametrize(("header", "claims"), NON_CANONICAL)
+def test_non_canonical_lenient_then_strict(
+    public_key: ec.EllipticCurvePublicKey,
+    make_identity: MakeIdentity,
+    header: Any,
+    claims: Any,
+) -> None:
+    """Accepted by default with a warning (R15, R20), rejected as non-canonical when strict."""
+    value = make_identity(header=header, claims=claims)
+    lenient = Verifier(public_key).verify(value, now=NOW)
+    assert lenient.warnings
+    strict = Verifier(public_key, policy=VerifyPolicy(strict=True))
+    err = _reject(strict, value, Reason.NON_CANONICAL)
+    assert err.sip_reason == "Invalid PASSporT"
+
+
+def test_canonical_token_has_no_warnings(verifier: Verifier, identity: str) -> None:
+    """A Signer-made token is canonical: no warnings, and strict mode accepts it."""
+    assert verifier.verify(identity, now=NOW).warnings == []
+    strict = Verifier(verifier.source, policy=VerifyPolicy(strict=True))
+    assert strict.check(identity, now=NOW).ok
+
+
+def test_strict_requires_ppt_param(
+    public_key: ec.EllipticCurvePublicKey, make_identity: MakeIdentity
+) -> None:
+    """No Identity ppt parameter: a warning by default, ppt-mismatch when strict."""
+    value = make_identity(params=f";info=<{X5U}>;alg=ES256")
+    passport = Verifier(public_key).verify(value, now=NOW)
+    assert any("ppt" in w for w in passport.warnings)
+    _reject(Verifier(public_key, policy=VerifyPolicy(strict=True)), value, Reason.PPT_MISMATCH)
+
+
+def test_lone_surrogate_escape_in_claims(
+    public_key: ec.EllipticCurvePublicKey, make_identity: MakeIdentity
+) -> None:
+    """A claims string holding an unpaired UTF-16 surrogate escape ("\\ud800", not a Unicode
+    character, RFC 8259 §8.2 / RFC 7493 §2.1) is an invalid PASSporT for the strict verifier,
+    never an internal error; the lenient verifier's warnings must not crash either."""
+    claims = canonical_json(SHAKEN_CLAIMS)[:-1].decode() + ',"x":"\\ud800"}'
+    value = make_identity(claims=claims)
+    strict = Verifier(public_key, policy=VerifyPolicy(strict=True))
+    verdict = strict.check(value, now=NOW)
+    assert verdict.reason is not Reason.INTERNAL_ERROR, verdict.message
+    assert not verdict
+    assert verdict.sip_status == 438
+    with pytest.raises(VerificationError):
+        strict.verify(value, now=NOW)
+    lenient = Verifier(public_key)
+    try:
+        passport = lenient.verify(value, now=NOW)
+    except VerificationError as exc:
+        assert exc.sip_status == 438
+    else:
+        assert isinstance(passport.warnings, list)
+
+
+# -- signature ---------------------------------------------------------------------------------
+
+
+def test_flip_any_claims_character_never_valid(verifier: Verifier, identity: str) -> None:
+    """Changing any one character of the claims segment never leaves a valid PASSporT."""
+    h, c, s, params = _parts(identity)
+    for i in range(len(c)):
+        verdict = verifier.check(f"{h}.{replace_char(c, i)}.{s}{params}", now=NOW)
+        assert not verdict, i
+        assert verdict.reason is not Reason.INTERNAL_ERROR
+
+
+def test_changed_claims_with_old_signature(verifier: Verifier, identity: str) -> None:
+    """Re-encoded claims (attest A -> B, another orig) under the old signature: bad-signature."""
+    h, _, s, params = _parts(identity)
+    for update in ({"attest": "B"}, {"orig": {"tn": "12155550199"}}, {"iat": NOW + 1}):
+        c = b64url_encode(canonical_json({**SHAKEN_CLAIMS, **update}))
+        err = _reject(verifier, f"{h}.{c}.{s}{params}", Reason.BAD_SIGNATURE)
+        assert err.verstat == "TN-Validation-Failed"
+        assert err.lib_code == -251
+        assert err.claims == {**SHAKEN_CLAIMS, **update}
+
+
+def test_changed_header_with_old_signature(verifier: Verifier, identity: str) -> None:
+    """Header re-encoded with an extra member under the old signature: bad-signature."""
+    _, c, s, params = _parts(identity)
+    h = b64url_encode(canonical_json({**SHAKEN_HEADER, "kid": "1"}))
+    _reject(verifier, f"{h}.{c}.{s}{params}", Reason.BAD_SIGNATURE)
+
+
+def test_flip_each_signature_character(verifier: Verifier, identity: str) -> None:
+    """Changing any one signature character (incl. the last, partial group): bad-signature."""
+    h, c, s, params = _parts(identity)
+    for i in range(len(s)):
+        verdict = verifier.check(f"{h}.{c}.{replace_char(s, i)}{params}", now=NOW)
+        assert_verdict(verdict, Reason.BAD_SIGNATURE)
+
+
+def test_signature_from_other_key(make_identity: MakeIdentity, identity: str) -> None:
+    """A signature by another P-256 key: bad-signature."""
+    other = Verifier(ec.generate_private_key(ec.SECP256R1()).public_key())
+    _reject(other, identity, Reason.BAD_SIGNATURE)
+
+
+def test_der_signature(
+    verifier: Verifier, private_key: ec.EllipticCurvePrivateKey, identity: str
+) -> None:
+    """A DER (ASN.1) ECDSA signature instead of raw r||s: malformed-signature (-253)."""
+    h, c, _, params = _parts(identity)
+    der = private_key.sign(f"{h}.{c}".encode(), ec.ECDSA(hashes.SHA256()))
+    assert len(der) != 64
+    err = _reject(verifier, f"{h}.{c}.{b64url_encode(der)}{params}", Reason.MALFORMED_SIGNATURE)
+    assert err.lib_code == -253
+    assert err.verstat == "TN-Validation-Failed"
+
+
+@pytest.mark.parametrize("size", [0, 1, 32, 63, 65, 66, 96, 128])
+def test_wrong_signature_length(verifier: Verifier, identity: str, size: int) -> None:
+    """Signatures that are not exactly 64 bytes: malformed-signature."""
+    h, c, s, params = _parts(identity)
+    sig = (b64url_decode(s) * 2)[:size]
+    _reject(verifier, f"{h}.{c}.{b64url_encode(sig)}{params}", Reason.MALFORMED_SIGNATURE)
+
+
+@pytest.mark.parametrize("bad", ["+", "/", "=", " ", "é"])
+def test_signature_not_base64url(verifier: Verifier, identity: str, bad: str) -> None:
+    """A signature with characters outside base64url (86 chars long): malformed-signature."""
+    h, c, s, params = _parts(identity)
+    sig = s[:40] + bad + s[41:]
+    assert len(sig) == 86
+    err = _reject(verifier, f"{h}.{c}.{sig}{params}", Reason.MALFORMED_SIGNATURE)
+    assert err.lib_code == -255
+
+
+def test_swapped_r_and_s(verifier: Verifier, identity: str) -> None:
+    """s||r instead of r||s: bad-signature."""
+    h, c, s, params = _parts(identity)
+    raw = b64url_decode(s)
+    _reject(verifier, f"{h}.{c}.{b64url_encode(raw[32:] + raw[:32])}{params}", Reason.BAD_SIGNATURE)
+
+
+@pytest.mark.parametrize("sig", [bytes(64), b"\xff" * 64, bytes(32) + b"\x01" * 32])
+def test_degenerate_signatures(verifier: Verifier, identity: str, sig: bytes) -> None:
+    """r or s zero, or beyond the group order: bad-signature (not an exception)."""
+    h, c, _, params = _parts(identity)
+    _reject(verifier, f"{h}.{c}.{b64url_encode(sig)}{params}", Reason.BAD_SIGNATURE)
+
+
+def test_signature_over_other_input(
+    verifier: Verifier, private_key: ec.EllipticCurvePrivateKey, identity: str
+) -> None:
+    """A valid signature of the right key over other bytes (header only): bad-signature."""
+    h, c, _, params = _parts(identity)
+    sig = raw_signature(private_key, h.encode())
+    _reject(verifier, f"{h}.{c}.{b64url_encode(sig)}{params}", Reason.BAD_SIGNATURE)
+
+
+def test_signature_checked_over_received_bytes(
+    verifier: Verifier, make_identity: MakeIdentity
+) -> None:
+    """A non-canonical but correctly signed token verifies (the received bytes are signed)."""
+    value = make_identity(claims=json.dumps(SHAKEN_CLAIMS, indent=2))
+    assert verifier.check(value, now=NOW).ok
+
+
+def test_verbatim_sign_json_round_trip(signer: Signer, verifier: Verifier) -> None:
+    """A token from sign_json(verbatim=True) with canonical text is identical to sign_json of
+    the objects, and verifies."""
+    a = signer.sign_json(
+        canonical_json(SHAKEN_HEADER), canonical_json(SHAKEN_CLAIMS), verbatim=True
+    )
+    b = signer.sign_json(SHAKEN_HEADER, SHAKEN_CLAIMS)
+    assert a.split(".")[:2] == b.split(".")[:2]
+    assert verifier.check(a + PARAMS, now=NOW).ok
+    assert ORIGID in b64url_decode(a.split(".")[1]).decode()
