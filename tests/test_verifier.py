@@ -1,0 +1,1004 @@
+"""The verifier (RFC 8224 §6.2): every reason code end to end, freshness, orig/dest matching,
+several Identity headers, Verdicts, robustness properties and the async entry points."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import KeyFiles, MakeIdentity
+from helpers import (
+    DEST,
+    NOW,
+    ORIG,
+    ORIGID,
+    PARAMS,
+    SHAKEN_CLAIMS,
+    SHAKEN_HEADER,
+    X5U,
+    assert_error,
+    assert_verdict,
+)
+from secsipid import (
+    Credential,
+    CredentialFile,
+    Failure,
+    Reason,
+    Signer,
+    StaticCredential,
+    Verdict,
+    VerificationError,
+    VerifiedPassport,
+    Verifier,
+    VerifyPolicy,
+    b64url_encode,
+    canonical_json,
+    check_identity,
+)
+
+SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
+
+# -- the reason table --------------------------------------------------------------------------
+
+# Reason -> (SIP status, phrase, verstat, libsecsipid code): RFC 8224 §6.2.2, ATIS-1000082
+# error table (standards.md §9, atis-1000082-api.md §4), secsipidx.md §2.1 codes.
+_N, _F, _P = "No-TN-Validation", "TN-Validation-Failed", "TN-Validation-Passed"
+EXPECTED_TABLE: dict[Reason, tuple[int, str, str, int]] = {
+    Reason.VALID: (0, "", _P, 0),
+    Reason.NO_IDENTITY: (428, "Use Identity Header", _N, -1),
+    Reason.UNSUPPORTED_PPT: (428, "Use Supported PASSporT Format", _N, -303),
+    Reason.TOO_LARGE: (438, "Invalid Identity Header", _N, -301),
+    Reason.MALFORMED_IDENTITY: (438, "Invalid Identity Header", _N, -301),
+    Reason.COMPACT_FORM: (438, "Invalid Identity Header", _N, -231),
+    Reason.MISSING_INFO: (436, "Bad Identity Info", _N, -305),
+    Reason.INVALID_INFO: (436, "Bad Identity Info", _N, -305),
+    Reason.UNSUPPORTED_ALG: (437, "Unsupported Credential", _N, -202),
+    Reason.MALFORMED_TOKEN: (438, "Invalid Identity Header", _N, -301),
+    Reason.INVALID_JWS_HEADER: (438, "Invalid Identity Header", _N, -201),
+    Reason.INVALID_TYP: (437, "Unsupported Credential", _N, -204),
+    Reason.PPT_MISMATCH: (438, "Invalid Identity Header", _N, -203),
+    Reason.MISSING_X5U: (436, "Bad Identity Info", _N, -205),
+    Reason.X5U_MISMATCH: (436, "Bad Identity Info", _N, -205),
+    Reason.INVALID_CLAIMS_JSON: (438, "Invalid PASSporT", _N, -231),
+    Reason.MISSING_CLAIM: (438, "Invalid PASSporT", _N, -231),
+    Reason.INVALID_CLAIM: (438, "Invalid PASSporT", _N, -231),
+    Reason.NON_CANONICAL: (438, "Invalid PASSporT", _N, -231),
+    Reason.STALE: (403, "Stale Date", _N, -232),
+    Reason.IAT_IN_FUTURE: (403, "Stale Date", _N, -232),
+    Reason.ORIG_MISMATCH: (438, "Invalid Identity Header", _N, -1),
+    Reason.DEST_MISMATCH: (438, "Invalid Identity Header", _N, -1),
+    Reason.MALFORMED_SIGNATURE: (438, "Invalid Identity Header", _F, -253),
+    Reason.BAD_SIGNATURE: (438, "Invalid Identity Header", _F, -251),
+    Reason.UNSUPPORTED_KEY: (437, "Unsupported Credential", _N, -114),
+    Reason.KEY_UNAVAILABLE: (500, "Server Internal Error", _N, -451),
+    Reason.NO_KEY_SOURCE: (500, "Server Internal Error", _N, -401),
+    Reason.INTERNAL_ERROR: (500, "Server Internal Error", _N, -1),
+}
+
+
+# The reasons the core (no certificate fetching) produces; the certificate source adds its own
+# (cert-*, tested with the fetcher).
+CORE_REASONS = frozenset(EXPECTED_TABLE)
+
+
+def test_reason_table_as_documented() -> None:
+    """Every core Reason has the SIP status, phrase, verstat and libsecsipid code we expect."""
+    assert set(Reason) >= CORE_REASONS
+    for reason, (status, phrase, verstat, lib) in EXPECTED_TABLE.items():
+        assert (reason.sip_status, reason.sip_reason, reason.verstat, reason.lib_code) == (
+            status,
+            phrase,
+            verstat,
+            lib,
+        ), reason
+        assert reason.info.description
+        assert reason == reason.value  # StrEnum: compares equal to its code
+
+
+# -- every reason end to end -------------------------------------------------------------------
+
+
+class BrokenSource:
+    """A credential source with a bug in it."""
+
+    def credential_for(self, info: str) -> Credential:
+        raise RuntimeError("boom")
+
+
+@dataclass
+class Case:
+    """One way to provoke a reason: Identity value(s), verifier, call arguments."""
+
+    reason: Reason
+    value: str | list[str]
+    verifier: Verifier
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    lib_code: int | None = None  # None: the reason's own code
+    key_path: str | None = None  # check_identity(value, key_path); None: not expressible
+
+
+@dataclass
+class Env:
+    verifier: Verifier
+    identity: str
+    make: MakeIdentity
+    files: KeyFiles
+    p384_pub: Path
+    private_pem: Path
+    missing: Path
+
+
+@pytest.fixture(scope="module")
+def env(
+    tmp_path_factory: pytest.TempPathFactory,
+    verifier: Verifier,
+    identity: str,
+    make_identity: MakeIdentity,
+    key_files: KeyFiles,
+) -> Env:
+    d = tmp_path_factory.mktemp("reasons")
+    p384 = d / "p384.pem"
+    p384.write_bytes(
+        ec.generate_private_key(ec.SECP384R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, SPKI)
+    )
+    return Env(
+        verifier, identity, make_identity, key_files, p384, key_files.key_pem, d / "nope.pem"
+    )
+
+
+def _token(value: str) -> str:
+    return value.split(";", 1)[0]
+
+
+CaseFactory = Callable[[Env], Case]
+PUB = "pub"  # marker: check_identity with the session public key file
+
+
+def _cases() -> dict[str, CaseFactory]:
+    R = Reason  # noqa: N806
+    v = lambda e: e.verifier  # noqa: E731
+    return {
+        "no-identity-empty": lambda e: Case(R.NO_IDENTITY, "", v(e), key_path=PUB),
+        "no-identity-list": lambda e: Case(R.NO_IDENTITY, ["", " "], v(e), key_path=PUB),
+        "unsupported-ppt": lambda e: Case(
+            R.UNSUPPORTED_PPT, e.identity.replace("ppt=shaken", "ppt=div"), v(e), key_path=PUB
+        ),
+        "unsupported-ppt-quoted": lambda e: Case(
+            R.UNSUPPORTED_PPT, e.identity.replace("ppt=shaken", 'ppt="rcd"'), v(e), key_path=PUB
+        ),
+        "too-large-value": lambda e: Case(
+            R.TOO_LARGE, e.identity + ";x=" + "a" * 8192, v(e), key_path=PUB
+        ),
+        "too-many-values": lambda e: Case(R.TOO_LARGE, [e.identity] * 17, v(e), key_path=PUB),
+        "malformed-identity": lambda e: Case(
+            R.MALFORMED_IDENTITY, e.identity + ";alg=ES256", v(e), key_path=PUB
+        ),
+        "malformed-identity-no-token": lambda e: Case(
+            R.MALFORMED_IDENTITY, PARAMS, v(e), key_path=PUB
+        ),
+        "compact-form": lambda e: Case(
+            R.COMPACT_FORM, ".." + _token(e.identity).split(".")[2] + PARAMS, v(e), key_path=PUB
+        ),
+        "missing-info": lambda e: Case(
+            R.MISSING_INFO, _token(e.identity) + ";alg=ES256;ppt=shaken", v(e), key_path=PUB
+        ),
+        "missing-info-bare-token": lambda e: Case(
+            R.MISSING_INFO, _token(e.identity), v(e), key_path=PUB
+        ),
+        "invalid-info": lambda e: Case(
+            R.INVALID_INFO, _token(e.identity) + ";info=<sti.pem>;ppt=shaken", v(e), key_path=PUB
+        ),
+        "unsupported-alg-param": lambda e: Case(
+            R.UNSUPPORTED_ALG,
+            e.identity.replace("alg=ES256", "alg=ES384"),
+            v(e),
+            lib_code=-302,
+            key_path=PUB,
+        ),
+        "unsupported-alg-header": lambda e: Case(
+            R.UNSUPPORTED_ALG,
+            e.make(
+                header=canonical_json({**SHAKEN_HEADER, "alg": "none"}),
+                claims=canonical_json(SHAKEN_CLAIMS),
+                raw=True,
+            ),
+            v(e),
+            key_path=PUB,
+        ),
+        "malformed-token": lambda e: Case(
+            R.MALFORMED_TOKEN, "abc.def" + PARAMS, v(e), key_path=PUB
+        ),
+        "malformed-token-header-b64": lambda e: Case(
+            R.MALFORMED_TOKEN, "ab+c" + e.identity[4:], v(e), lib_code=-201, key_path=PUB
+        ),
+        "invalid-jws-header": lambda e: Case(
+            R.INVALID_JWS_HEADER,
+            e.make(header=b"[]", claims=canonical_json(SHAKEN_CLAIMS), raw=True),
+            v(e),
+            key_path=PUB,
+        ),
+        "invalid-typ": lambda e: Case(
+            R.INVALID_TYP, e.make(update={"typ": "JWT"}), v(e), key_path=PUB
+        ),
+        "ppt-mismatch": lambda e: Case(
+            R.PPT_MISMATCH, e.make(update={"ppt": "div"}), v(e), key_path=PUB
+        ),
+        "missing-x5u": lambda e: Case(R.MISSING_X5U, e.make(drop=("x5u",)), v(e), key_path=PUB),
+        "x5u-mismatch": lambda e: Case(
+            R.X5U_MISMATCH, e.make(update={"x5u": "https://evil.example/c.pem"}), v(e), key_path=PUB
+        ),
+        "invalid-claims-json": lambda e: Case(
+            R.INVALID_CLAIMS_JSON,
+            e.make(header=canonical_json(SHAKEN_HEADER), claims=b'{"a":1,"a":1}', raw=True),
+            v(e),
+            key_path=PUB,
+        ),
+        "missing-claim": lambda e: Case(
+            R.MISSING_CLAIM, e.make(drop_claims=("origid",)), v(e), key_path=PUB
+        ),
+        "invalid-claim": lambda e: Case(
+            R.INVALID_CLAIM, e.make(claims_update={"iat": str(NOW)}), v(e), key_path=PUB
+        ),
+        "non-canonical": lambda e: Case(
+            R.NON_CANONICAL,
+            e.make(claims=json.dumps(SHAKEN_CLAIMS)),
+            Verifier(e.verifier.source, policy=VerifyPolicy(strict=True)),
+        ),
+        "stale": lambda e: Case(R.STALE, e.identity, v(e), kwargs={"now": NOW + 301}, key_path=PUB),
+        "iat-in-future": lambda e: Case(
+            R.IAT_IN_FUTURE, e.identity, v(e), kwargs={"now": NOW - 6}, key_path=PUB
+        ),
+        "orig-mismatch": lambda e: Case(
+            R.ORIG_MISMATCH, e.identity, v(e), kwargs={"orig_tn": "12155550199"}, key_path=PUB
+        ),
+        "dest-mismatch": lambda e: Case(
+            R.DEST_MISMATCH, e.identity, v(e), kwargs={"dest_tn": "12155550199"}, key_path=PUB
+        ),
+        "malformed-signature": lambda e: Case(
+            R.MALFORMED_SIGNATURE,
+            _token(e.identity)[:-2] + PARAMS,  # 84 characters: 63 bytes
+            v(e),
+            key_path=PUB,
+        ),
+        "malformed-signature-alphabet": lambda e: Case(
+            R.MALFORMED_SIGNATURE,
+            _token(e.identity)[:-3] + "+" + _token(e.identity)[-2:] + PARAMS,
+            v(e),
+            lib_code=-255,
+            key_path=PUB,
+        ),
+        "bad-signature": lambda e: Case(
+            R.BAD_SIGNATURE,
+            e.identity.replace(
+                _token(e.identity).split(".")[1],
+                b64url_encode(canonical_json({**SHAKEN_CLAIMS, "attest": "B"})),
+            ),
+            v(e),
+            key_path=PUB,
+        ),
+        "unsupported-key": lambda e: Case(
+            R.UNSUPPORTED_KEY,
+            e.identity,
+            Verifier(CredentialFile(e.p384_pub)),
+            key_path=str(e.p384_pub),
+        ),
+        "key-unavailable-missing": lambda e: Case(
+            R.KEY_UNAVAILABLE, e.identity, Verifier(str(e.missing)), key_path=str(e.missing)
+        ),
+        "key-unavailable-private": lambda e: Case(
+            R.KEY_UNAVAILABLE,
+            e.identity,
+            Verifier(e.private_pem),
+            lib_code=-102,
+            key_path=str(e.private_pem),
+        ),
+        "no-key-source": lambda e: Case(R.NO_KEY_SOURCE, e.identity, Verifier()),
+        "internal-error": lambda e: Case(R.INTERNAL_ERROR, e.identity, Verifier(BrokenSource())),
+    }
+
+
+CASES = _cases()
+# Request-level outcomes (no value, too many values) exist only for check(); a source's own
+# exception passes through verify() (see test_internal_error_is_not_swallowed_by_verify).
+NOT_VIA_VERIFY = frozenset(
+    {"no-identity-empty", "no-identity-list", "too-many-values", "internal-error"}
+)
+VIA_VERIFY = [name for name in CASES if name not in NOT_VIA_VERIFY]
+# check_identity(value, key_path) has no strict mode and no custom source; with an empty
+# key_path it uses the certificate fetcher (tested with the fetcher).
+VIA_CHECK_IDENTITY = [
+    n for n in CASES if n not in ("non-canonical", "internal-error", "no-key-source")
+]
+
+
+def test_every_failure_reason_has_a_case(env: Env) -> None:
+    """The case table provokes every core Reason except VALID."""
+    assert {factory(env).reason for factory in CASES.values()} == CORE_REASONS - {Reason.VALID}
+
+
+def _expected_lib(case: Case) -> int:
+    return case.reason.lib_code if case.lib_code is None else case.lib_code
+
+
+def _check_case_verdict(verdict: Verdict, case: Case) -> None:
+    assert isinstance(verdict, Verdict)
+    assert_verdict(verdict, case.reason)
+    assert verdict.lib_code == _expected_lib(case)
+    assert verdict.passport is None
+    if case.reason in (Reason.NO_IDENTITY,) or isinstance(case.value, list):
+        return
+    assert verdict.index == 0
+    assert verdict.failures == (Failure(0, case.reason, verdict.message, _expected_lib(case)),)
+
+
+def _call_kwargs(case: Case) -> dict[str, Any]:
+    return {"now": NOW, **case.kwargs}
+
+
+@pytest.mark.parametrize("name", VIA_VERIFY)
+def test_reason_via_verify(env: Env, name: str) -> None:
+    """Verifier.verify raises VerificationError with the reason and its mapping."""
+    case = CASES[name](env)
+    assert isinstance(case.value, str)
+    with pytest.raises(VerificationError) as exc:
+        case.verifier.verify(case.value, **_call_kwargs(case))
+    assert_error(exc.value, case.reason)
+    assert exc.value.lib_code == _expected_lib(case)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_reason_via_check(env: Env, name: str) -> None:
+    """Verifier.check returns a failed Verdict with reason, SIP status/phrase, verstat, lib code."""
+    case = CASES[name](env)
+    _check_case_verdict(case.verifier.check(case.value, **_call_kwargs(case)), case)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_reason_via_async(env: Env, name: str) -> None:
+    """acheck/averify give the same outcome as check/verify."""
+    case = CASES[name](env)
+    kw = _call_kwargs(case)
+    verdict = asyncio.run(case.verifier.acheck(case.value, **kw))
+    _check_case_verdict(verdict, case)
+    assert verdict == case.verifier.check(case.value, **kw)
+    if name in VIA_VERIFY:
+        assert isinstance(case.value, str)
+        with pytest.raises(VerificationError) as exc:
+            asyncio.run(case.verifier.averify(case.value, **kw))
+        assert_error(exc.value, case.reason)
+        assert exc.value.lib_code == _expected_lib(case)
+
+
+@pytest.mark.parametrize("name", VIA_CHECK_IDENTITY)
+def test_reason_via_check_identity(env: Env, name: str) -> None:
+    """check_identity(value, key_path) gives the same Verdict as the Verifier."""
+    case = CASES[name](env)
+    assert case.key_path is not None
+    key_path = str(env.files.pub_pem) if case.key_path == PUB else case.key_path
+    verdict = check_identity(case.value, key_path, **_call_kwargs(case))
+    _check_case_verdict(verdict, case)
+
+
+def test_internal_error_is_not_swallowed_by_verify(env: Env) -> None:
+    """verify lets a credential source's own exception through; check turns it into a 500
+    internal-error Verdict and never passes."""
+    v = Verifier(BrokenSource())
+    with pytest.raises(RuntimeError, match="boom"):
+        v.verify(env.identity, now=NOW)
+    verdict = v.check(env.identity, now=NOW)
+    assert not verdict
+    assert verdict.reason is Reason.INTERNAL_ERROR
+    assert verdict.sip_status == 500
+    assert "RuntimeError" in verdict.message
+
+
+def test_verify_empty_value_is_malformed(verifier: Verifier) -> None:
+    """verify('') (a single empty value) is malformed-identity; no-identity is per request."""
+    with pytest.raises(VerificationError) as exc:
+        verifier.verify("", now=NOW)
+    assert exc.value.reason is Reason.MALFORMED_IDENTITY
+
+
+def test_error_carries_decoded_header_and_claims(verifier: Verifier, identity: str) -> None:
+    """A failure after decoding keeps the header and claims (for logs / CLI --json)."""
+    with pytest.raises(VerificationError) as exc:
+        verifier.verify(identity, now=NOW + 1000)
+    assert exc.value.header == SHAKEN_HEADER
+    assert exc.value.claims == SHAKEN_CLAIMS
+    verdict = verifier.check(identity, now=NOW + 1000)
+    assert verdict.header == SHAKEN_HEADER
+    assert verdict.claims == SHAKEN_CLAIMS
+    with pytest.raises(VerificationError) as exc:
+        verifier.verify("x" + PARAMS, now=NOW)
+    assert exc.value.header == {}
+    assert exc.value.claims == {}
+
+
+# -- Identity parameters at the verifier -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        f";info=<{X5U}>;alg=ES256;ppt=shaken",
+        f";info=<{X5U}>;ppt=shaken",  # alg defaults to ES256 (RFC 8224 §4.1)
+        f";info=<{X5U}>",  # no ppt: lenient default
+        f";info={X5U};alg=ES256;ppt=shaken",  # no angle brackets
+        f';info=<{X5U}>;alg=ES256;ppt="shaken"',  # quoted ppt
+        f" ; INFO = <{X5U}> ;\r\n ALG=ES256 ; PPT=shaken ; foo=bar ; baz",
+        f";ppt=shaken;alg=ES256;info=<{X5U}>",  # any order
+    ],
+)
+def test_accepted_identity_params(verifier: Verifier, identity: str, params: str) -> None:
+    """Parameter spellings seen in the field all verify."""
+    verdict = verifier.check(_token(identity) + params, now=NOW)
+    assert verdict.ok, verdict.message
+
+
+@pytest.mark.parametrize("params", [";info=<X>;alg=ES256;ppt=SHAKEN", ";info=<X>;alg=es256"])
+def test_param_token_values_case_insensitive(
+    verifier: Verifier, identity: str, params: str
+) -> None:
+    """RFC 8224 §4 makes alg and ppt values tokens, and RFC 3261 §7.3.1 says "Tokens are always
+    case-insensitive": ppt=SHAKEN and alg=es256 name the supported values."""
+    verdict = verifier.check(_token(identity) + params.replace("X", X5U), now=NOW)
+    assert verdict.ok, (verdict.reason, verdict.message)
+
+
+@pytest.mark.parametrize("alg", ["ES384", "RS256", "none", "HS256", ""])
+def test_alg_param_not_es256(verifier: Verifier, identity: str, alg: str) -> None:
+    """An Identity alg parameter other than ES256: unsupported-alg with lib code -302."""
+    value = identity.replace("alg=ES256", f"alg={alg}")
+    with pytest.raises(VerificationError) as exc:
+        verifier.verify(value, now=NOW)
+    assert exc.value.reason is Reason.UNSUPPORTED_ALG
+    assert exc.value.lib_code == -302
+
+
+@pytest.mark.parametrize("info", ["", "<>", "< >", "cert.pem", "<cert.pem>", "</a/b>", "<://x>"])
+def test_bad_info_values(verifier: Verifier, identity: str, info: str) -> None:
+    """An empty info is missing-info; a relative reference is invalid-info (both 436)."""
+    value = identity.replace(f"info=<{X5U}>", f"info={info}")
+    verdict = verifier.check(value, now=NOW)
+    assert verdict.reason in (Reason.MISSING_INFO, Reason.INVALID_INFO)
+    assert verdict.sip_status == 436
+    expected = Reason.MISSING_INFO if info.strip("<> ") == "" else Reason.INVALID_INFO
+    assert verdict.reason is expected
+
+
+# -- freshness ---------------------------------------------------------------------------------
+
+
+def test_freshness_boundaries_default_policy(verifier: Verifier, identity: str) -> None:
+    """expire 300 s: iat exactly 300 s old passes, 301 s is stale (403 Stale Date)."""
+    assert verifier.check(identity, now=NOW + 300).ok
+    assert verifier.check(identity, now=NOW + 300.999).ok  # whole seconds
+    verdict = verifier.check(identity, now=NOW + 301)
+    assert_verdict(verdict, Reason.STALE)
+    assert (verdict.sip_status, verdict.sip_reason) == (403, "Stale Date")
+
+
+def test_future_skew_boundaries(verifier: Verifier, identity: str) -> None:
+    """iat up to future_skew (5 s) ahead passes; 6 s ahead is iat-in-future (403)."""
+    assert verifier.check(identity, now=NOW - 5).ok
+    verdict = verifier.check(identity, now=NOW - 6)
+    assert_verdict(verdict, Reason.IAT_IN_FUTURE)
+    assert verdict.sip_status == 403
+
+
+@pytest.mark.parametrize(("expire", "skew"), [(60, 0), (0, 0), (3600, 30)])
+def test_freshness_policy(
+    public_key: ec.EllipticCurvePublicKey, identity: str, expire: int, skew: int
+) -> None:
+    """expire/future_skew are honoured exactly at their boundaries."""
+    v = Verifier(public_key, policy=VerifyPolicy(expire=expire, future_skew=skew))
+    assert v.check(identity, now=NOW + expire).ok
+    assert v.check(identity, now=NOW + expire + 1).reason is Reason.STALE
+    assert v.check(identity, now=NOW - skew).ok
+    assert v.check(identity, now=NOW - skew - 1).reason is Reason.IAT_IN_FUTURE
+
+
+def test_check_identity_expire(key_files: KeyFiles, identity: str) -> None:
+    """check_identity(expire=) sets the window; a negative expire is a ValueError."""
+    assert check_identity(identity, key_files.pub_pem, expire=60, now=NOW + 60).ok
+    assert check_identity(identity, key_files.pub_pem, expire=60, now=NOW + 61).reason == "stale"
+    assert check_identity(identity, key_files.pub_pem, now=NOW + 300).ok  # default 300
+    with pytest.raises(ValueError):
+        check_identity(identity, key_files.pub_pem, expire=-1)
+
+
+def test_stale_checked_before_signature(verifier: Verifier, identity: str) -> None:
+    """A stale token with a bad signature reports stale (freshness is Step 4, before Step 5)."""
+    token = _token(identity)
+    value = token[:-5] + ("AAAAA" if token[-5:] != "AAAAA" else "BBBBA") + PARAMS
+    assert verifier.check(value, now=NOW).reason is Reason.BAD_SIGNATURE
+    assert verifier.check(value, now=NOW + 1000).reason is Reason.STALE
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"expire": -1},
+        {"future_skew": -1},
+        {"max_identity_size": -1},
+        {"expire": 1.5},
+        {"expire": True},
+    ],
+)
+def test_policy_validation(kwargs: dict[str, Any]) -> None:
+    """VerifyPolicy refuses negative or non-int values."""
+    with pytest.raises(ValueError):
+        VerifyPolicy(**kwargs)
+
+
+def test_policy_defaults_and_immutability() -> None:
+    """Defaults follow Kamailio (expire 300 s) and the policy is frozen."""
+    p = VerifyPolicy()
+    assert (p.expire, p.future_skew, p.strict) == (300, 5, False)
+    assert p.max_identity_size == 8192
+    with pytest.raises(AttributeError):
+        p.expire = 60  # type: ignore[misc]
+
+
+# -- orig / dest matching ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "orig",
+    [
+        ORIG,
+        "+1 (215) 555-0121",
+        "+1-215-555-0121",
+        "sip:+12155550121@example.com;user=phone",
+        "sip:+1-215-555-0121;npdi@example.com",
+        "tel:+1-215-555-0121;phone-context=example.com",
+        '"Alice" <sip:+12155550121@example.com>;tag=1928301774',
+    ],
+)
+def test_orig_matches(verifier: Verifier, identity: str, orig: str) -> None:
+    """orig_tn in any SIP notation matches the canonical orig claim (RFC 8224 §6.2 Step 2)."""
+    assert verifier.check(identity, orig_tn=orig, now=NOW).ok
+
+
+@pytest.mark.parametrize(
+    "orig",
+    ["12155550122", "2155550121", "sip:alice@example.com", "", "+1 215 555 012"],
+)
+def test_orig_mismatch(verifier: Verifier, identity: str, orig: str) -> None:
+    """Another number, a national form (no country code guessed), or a non-TN: orig-mismatch."""
+    assert_verdict(verifier.check(identity, orig_tn=orig, now=NOW), Reason.ORIG_MISMATCH)
+
+
+@pytest.mark.parametrize(
+    "dest",
+    [
+        DEST,
+        "+1 215 555 0131",
+        "sip:+12155550131@example.com",
+        "tel:+12155550131",
+        ["sip:+19995550000@example.com", "tel:+1-215-555-0131"],  # To and Request-URI
+        ("12155550131",),
+    ],
+)
+def test_dest_matches(verifier: Verifier, identity: str, dest: str | list[str]) -> None:
+    """dest_tn (one or several, e.g. To and R-URI) matches when any one is in dest.tn."""
+    assert verifier.check(identity, dest_tn=dest, now=NOW).ok
+
+
+@pytest.mark.parametrize("dest", ["12155550132", [], ["1", "2"], "sip:bob@example.com"])
+def test_dest_mismatch(verifier: Verifier, identity: str, dest: str | list[str]) -> None:
+    """No dest_tn in the dest claim: dest-mismatch."""
+    assert_verdict(verifier.check(identity, dest_tn=dest, now=NOW), Reason.DEST_MISMATCH)
+
+
+def test_multi_dest_claim(signer: Signer, verifier: Verifier) -> None:
+    """A PASSporT for several destinations matches any of them."""
+    value = signer.identity(ORIG, ["12155550131", "12155550132"], "A", iat=NOW)
+    for dest in ("12155550131", "+1 215 555 0132"):
+        assert verifier.check(value, orig_tn=ORIG, dest_tn=dest, now=NOW).ok
+    assert verifier.check(value, dest_tn="12155550133", now=NOW).reason is Reason.DEST_MISMATCH
+
+
+def test_uri_identities_match(verifier: Verifier, make_identity: MakeIdentity) -> None:
+    """orig/dest uri claims are compared in RFC 8224 §8.5 canonical form."""
+    value = make_identity(
+        claims_update={
+            "orig": {"uri": "sip:Alice@Example.com"},
+            "dest": {"uri": ["sip:bob@example.com"]},
+        }
+    )
+    ok = verifier.check(
+        value,
+        orig_tn='"A" <sip:alice:pw@EXAMPLE.com:5060;transport=tcp>',
+        dest_tn="sip:Bob@example.com;user=x?h=1",
+        now=NOW,
+    )
+    assert ok.ok, ok.message
+    bad = verifier.check(value, orig_tn="sip:mallory@example.com", now=NOW)
+    assert bad.reason is Reason.ORIG_MISMATCH
+    bad = verifier.check(value, dest_tn="sip:carol@example.com", now=NOW)
+    assert bad.reason is Reason.DEST_MISMATCH
+
+
+def test_orig_checked_before_dest(verifier: Verifier, identity: str) -> None:
+    """Both wrong: orig-mismatch is reported; only one given: only that one is checked."""
+    verdict = verifier.check(identity, orig_tn="1", dest_tn="2", now=NOW)
+    assert verdict.reason is Reason.ORIG_MISMATCH
+    assert verifier.check(identity, dest_tn=DEST, now=NOW).ok
+    assert verifier.check(identity, orig_tn=ORIG, now=NOW).ok
+
+
+# -- several Identity headers ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bad(identity: str, make_identity: MakeIdentity) -> dict[str, str]:
+    """Identity values that fail with a known status."""
+    token = _token(identity)
+    h, _, s = token.split(".")
+    other_claims = b64url_encode(canonical_json({**SHAKEN_CLAIMS, "attest": "C"}))
+    return {
+        "438-sig": f"{h}.{other_claims}.{s}{PARAMS}",
+        "438-claim": make_identity(claims_update={"attest": "Z"}),
+        "437-alg": identity.replace("alg=ES256", "alg=ES384"),
+        "436-info": token + ";alg=ES256;ppt=shaken",
+        "436-x5u": make_identity(update={"x5u": "https://other.example/c.pem"}),
+        "428-ppt": identity.replace("ppt=shaken", "ppt=div"),
+        "403-stale": make_identity(claims_update={"iat": NOW - 1000}),
+        "malformed": "garbage;;",
+    }
+
+
+def test_one_valid_among_invalid(verifier: Verifier, identity: str, bad: dict[str, str]) -> None:
+    """RFC 8224 §6.2.1: valid if any one Identity is valid; failures lists the others."""
+    values = [bad["438-sig"], bad["436-info"], identity, bad["malformed"]]
+    verdict = verifier.check(values, now=NOW)
+    assert verdict.ok
+    assert verdict.index == 2
+    assert verdict.reason is Reason.VALID
+    assert isinstance(verdict.passport, VerifiedPassport)
+    assert [(f.index, f.reason) for f in verdict.failures] == [
+        (0, Reason.BAD_SIGNATURE),
+        (1, Reason.MISSING_INFO),
+    ]
+
+
+def test_valid_first_stops(verifier: Verifier, identity: str, bad: dict[str, str]) -> None:
+    """The first valid value wins; values after it are not examined."""
+    verdict = verifier.check([identity, bad["438-sig"]], now=NOW)
+    assert verdict.ok
+    assert verdict.index == 0
+    assert verdict.failures == ()
+
+
+def test_comma_joined_and_header_lines(
+    verifier: Verifier, identity: str, bad: dict[str, str]
+) -> None:
+    """Comma-joined values and 'Identity:'/'y:' header lines are split before checking."""
+    assert verifier.check(f"{bad['436-info']}, {identity}", now=NOW).index == 1
+    lines = [f"Identity: {bad['438-sig']}", f"y: {identity}"]
+    verdict = verifier.check(lines, now=NOW)
+    assert verdict.ok
+    assert verdict.index == 1
+
+
+def test_unsupported_ppt_ignored(verifier: Verifier, identity: str, bad: dict[str, str]) -> None:
+    """RFC 8224 §6.2 Step 1: an unsupported ppt header is ignored, the others decide."""
+    verdict = verifier.check([bad["428-ppt"], identity], now=NOW)
+    assert verdict.ok
+    assert verdict.index == 1
+    verdict = verifier.check([bad["428-ppt"], bad["436-info"]], now=NOW)
+    assert verdict.reason is Reason.MISSING_INFO
+    assert verdict.index == 1
+    assert [f.reason for f in verdict.failures] == [Reason.UNSUPPORTED_PPT, Reason.MISSING_INFO]
+
+
+def test_only_unsupported_ppt_is_428(verifier: Verifier, bad: dict[str, str]) -> None:
+    """Only unsupported-ppt headers: 428 'Use Supported PASSporT Format', No-TN-Validation."""
+    verdict = verifier.check([bad["428-ppt"], bad["428-ppt"]], now=NOW)
+    assert_verdict(verdict, Reason.UNSUPPORTED_PPT)
+    assert (verdict.sip_status, verdict.sip_reason) == (428, "Use Supported PASSporT Format")
+    assert verdict.verstat == "No-TN-Validation"
+    assert verdict.index == 0
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["436-info", "438-sig"], Reason.BAD_SIGNATURE),  # 436 only if all failed to fetch
+        (["438-sig", "436-info"], Reason.BAD_SIGNATURE),
+        (["436-x5u", "437-alg"], Reason.UNSUPPORTED_ALG),  # 437 before 436
+        (["437-alg", "436-info"], Reason.UNSUPPORTED_ALG),
+        (["436-info", "436-x5u"], Reason.MISSING_INFO),  # tie: the first one
+        (["436-x5u", "436-info"], Reason.X5U_MISMATCH),
+        (["403-stale", "437-alg"], Reason.STALE),  # a PASSporT examined: 403 before 437
+        (["403-stale", "438-claim"], Reason.INVALID_CLAIM),  # 438 before 403
+        (["428-ppt", "403-stale"], Reason.STALE),
+        (["malformed", "428-ppt"], Reason.MALFORMED_IDENTITY),
+        (["428-ppt", "436-info", "437-alg", "403-stale", "438-sig"], Reason.BAD_SIGNATURE),
+    ],
+)
+def test_best_failure(
+    verifier: Verifier, bad: dict[str, str], names: list[str], expected: Reason
+) -> None:
+    """RFC 8224 §6.2.2: the most specific failure is reported (438/403, then 437, then 436)."""
+    verdict = verifier.check([bad[n] for n in names], now=NOW)
+    assert_verdict(verdict, expected)
+    assert len(verdict.failures) == len(names)
+    assert verdict.failures[verdict.index].reason is expected
+
+
+def test_max_identities(public_key: ec.EllipticCurvePublicKey, identity: str) -> None:
+    """More values than max_identities: too-large before any is examined."""
+    v = Verifier(public_key, policy=VerifyPolicy(max_identities=2))
+    assert v.check([identity, identity], now=NOW).ok
+    verdict = v.check([identity] * 3, now=NOW)
+    assert_verdict(verdict, Reason.TOO_LARGE)
+    assert verdict.failures == ()
+
+
+@pytest.mark.parametrize("value", ["", [], ["", "  "], ", ,", "Identity:", ["y:  "]])
+def test_no_identity(verifier: Verifier, value: str | list[str]) -> None:
+    """No Identity value at all: 428 Use Identity Header (RFC 8224 §6.2.2), index -1."""
+    verdict = verifier.check(value, now=NOW)
+    assert_verdict(verdict, Reason.NO_IDENTITY)
+    assert (verdict.sip_status, verdict.sip_reason) == (428, "Use Identity Header")
+    assert verdict.index == -1
+    assert verdict.failures == ()
+
+
+# -- Verdict -----------------------------------------------------------------------------------
+
+
+def test_verdict_valid_fields(verifier: Verifier, identity: str) -> None:
+    """A valid Verdict is truthy and carries the passport, TN-Validation-Passed and code 0."""
+    verdict = verifier.check(identity, now=NOW)
+    assert verdict
+    assert bool(verdict) is True
+    assert verdict.valid is True
+    assert (verdict.sip_status, verdict.sip_reason, verdict.lib_code) == (0, "", 0)
+    assert verdict.verstat == "TN-Validation-Passed"
+    assert verdict.message == ""
+    p = verdict.passport
+    assert p is not None
+    assert (p.attest, p.orig, p.dest, p.origid, p.iat, p.info) == (
+        "A",
+        ORIG,
+        [DEST],
+        ORIGID,
+        NOW,
+        X5U,
+    )
+    assert p.token == _token(identity)
+    assert p.header == SHAKEN_HEADER
+    assert p.claims == SHAKEN_CLAIMS
+    assert isinstance(p.credential, Credential)
+
+
+def test_verdict_invalid_is_falsy(verifier: Verifier, identity: str) -> None:
+    """A failed Verdict is falsy; valid is False."""
+    verdict = verifier.check(identity, now=NOW + 301)
+    assert not verdict
+    assert bool(verdict) is False
+    assert verdict.valid is False
+    assert verdict.passport is None
+
+
+def test_verdict_to_dict(verifier: Verifier, identity: str, bad: dict[str, str]) -> None:
+    """to_dict() has the documented keys and values and is JSON-serializable."""
+    keys = {
+        "valid",
+        "reason",
+        "message",
+        "sip_status",
+        "sip_reason",
+        "verstat",
+        "lib_code",
+        "header",
+        "claims",
+        "index",
+        "failures",
+    }
+    ok = verifier.check([bad["436-info"], identity], now=NOW).to_dict()
+    assert set(ok) >= keys
+    assert ok["valid"] is True
+    assert ok["reason"] == "valid"
+    assert ok["index"] == 1
+    assert ok["claims"] == SHAKEN_CLAIMS
+    assert ok["failures"] == [
+        {"index": 0, "reason": "missing-info", "message": ok["failures"][0]["message"]}
+    ]
+    fail = verifier.check(identity, now=NOW + 301).to_dict()
+    assert set(fail) >= keys
+    assert (fail["valid"], fail["reason"], fail["sip_status"], fail["sip_reason"]) == (
+        False,
+        "stale",
+        403,
+        "Stale Date",
+    )
+    assert (fail["verstat"], fail["lib_code"]) == ("No-TN-Validation", -232)
+    json.dumps(ok)
+    json.dumps(fail)
+
+
+# -- credentials -------------------------------------------------------------------------------
+
+
+def test_key_kinds(
+    identity: str,
+    public_key: ec.EllipticCurvePublicKey,
+    certificate: x509.Certificate,
+    key_files: KeyFiles,
+) -> None:
+    """The Verifier takes a public key, certificate, Credential, path (PEM/DER) or source."""
+    keys: list[Any] = [
+        public_key,
+        certificate,
+        Credential(public_key),
+        Credential.from_certificates([certificate]),
+        StaticCredential(Credential(public_key)),
+        CredentialFile(key_files.cert_pem),
+        str(key_files.pub_pem),
+        key_files.pub_der,
+        key_files.cert_pem,
+        key_files.cert_der,
+    ]
+    for key in keys:
+        assert Verifier(key).check(identity, now=NOW).ok, key
+    for path in (key_files.pub_pem, key_files.pub_der, key_files.cert_pem, key_files.cert_der):
+        assert check_identity(identity, path, now=NOW).ok, path
+
+
+def test_verifier_rejects_unusable_key_objects(private_key: ec.EllipticCurvePrivateKey) -> None:
+    """A private key or other object as key is a programming error: TypeError."""
+    for key in (private_key, 42, b"pem bytes"):
+        with pytest.raises(TypeError):
+            Verifier(key)  # type: ignore[arg-type]
+
+
+def test_verify_rejects_non_str(verifier: Verifier) -> None:
+    """verify/averify take one str."""
+    with pytest.raises(TypeError):
+        verifier.verify(b"a.b.c;info=<x:y>")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        asyncio.run(verifier.averify(["a"]))  # type: ignore[arg-type]
+
+
+def test_credential_file_reloaded_on_change(
+    tmp_path: Path, identity: str, key_files: KeyFiles
+) -> None:
+    """check_identity with a key file follows the file when it is replaced."""
+    path = tmp_path / "pub.pem"
+    other = ec.generate_private_key(ec.SECP256R1()).public_key()
+    path.write_bytes(other.public_bytes(serialization.Encoding.PEM, SPKI))
+    assert check_identity(identity, path, now=NOW).reason is Reason.BAD_SIGNATURE
+    st_ = path.stat()
+    path.write_bytes(key_files.pub_pem.read_bytes())
+    os.utime(path, ns=(st_.st_atime_ns, st_.st_mtime_ns + 10**9))
+    assert check_identity(identity, path, now=NOW).ok
+
+
+class AsyncOnlySource:
+    """A source with both entry points, counting which one was used."""
+
+    def __init__(self, credential: Credential) -> None:
+        self.credential = credential
+        self.sync_calls = 0
+        self.async_calls: list[str] = []
+
+    def credential_for(self, info: str) -> Credential:
+        self.sync_calls += 1
+        return self.credential
+
+    async def acredential_for(self, info: str) -> Credential:
+        await asyncio.sleep(0)
+        self.async_calls.append(info)
+        return self.credential
+
+
+def test_async_uses_acredential_for(public_key: ec.EllipticCurvePublicKey, identity: str) -> None:
+    """acheck/averify await the source's acredential_for with the info URL; sync uses the
+    sync method."""
+    source = AsyncOnlySource(Credential(public_key))
+    v = Verifier(source)
+    assert asyncio.run(v.acheck(identity, now=NOW)).ok
+    passport = asyncio.run(v.averify(identity, orig_tn=ORIG, dest_tn=DEST, now=NOW))
+    assert passport.orig == ORIG
+    assert source.async_calls == [X5U, X5U]
+    assert source.sync_calls == 0
+    assert v.check(identity, now=NOW).ok
+    assert source.sync_calls == 1
+
+
+def test_async_matches_sync_on_mixed_request(
+    verifier: Verifier, identity: str, bad: dict[str, str]
+) -> None:
+    """acheck and check agree on a multi-header request, valid or not."""
+    for values in (list(bad.values()), [*bad.values(), identity]):
+        a, b = asyncio.run(verifier.acheck(values, now=NOW)), verifier.check(values, now=NOW)
+        assert a.to_dict() == b.to_dict()
+        assert (a.passport is None) is (b.passport is None)
+
+
+def test_verifier_uses_wall_clock_without_now(signer: Signer, verifier: Verifier) -> None:
+    """Without now= the current time is used: a token signed now is fresh, one from NOW is not."""
+    assert verifier.check(signer.identity(ORIG, DEST, "A")).ok
+    assert verifier.check(signer.identity(ORIG, DEST, "A", iat=NOW)).reason is Reason.STALE
+
+
+# -- robustness properties ---------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=300) | st.lists(st.text(max_size=80), max_size=4))
+def test_check_any_text_returns_verdict(verifier: Verifier, value: str | list[str]) -> None:
+    """For arbitrary text check returns a failed Verdict and never raises or hits a bug."""
+    verdict = verifier.check(value, now=NOW)
+    assert isinstance(verdict, Verdict)
+    assert not verdict
+    assert verdict.reason is not Reason.INTERNAL_ERROR, verdict.message
+
+
+_MUTATION_CHARS = 'AZaz09-_.;=<>", \t\r\n+/é\x00'
+
+
+@st.composite
+def _mutations(draw: st.DrawFn, base: str) -> str:
+    value = base
+    for _ in range(draw(st.integers(min_value=1, max_value=4))):
+        op = draw(st.sampled_from(["replace", "insert", "delete", "truncate", "dup"]))
+        i = draw(st.integers(min_value=0, max_value=max(len(value) - 1, 0)))
+        if op == "replace" and value:
+            value = value[:i] + draw(st.sampled_from(_MUTATION_CHARS)) + value[i + 1 :]
+        elif op == "insert":
+            value = value[:i] + draw(st.sampled_from(_MUTATION_CHARS)) + value[i:]
+        elif op == "delete" and value:
+            value = value[:i] + value[i + 1 :]
+        elif op == "truncate":
+            value = value[:i]
+        elif op == "dup":
+            value = value[:i] + value[i:] * 2
+    return value
+
+
+@pytest.fixture(scope="module")
+def mutation_base(signer: Signer) -> str:
+    return signer.identity(ORIG, DEST, "A", ORIGID, iat=NOW)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_check_mutated_header_returns_verdict(
+    verifier: Verifier, mutation_base: str, data: st.DataObject
+) -> None:
+    """Random mutations of a valid header give a Verdict, never an exception or internal
+    error; if still valid, the verified header and claims are exactly the signed ones."""
+    value = data.draw(_mutations(mutation_base))
+    for v in (verifier, Verifier(verifier.source, policy=VerifyPolicy(strict=True))):
+        verdict = v.check(value, orig_tn=ORIG, dest_tn=DEST, now=NOW)
+        assert isinstance(verdict, Verdict)
+        assert verdict.reason is not Reason.INTERNAL_ERROR, verdict.message
+        if verdict:
+            assert verdict.header == SHAKEN_HEADER
+            assert verdict.claims == SHAKEN_CLAIMS
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=200))
+def test_acheck_any_text_same_as_check(verifier: Verifier, value: str) -> None:
+    """acheck agrees with check on arbitrary text."""
+    assert asyncio.run(verifier.acheck(value, now=NOW)) == verifier.check(value, now=NOW)
