@@ -6,12 +6,14 @@ examples/kamailio/ unchanged (settings through -A defines) and stops everything 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import kamharness as kh
 import pytest
 
 from conftest import Pki
+from secsipid import Signer, b64url_decode, b64url_encode, private_key_from_file
 
 pytestmark = pytest.mark.kamailio
 
@@ -48,12 +50,25 @@ def _vs(tmp: Path, next_port: int, cert: str, **defines: str | int) -> kh.Kamail
     )
 
 
-def _uas(tmp: Path, port: int, verstat: str, calls: int) -> kh.Sipp:
-    return kh.Sipp(tmp, "uas", "uas.xml", port=port, subst={"VERSTAT": verstat}, calls=calls)
+def _native(tmp: Path, name: str, role: str, next_port: int, **defines: str | int) -> kh.Kamailio:
+    return kh.Kamailio(
+        tmp,
+        name,
+        kh.free_port(),
+        {"ROLE": role, "NEXT_HOP": f"sip:127.0.0.1:{next_port}", **defines},
+        cfg=kh.NATIVE / "native.cfg",
+    )
+
+
+def _uas(
+    tmp: Path, port: int, verstat: str, calls: int, *, identity: bool = True, name: str = "uas"
+) -> kh.Sipp:
+    subst = {"VERSTAT": verstat, "HAS_IDENTITY": "true" if identity else "false"}
+    return kh.Sipp(tmp, name, "uas.xml", port=port, subst=subst, calls=calls)
 
 
 def _uac(
-    tmp: Path, target: int, calls: int, *, rate: float = 20, inject: list[str] | None = None
+    tmp: Path, target: int, calls: int, *, rate: float = 20, extra: str = "X-Test: plain"
 ) -> kh.Sipp:
     return kh.Sipp(
         tmp,
@@ -63,8 +78,62 @@ def _uac(
         target=f"127.0.0.1:{target}",
         calls=calls,
         rate=rate,
-        inject=inject or ["X-Test: plain"],
+        limit=max(10, int(rate * 2)),
+        subst={"EXTRA": extra},
     )
+
+
+def _reject(tmp: Path, name: str, target: int, extra: str, code: int, reason: str) -> kh.SippResult:
+    """One INVITE that must be answered with ``code`` and a Reason header matching ``reason``."""
+    sipp = kh.Sipp(
+        tmp,
+        name,
+        "uac_reject.xml",
+        port=kh.free_port(),
+        target=f"127.0.0.1:{target}",
+        subst={"EXTRA": extra, "CODE": str(code), "REASON": reason},
+    )
+    return sipp.run(60)
+
+
+def _identity(key: Path, *, iat: int | None = None, x5u: str = X5U) -> str:
+    signer = Signer(private_key_from_file(key))
+    return signer.identity("+12155550121", "+12155550131", "A", iat=iat, x5u=x5u)
+
+
+def _tampered(value: str) -> str:
+    """The same Identity with the dest number changed in the claims: signature no longer fits."""
+    token, _, params = value.partition(";")
+    header, claims, sig = token.split(".")
+    changed = b64url_decode(claims).replace(b"12155550131", b"12155550199")
+    return f"{header}.{b64url_encode(changed)}.{sig};{params}"
+
+
+def _assert_all(result: kh.SippResult, calls: int) -> None:
+    assert result.returncode == 0, result.describe()
+    assert result.successful == calls and result.failed == 0, result.describe()
+
+
+def _chain(
+    tmp: Path,
+    procs: list[kh.Kamailio | kh.Sipp],
+    signer: kh.Kamailio,
+    verifier: kh.Kamailio,
+    uas_port: int,
+    calls: int,
+    verstat: str = PASSED,
+    rate: float = 20,
+) -> None:
+    """Start verifier, signer and UAS; run ``calls`` calls through them; all must complete."""
+    procs.append(verifier.start())
+    procs.append(signer.start())
+    uas = _uas(tmp, uas_port, verstat, calls)
+    procs.append(uas.start())
+    uac = _uac(tmp, signer.port, calls, rate=rate)
+    procs.append(uac)
+    _assert_all(uac.run(120 + calls / rate), calls)
+    _assert_all(uas.wait(30), calls)
+    assert signer.alive() and verifier.alive()
 
 
 def test_chain_sign_verify_calls_complete(
@@ -73,15 +142,200 @@ def test_chain_sign_verify_calls_complete(
     """sipp UAC -> STI-AS (ours) -> STI-VS (ours, certificate file) -> sipp UAS."""
     uas_port = kh.free_port()
     vs = _vs(tmp_path, uas_port, str(pki.cert))
+    _chain(tmp_path, procs, _as(tmp_path, pki, vs.port), vs, uas_port, 20)
+
+
+def test_ours_signs_native_verifies(
+    kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
+) -> None:
+    """Our STI-AS -> the native module's secsipid_check_identity (certificate file)."""
+    uas_port = kh.free_port()
+    native_vs = _native(tmp_path, "native-vs", "vs", uas_port, STIR_CERT=str(pki.cert))
+    # The UAC's PAI carries an "upstream" verstat that the native module leaves alone.
+    _chain(tmp_path, procs, _as(tmp_path, pki, native_vs.port), native_vs, uas_port, 10)
+    # Control: signed with another key, the native module rejects (so it did verify).
+    other = _as(tmp_path, pki, native_vs.port, STIR_KEY=str(pki.other_key))
+    other.name = "as-other"
+    procs.append(other.start())
+    rejected = _reject(
+        tmp_path, "uac-other", other.port, "X-Test: other", 438, "X-Secsipid-Ret: -[0-9]+"
+    )
+    assert rejected.returncode == 0, rejected.describe()
+
+
+def test_native_signs_ours_verifies(
+    kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
+) -> None:
+    """The native module's secsipid_add_identity -> our STI-VS (certificate file)."""
+    uas_port = kh.free_port()
+    vs = _vs(tmp_path, uas_port, str(pki.cert))
+    native_as = _native(tmp_path, "native-as", "as", vs.port, STIR_KEY=str(pki.key), STIR_X5U=X5U)
+    _chain(tmp_path, procs, native_as, vs, uas_port, 10)
+
+
+def test_redirect_signer(
+    kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
+) -> None:
+    """INVITE -> 302 with Identity from the redirect example; the SBC (sipp) then sends the
+    call with that Identity to our STI-VS, which verifies it, and the call completes."""
+    uas_port = kh.free_port()
+    vs = _vs(tmp_path, uas_port, str(pki.cert))
     procs.append(vs.start())
-    as_ = _as(tmp_path, pki, vs.port)
-    procs.append(as_.start())
-    uas = _uas(tmp_path, uas_port, PASSED, 20)
+    redirect = kh.Kamailio(
+        tmp_path,
+        "redirect",
+        kh.free_port(),
+        {
+            "KEMI_SCRIPT": str(kh.EXAMPLES / "redirect.py"),
+            "STIR_KEY": str(pki.key),
+            "STIR_X5U": X5U,
+            "NEXT_HOP": f"sip:127.0.0.1:{vs.port}",
+        },
+    )
+    procs.append(redirect.start())
+    uas = _uas(tmp_path, uas_port, PASSED, 5)
     procs.append(uas.start())
-    uac = _uac(tmp_path, as_.port, 20)
+    uac = kh.Sipp(
+        tmp_path,
+        "uac",
+        "uac_redirect.xml",
+        port=kh.free_port(),
+        target=f"127.0.0.1:{redirect.port}",
+        calls=5,
+        rate=10,
+        subst={"VS_PORT": str(vs.port)},
+    )
     procs.append(uac)
-    result = uac.run()
-    assert result.returncode == 0 and result.successful == 20, result.describe()
-    served = uas.wait(30)
-    assert served.returncode == 0 and served.successful == 20, served.describe()
-    assert vs.alive() and as_.alive()
+    _assert_all(uac.run(60), 5)
+    _assert_all(uas.wait(30), 5)
+
+
+REJECT_CASES = [
+    # (name, extra header or None for a crafted one, code, Reason regexp)
+    ("none", "X-Test: no identity", 428, 'Reason: SIP;cause=428;text="Use Identity Header"'),
+    ("tampered", "tampered", 438, 'Reason: SIP;cause=438;text="Invalid Identity Header"'),
+    ("other-key", "other-key", 438, 'Reason: SIP;cause=438;text="Invalid Identity Header"'),
+    ("stale", "stale", 403, 'Reason: SIP;cause=403;text="Stale Date"'),
+    ("garbage", "garbage", 438, 'Reason: SIP;cause=438;text="Invalid Identity Header"'),
+    ("no-info", "no-info", 436, 'Reason: SIP;cause=436;text="Bad Identity Info"'),
+]
+
+
+def _crafted(pki: Pki, kind: str) -> str:
+    if kind == "tampered":
+        return "Identity: " + _tampered(_identity(pki.key))
+    if kind == "other-key":
+        return "Identity: " + _identity(pki.other_key)
+    if kind == "stale":
+        return "Identity: " + _identity(pki.key, iat=int(time.time()) - 3600)
+    if kind == "garbage":
+        return f"Identity: %%%not-a-passport%%%;info=<{X5U}>;alg=ES256;ppt=shaken"
+    if kind == "no-info":
+        return "Identity: " + _identity(pki.key).split(";", 1)[0] + ";alg=ES256;ppt=shaken"
+    return kind
+
+
+def test_vs_rejects_with_reason(
+    kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
+) -> None:
+    """STI-VS in reject mode: 428, 438, 403 Stale Date, 436, each with its Reason header;
+    the workers survive bad input and the next valid call still completes."""
+    uas_port = kh.free_port()
+    vs = _vs(tmp_path, uas_port, str(pki.cert))
+    procs.append(vs.start())
+    for name, extra, code, reason in REJECT_CASES:
+        result = _reject(tmp_path, f"uac-{name}", vs.port, _crafted(pki, extra), code, reason)
+        assert result.returncode == 0, f"{name}: {result.describe()}"
+    assert vs.alive()
+    uas = _uas(tmp_path, uas_port, PASSED, 1)
+    procs.append(uas.start())
+    uac = _uac(tmp_path, vs.port, 1, extra="Identity: " + _identity(pki.key))
+    procs.append(uac)
+    _assert_all(uac.run(60), 1)
+    _assert_all(uas.wait(30), 1)
+    assert "Traceback" not in vs.log()
+
+
+def test_vs_reason_stir_form(
+    kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
+) -> None:
+    """STIR_REASON_STIR=1: the RFC 9410 form ``Reason: STIR;cause=...``."""
+    vs = _vs(tmp_path, kh.free_port(), str(pki.cert), STIR_REASON_STIR=1)
+    procs.append(vs.start())
+    result = _reject(
+        tmp_path,
+        "uac-stir",
+        vs.port,
+        _crafted(pki, "tampered"),
+        438,
+        'Reason: STIR;cause=438;text="Invalid Identity Header"',
+    )
+    assert result.returncode == 0, result.describe()
+
+
+@pytest.mark.parametrize(
+    ("kind", "verstat"),
+    [
+        ("tampered", "TN-Validation-Failed"),
+        ("stale", "No-TN-Validation"),
+        ("X-Test: no identity", "No-TN-Validation"),
+    ],
+)
+def test_vs_mark_mode_verstat(
+    kamailio_ready: str,
+    pki: Pki,
+    tmp_path: Path,
+    procs: list[kh.Kamailio | kh.Sipp],
+    kind: str,
+    verstat: str,
+) -> None:
+    """STI-VS in mark mode relays failed calls with the ATIS-1000074 verstat, replacing the
+    upstream one (the UAS checks there is exactly one verstat, the expected one)."""
+    uas_port = kh.free_port()
+    vs = _vs(tmp_path, uas_port, str(pki.cert), STIR_VS_MODE="mark")
+    procs.append(vs.start())
+    uas = _uas(tmp_path, uas_port, verstat, 1, identity=kind.startswith("X-") is False)
+    procs.append(uas.start())
+    uac = _uac(tmp_path, vs.port, 1, extra=_crafted(pki, kind))
+    procs.append(uac)
+    _assert_all(uac.run(60), 1)
+    _assert_all(uas.wait(30), 1)
+
+
+@pytest.mark.parametrize(
+    ("defines", "message"),
+    [
+        ({"STIR_LIBOPT": "CertVerify"}, "libopt 'CertVerify': expected name=value"),
+        ({"STIR_LIBOPT": "NoSuchOption=1"}, "unknown option 'NoSuchOption'"),
+        ({"STIR_KEY": "/nonexistent/key.pem"}, "signing key: /nonexistent/key.pem: no such file"),
+        ({"STIR_EXPIRE": "-5"}, "expire must be at least 0"),
+    ],
+)
+def test_bad_config_refused_at_start(
+    kamailio_ready: str,
+    pki: Pki,
+    tmp_path: Path,
+    procs: list[kh.Kamailio | kh.Sipp],
+    defines: dict[str, str],
+    message: str,
+) -> None:
+    """Bad settings stop Kamailio at start with a clear message (the native module's libopt
+    without "=" panics in Go at the first call instead)."""
+    kam = _as(tmp_path, pki, kh.free_port(), **defines)
+    procs.append(kam.start(wait=False))
+    assert kam.proc is not None
+    rc = kam.proc.wait(timeout=30)
+    assert rc != 0
+    assert message in kam.log(), kam.log()[-3000:]
+
+
+def test_load_fixed_rate_zero_failures(
+    kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
+) -> None:
+    """3,000 calls at 300 calls/s through STI-AS and STI-VS: every call completes."""
+    uas_port = kh.free_port()
+    vs = _vs(tmp_path, uas_port, str(pki.cert))
+    vs.shm_mb = 512
+    as_ = _as(tmp_path, pki, vs.port)
+    as_.shm_mb = 512
+    _chain(tmp_path, procs, as_, vs, uas_port, 3000, rate=300)
