@@ -8,11 +8,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
 
-from conftest import KeyFiles
 from secsipid import b64url_decode
 from secsipid.cli import main
 
@@ -37,7 +37,7 @@ def sign(capsys: pytest.CaptureFixture[str], key: Path, *extra: str) -> str:
     return out.strip()
 
 
-def test_sign_then_check_valid(capsys: pytest.CaptureFixture[str], key_files: KeyFiles) -> None:
+def test_sign_then_check_valid(capsys: pytest.CaptureFixture[str], key_files: Any) -> None:
     """A signed header checks valid with the certificate and the public key (exit 0)."""
     value = sign(capsys, key_files.key_pem)
     assert value.endswith(f";info=<{X5U}>;alg=ES256;ppt=shaken")
@@ -48,7 +48,7 @@ def test_sign_then_check_valid(capsys: pytest.CaptureFixture[str], key_files: Ke
 
 
 def test_check_json_keys_and_failure_exit(
-    capsys: pytest.CaptureFixture[str], key_files: KeyFiles
+    capsys: pytest.CaptureFixture[str], key_files: Any
 ) -> None:
     """--json prints one object with the documented keys; an invalid header exits 1."""
     value = sign(capsys, key_files.key_pem)
@@ -67,7 +67,7 @@ def test_check_json_keys_and_failure_exit(
     assert doc["claims"]["orig"] == {"tn": "12155550121"}
 
 
-def test_check_stale_with_now(capsys: pytest.CaptureFixture[str], key_files: KeyFiles) -> None:
+def test_check_stale_with_now(capsys: pytest.CaptureFixture[str], key_files: Any) -> None:
     """--iat and --now make freshness testable: 301 s old with --expire 300 is 403 Stale."""
     value = sign(capsys, key_files.key_pem, "--iat", "1700000000")
     status, out, _ = run(
@@ -84,7 +84,7 @@ def test_check_stale_with_now(capsys: pytest.CaptureFixture[str], key_files: Key
 
 
 def test_check_reads_stdin_lines(
-    capsys: pytest.CaptureFixture[str], key_files: KeyFiles, monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str], key_files: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """'-' reads header lines from stdin; one valid value among bad ones passes."""
     value = sign(capsys, key_files.key_pem)
@@ -99,7 +99,7 @@ def test_check_reads_stdin_lines(
     assert doc["failures"][0]["reason"] == "malformed-token"
 
 
-def test_check_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], key_files: KeyFiles) -> None:
+def test_check_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], key_files: Any) -> None:
     """No key option, a missing key file, or a private key as credential: exit 2, no traceback."""
     value = sign(capsys, key_files.key_pem)
     status, _, err = run(capsys, "check", value)
@@ -110,7 +110,7 @@ def test_check_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], key_files
     assert status == 2 and "key-is-private" in err
 
 
-def test_sign_errors(capsys: pytest.CaptureFixture[str], key_files: KeyFiles) -> None:
+def test_sign_errors(capsys: pytest.CaptureFixture[str], key_files: Any) -> None:
     """Bad sign input is a usage error with a stable code."""
     status, _, err = run(
         capsys, "sign", "--orig-tn", "alice", "--dest-tn", "1", "--attest", "A",
@@ -126,7 +126,7 @@ def test_sign_errors(capsys: pytest.CaptureFixture[str], key_files: KeyFiles) ->
     assert status == 2 and "key-invalid" in err
 
 
-def test_sign_given_json(capsys: pytest.CaptureFixture[str], key_files: KeyFiles) -> None:
+def test_sign_given_json(capsys: pytest.CaptureFixture[str], key_files: Any) -> None:
     """--header/--payload sign any PASSporT (here div); --x5u gives the Identity with its ppt."""
     header = '{"x5u":"https://a.example/c.pem","typ":"passport","ppt":"div","alg":"ES256"}'
     payload = '{"orig":{"tn":"1"},"iat":1,"div":{"tn":"3"},"dest":{"tn":["2"]}}'
@@ -150,7 +150,7 @@ def test_sign_given_json(capsys: pytest.CaptureFixture[str], key_files: KeyFiles
     assert b64url_decode(out.strip().split(".")[1]) == payload.encode()
 
 
-def test_decode(capsys: pytest.CaptureFixture[str], key_files: KeyFiles) -> None:
+def test_decode(capsys: pytest.CaptureFixture[str], key_files: Any) -> None:
     """decode prints params, header and claims; a malformed value exits 1."""
     value = sign(capsys, key_files.key_pem, "--origid", "123e4567-e89b-42d3-a456-426655440000")
     status, out, _ = run(capsys, "decode", value)
@@ -188,7 +188,7 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         assert status == 0 and "usage: secsipid" in out
 
 
-def test_console_script_entry_point(key_files: KeyFiles, tmp_path: Path) -> None:
+def test_console_script_entry_point(key_files: Any, tmp_path: Path) -> None:
     """The installed `secsipid` script signs and the real process exits with the right codes."""
     exe = shutil.which("secsipid", path=str(Path(sys.executable).parent))
     assert exe is not None, "secsipid console script not installed in the venv"

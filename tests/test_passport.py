@@ -492,7 +492,8 @@ def test_lone_surrogate_escape_in_claims(
     character, RFC 8259 §8.2 / RFC 7493 §2.1) is an invalid PASSporT for the strict verifier,
     never an internal error; the lenient verifier's warnings must not crash either."""
     claims = canonical_json(SHAKEN_CLAIMS)[:-1].decode() + ',"x":"\\ud800"}'
-    value = make_identity(claims=claims)
+    # The Signer refuses to sign such JSON, so sign the raw bytes.
+    value = make_identity(header=canonical_json(SHAKEN_HEADER), claims=claims, raw=True)
     strict = Verifier(public_key, policy=VerifyPolicy(strict=True))
     verdict = strict.check(value, now=NOW)
     assert verdict.reason is not Reason.INTERNAL_ERROR, verdict.message

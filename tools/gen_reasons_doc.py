@@ -1,6 +1,7 @@
-"""Regenerate docs/reasons.md from secsipid.Reason: `python tools/gen_reasons_doc.py > docs/reasons.md`.
+"""Regenerate docs/reasons.md from secsipid.Reason:
+`python tools/gen_reasons_doc.py > docs/reasons.md`.
 
-tests/test_docs.py fails when the committed file differs from this output.
+tests/test_public_api.py fails when the committed file differs from this output.
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ Sign and verify SHAKEN PASSporTs (RFC 8225, RFC 8588) and SIP Identity headers (
 (True, 'valid', 0, 'TN-Validation-Passed')
 """
 
-from ._api import add_identity, check_identity
+from ._api import add_identity, check_identity, set_default_source
 from ._codec import b64url_decode, b64url_encode, canonical_json
 from ._errors import KeyLoadError, SecSIPIDError, SigningError, VerificationError
+from ._fetch import Fetcher, FetchPolicy, FetchResult
 from ._identity import IdentityHeader, build_identity, parse_identity, split_identity_values
 from ._keys import (
     Credential,
@@ -24,7 +25,10 @@ from ._keys import (
 from ._passport import DecodedPassport, decode_token
 from ._reasons import Reason
 from ._signer import Signer, new_origid
+from ._source import CacheConfig, CertificateSource, MemoryCache, shared_memory_cache
 from ._tn import canonical_tn, canonical_uri
+from ._tnauthlist import TNAuthList, TNRange
+from ._trust import TrustPolicy, TrustValidator
 from ._verifier import (
     CredentialFile,
     CredentialSource,
@@ -39,18 +43,28 @@ from ._verifier import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CacheConfig",
+    "CertificateSource",
     "Credential",
     "CredentialFile",
     "CredentialSource",
     "DecodedPassport",
     "Failure",
+    "FetchPolicy",
+    "FetchResult",
+    "Fetcher",
     "IdentityHeader",
     "KeyLoadError",
+    "MemoryCache",
     "Reason",
     "SecSIPIDError",
     "Signer",
     "SigningError",
     "StaticCredential",
+    "TNAuthList",
+    "TNRange",
+    "TrustPolicy",
+    "TrustValidator",
     "Verdict",
     "VerificationError",
     "VerifiedPassport",
@@ -72,5 +86,7 @@ __all__ = [
     "new_origid",
     "parse_identity",
     "private_key_from_file",
+    "set_default_source",
+    "shared_memory_cache",
     "split_identity_values",
 ]

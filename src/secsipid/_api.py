@@ -10,33 +10,36 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import TypeVar
 
-from cryptography.hazmat.primitives.asymmetric import ec
-
+from ._errors import VerificationError
 from ._keys import private_key_from_file
+from ._reasons import Reason
 from ._signer import Signer
+from ._source import CertificateSource
+from ._trust import TrustPolicy
 from ._verifier import CredentialFile, Verdict, Verifier, VerifyPolicy
 
-__all__ = ["add_identity", "check_identity"]
+__all__ = ["add_identity", "check_identity", "set_default_source"]
 
+T = TypeVar("T")
 _CACHE_MAX = 64
 _lock = threading.Lock()
-_signers: dict[int, Signer] = {}
-_verifiers: dict[tuple[str, int], Verifier] = {}
+_memo: dict[Hashable, object] = {}
+_default_source: CertificateSource | None = None
 
 
-def _signer_for(key: ec.EllipticCurvePrivateKey) -> Signer:
-    # Keyed by the key object's identity: the file cache hands out the same object until the
-    # file changes, and the Signer keeps a reference so the id cannot be reused meanwhile.
-    signer = _signers.get(id(key))
-    if signer is None:
-        signer = Signer(key)
+def _memoized(key: Hashable, make: Callable[[], T]) -> T:
+    """One object per configuration, built on first use (bounded; cleared when full)."""
+    found = _memo.get(key)
+    if found is None:
+        found = make()
         with _lock:
-            if len(_signers) >= _CACHE_MAX:
-                _signers.clear()
-            _signers[id(key)] = signer
-    return signer
+            if len(_memo) >= _CACHE_MAX:
+                _memo.clear()
+            _memo[key] = found
+    return found  # type: ignore[return-value]
 
 
 def add_identity(
@@ -56,18 +59,40 @@ def add_identity(
     unacceptable values (attest not A/B/C, a number without digits, a non-UUID origid).
     """
     key = private_key_from_file(key_path)
-    return _signer_for(key).identity(orig_tn, dest_tn, attest, origid, iat=iat, x5u=x5u)
+    # Keyed by the key object: the file cache hands out the same object until the file
+    # changes, and the Signer keeps a reference, so the id cannot be reused meanwhile.
+    signer = _memoized(("signer", id(key)), lambda: Signer(key))
+    return signer.identity(orig_tn, dest_tn, attest, origid, iat=iat, x5u=x5u)
 
 
-def _verifier_for(key_path: str, expire: int) -> Verifier:
-    verifier = _verifiers.get((key_path, expire))
-    if verifier is None:
-        verifier = Verifier(CredentialFile(key_path), policy=VerifyPolicy(expire=expire))
-        with _lock:
-            if len(_verifiers) >= _CACHE_MAX:
-                _verifiers.clear()
-            _verifiers[(key_path, expire)] = verifier
-    return verifier
+def set_default_source(source: CertificateSource | None) -> None:
+    """The certificate source ``check_identity(identity, "")`` uses (None: from environment).
+
+    Without one, the source is built from ``SECSIPID_CA_FILE`` / ``SECSIPID_CA_DIR`` (the STI-PA
+    trust list) with the default fetch policy (https only, public addresses only).
+    """
+    global _default_source
+    _default_source = source
+
+
+def _source_for(timeout: float) -> CertificateSource:
+    if _default_source is not None:
+        return _default_source
+    ca_file = os.environ.get("SECSIPID_CA_FILE", "")
+    ca_dir = os.environ.get("SECSIPID_CA_DIR", "")
+    if not (ca_file or ca_dir):
+        raise VerificationError(
+            Reason.NO_TRUST_ANCHORS,
+            "downloading the certificate from info needs trust anchors: set SECSIPID_CA_FILE or "
+            "SECSIPID_CA_DIR to the STI-PA trust list, or call secsipid.set_default_source("
+            "CertificateSource(trust=...)) (trust=None accepts any certificate)",
+        )
+    return _memoized(
+        ("source", float(timeout), ca_file, ca_dir),
+        lambda: CertificateSource(
+            trust=TrustPolicy(ca_file=ca_file or None, ca_dir=ca_dir or None), timeout=timeout
+        ),
+    )
 
 
 def check_identity(
@@ -82,18 +107,24 @@ def check_identity(
 ) -> Verdict:
     """Check a request's Identity header value(s) and return a :class:`Verdict`.
 
-    ``key_path`` names a public key or certificate file (PEM or DER).  An empty ``key_path``
-    means "the certificate from the info URL", which needs a certificate source; without one
-    the verdict is ``no-key-source``.  ``expire`` is the freshness window in seconds (Kamailio's
-    ``expire`` modparam, default 300); ``timeout`` bounds the certificate download.
+    ``key_path`` names a public key or certificate file (PEM or DER), trusted as configured.
+    An empty ``key_path`` means "the certificate from the info URL": downloaded within
+    ``timeout`` seconds, cached, and validated against the trust anchors of the default source
+    (see :func:`set_default_source`).  ``expire`` is the freshness window in seconds (Kamailio's
+    ``expire`` modparam, default 300).
     """
     if expire < 0:
         raise ValueError("expire must not be negative")
-    del timeout  # used once certificates are fetched from info (see the certificate issue)
+    policy = VerifyPolicy(expire=int(expire))
     path = os.fspath(key_path)
-    verifier = (
-        _verifier_for(path, int(expire))
-        if path
-        else Verifier(policy=VerifyPolicy(expire=int(expire)))
-    )
+    if path:
+        verifier = _memoized(
+            ("file", path, policy), lambda: Verifier(CredentialFile(path), policy=policy)
+        )
+    else:
+        try:
+            source = _source_for(timeout)
+        except VerificationError as exc:
+            return Verdict.from_error(exc)
+        verifier = _memoized(("url", id(source), policy), lambda: Verifier(source, policy=policy))
     return verifier.check(identity, orig_tn=orig_tn, dest_tn=dest_tn, now=now)

@@ -85,6 +85,15 @@ def _no_constants(name: str) -> Any:
     raise JSONError(f"{name} is not valid JSON")
 
 
+def _no_lone_surrogates(obj: Any) -> None:
+    """RFC 8259 §8.2 / RFC 7493 §2.1: a "\\ud800" escape without its pair is not a character;
+    refuse it here rather than fail later when the text is re-encoded as UTF-8."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise JSONError("unpaired UTF-16 surrogate escape in a string") from exc
+
+
 # One decoder built once: json.loads() with hooks builds a new decoder per call, which costs
 # more than the decoding itself for PASSporT-sized documents.
 _DECODER = json.JSONDecoder(object_pairs_hook=_pairs_no_duplicates, parse_constant=_no_constants)
@@ -102,11 +111,13 @@ def loads_strict(data: bytes) -> Any:
         # canonical PASSporT); decode() adds two regex matches that cost a third as much again.
         try:
             obj, end = _SCAN_ONCE(text, 0)
-            if end == len(text):
-                return obj
+            if end != len(text):
+                obj = _DECODER.decode(text)
         except StopIteration:
-            pass
-        return _DECODER.decode(text)
+            obj = _DECODER.decode(text)
+        if "\\u" in text:
+            _no_lone_surrogates(obj)
+        return obj
     except JSONError:
         raise
     except ValueError as exc:  # json.JSONDecodeError is a ValueError

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ._errors import KeyLoadError
+from ._tnauthlist import TNAuthList
 
 __all__ = [
     "Credential",
@@ -40,7 +41,6 @@ __all__ = [
 ]
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
-_PRIVATE_LABELS = (b"PRIVATE KEY", b"EC PRIVATE KEY", b"ENCRYPTED PRIVATE KEY")
 # Files larger than this are not keys or certificate chains; refuse before reading them whole.
 MAX_KEY_FILE_SIZE = 1 << 20
 
@@ -70,7 +70,7 @@ def load_private_key(
     key: object
     try:
         if blocks:
-            private = [pem for label, pem in blocks if label in _PRIVATE_LABELS]
+            private = [pem for label, pem in blocks if label.endswith(b"PRIVATE KEY")]
             if not private:
                 labels = ", ".join(label.decode() for label, _ in blocks)
                 raise KeyLoadError(
@@ -103,7 +103,9 @@ class Credential:
     """A verification credential: an EC P-256 public key, and the certificate (plus any
     intermediates) it came with, if it came in one."""
 
-    __slots__ = ("certificate", "intermediates", "public_key")
+    __slots__ = ("__weakref__", "_tnauth", "certificate", "intermediates", "public_key")
+
+    _tnauth: TNAuthList | None
 
     def __init__(
         self,
@@ -122,6 +124,28 @@ class Credential:
         key = leaf.public_key()
         _check_curve(key, None)
         return cls(key, leaf, tuple(chain[1:]))  # type: ignore[arg-type]
+
+    @property
+    def tnauthlist(self) -> TNAuthList | None:
+        """The leaf certificate's TNAuthList (RFC 8226), or None (none, malformed, no cert)."""
+        try:
+            return self._tnauth
+        except AttributeError:
+            pass
+        tnauth = None
+        if self.certificate is not None:
+            try:
+                tnauth = TNAuthList.from_certificate(self.certificate)
+            except ValueError:
+                tnauth = None
+        self._tnauth = tnauth
+        return tnauth
+
+    @property
+    def spc(self) -> str | None:
+        """The Service Provider Code of the leaf certificate's TNAuthList, if any."""
+        tnauth = self.tnauthlist
+        return tnauth.spc if tnauth is not None else None
 
     def __repr__(self) -> str:
         if self.certificate is not None:
@@ -148,7 +172,7 @@ def load_credential(data: bytes, *, path: str | None = None) -> Credential:
                 _check_curve(key, path)
                 assert isinstance(key, ec.EllipticCurvePublicKey)
                 return Credential(key)
-            if any(label in _PRIVATE_LABELS for label, _ in blocks):
+            if any(label.endswith(b"PRIVATE KEY") for label, _ in blocks):
                 raise KeyLoadError(
                     "key-is-private",
                     "a private key was given where a public key or certificate is expected",

@@ -75,6 +75,24 @@ class Reason(enum.StrEnum):
     UNSUPPORTED_KEY = "unsupported-key"
     KEY_UNAVAILABLE = "key-unavailable"
     NO_KEY_SOURCE = "no-key-source"
+    # Getting the certificate from info (RFC 8224 §6.2.2: 436 Bad Identity Info).
+    CERT_URL_REFUSED = "cert-url-refused"
+    CERT_FETCH_FAILED = "cert-fetch-failed"
+    CERT_FETCH_TIMEOUT = "cert-fetch-timeout"
+    CERT_FETCH_REDIRECT = "cert-fetch-redirect"
+    CERT_FETCH_STATUS = "cert-fetch-status"
+    CERT_TOO_LARGE = "cert-too-large"
+    # The certificate itself (437 Unsupported Credential).
+    CERT_INVALID = "cert-invalid"
+    CERT_EXPIRED = "cert-expired"
+    CERT_NOT_YET_VALID = "cert-not-yet-valid"
+    CERT_UNTRUSTED = "cert-untrusted"
+    CERT_REVOKED = "cert-revoked"
+    CERT_REVOCATION_UNKNOWN = "cert-revocation-unknown"
+    CERT_NO_TNAUTHLIST = "cert-no-tnauthlist"
+    CERT_TN_NOT_AUTHORIZED = "cert-tn-not-authorized"
+    CERT_PROFILE = "cert-profile"
+    NO_TRUST_ANCHORS = "no-trust-anchors"
     # A bug: an unexpected exception inside the verifier.  Never a silent pass.
     INTERNAL_ERROR = "internal-error"
 
@@ -168,6 +186,50 @@ _TABLE: dict[Reason, ReasonInfo] = {
     ),
     Reason.NO_KEY_SOURCE: _r(
         _S500, _N, -401, "no key, certificate or certificate source is configured"
+    ),
+    Reason.CERT_URL_REFUSED: _r(
+        _S436,
+        _N,
+        -401,
+        "the info URL is refused by policy (scheme, userinfo, port, special-purpose address)",
+    ),
+    Reason.CERT_FETCH_FAILED: _r(
+        _S436, _N, -402, "the certificate could not be fetched (DNS, connect, TLS, protocol)"
+    ),
+    Reason.CERT_FETCH_TIMEOUT: _r(
+        _S436, _N, -402, "the certificate fetch did not complete within the timeout"
+    ),
+    Reason.CERT_FETCH_REDIRECT: _r(
+        _S436, _N, -403, "the certificate server answered with a redirect (not followed)"
+    ),
+    Reason.CERT_FETCH_STATUS: _r(_S436, _N, -403, "the certificate server did not answer 200"),
+    Reason.CERT_TOO_LARGE: _r(_S436, _N, -404, "the certificate response exceeds the size cap"),
+    Reason.CERT_INVALID: _r(
+        _S437, _N, -102, "the info resource is not a PEM or DER X.509 certificate (chain)"
+    ),
+    Reason.CERT_EXPIRED: _r(_S437, _F, -103, "a certificate of the chain has expired"),
+    Reason.CERT_NOT_YET_VALID: _r(_S437, _F, -104, "a certificate of the chain is not yet valid"),
+    Reason.CERT_UNTRUSTED: _r(
+        _S437, _F, -101, "the certificate does not chain to a trusted STI root"
+    ),
+    Reason.CERT_REVOKED: _r(_S437, _F, -112, "a certificate of the chain is revoked (CRL)"),
+    Reason.CERT_REVOCATION_UNKNOWN: _r(
+        _S437, _N, -110, "no valid CRL could be obtained and a CRL is required"
+    ),
+    Reason.CERT_NO_TNAUTHLIST: _r(
+        _S437, _F, -101, "the certificate has no (valid) TNAuthList extension (RFC 8226)"
+    ),
+    Reason.CERT_TN_NOT_AUTHORIZED: _r(
+        _S437, _F, -101, "orig is outside the TNs and ranges the certificate's TNAuthList lists"
+    ),
+    Reason.CERT_PROFILE: _r(
+        _S437,
+        _F,
+        -101,
+        "the certificate is not usable for SHAKEN (key usage, key type, signature algorithm)",
+    ),
+    Reason.NO_TRUST_ANCHORS: _r(
+        _S500, _N, -106, "certificate validation is on but no trust anchors are configured"
     ),
     Reason.INTERNAL_ERROR: _r(_S500, _N, -1, "unexpected error inside the verifier (a bug)"),
 }

@@ -32,7 +32,13 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 def _addr_spec(value: str) -> str:
     """The URI inside a name-addr (``"Name" <uri>;params``), or the value itself."""
     value = value.strip()
-    lt = value.find("<")
+    start = 0
+    if value.startswith('"'):  # skip a quoted display-name, which may itself hold "<"
+        i = 1
+        while i < len(value) and value[i] != '"':
+            i += 2 if value[i] == "\\" else 1
+        start = i + 1
+    lt = value.find("<", start)
     if lt >= 0:
         gt = value.find(">", lt + 1)
         return value[lt + 1 : gt if gt >= 0 else len(value)].strip()

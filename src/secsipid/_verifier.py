@@ -22,6 +22,7 @@ Steps 1-7 and the signature are pure; only step 8's credential lookup may do I/O
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -29,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import anyio.to_thread
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -47,6 +49,7 @@ from ._keys import Credential, credential_from_file
 from ._passport import DecodedPassport, check_shaken_claims, claim_warnings, decode_token
 from ._reasons import Reason, failure_rank
 from ._tn import canonical_tn, canonical_uri
+from ._trust import TrustPolicy, TrustValidator
 
 __all__ = [
     "CredentialFile",
@@ -132,6 +135,9 @@ class CredentialFile:
         return credential_from_file(self.path)
 
 
+_SOURCE_TRUST: Any = object()  # "whatever the source says": no trust for keys and files
+
+
 class _NoSource:
     def credential_for(self, info: str) -> Credential:
         raise VerificationError(
@@ -207,6 +213,11 @@ class VerifiedPassport:
         return self.identity.info or ""
 
     @property
+    def spc(self) -> str | None:
+        """The signer's Service Provider Code, from its certificate's TNAuthList."""
+        return self.credential.spc
+
+    @property
     def warnings(self) -> list[str]:
         """What a strict verifier would have refused (computed on demand)."""
         found = claim_warnings(self._decoded)
@@ -270,6 +281,11 @@ class Verdict:
     def verstat(self) -> str:
         return self.reason.verstat
 
+    @property
+    def spc(self) -> str | None:
+        """The signer's Service Provider Code (TNAuthList), when valid and known."""
+        return self.passport.spc if self.passport is not None else None
+
     @classmethod
     def from_error(
         cls, exc: VerificationError, index: int = -1, failures: tuple[Failure, ...] = ()
@@ -296,6 +312,7 @@ class Verdict:
             "sip_reason": self.sip_reason,
             "verstat": self.verstat,
             "lib_code": self.lib_code,
+            "spc": self.spc,
             "header": self.header,
             "claims": self.claims,
             "index": self.index,
@@ -322,6 +339,11 @@ class _Expected:
             dests = [dest] if isinstance(dest, str) else list(dest)
             self.dest_tns = frozenset(t for t in map(canonical_tn, dests) if t)
             self.dest_uris = frozenset(u for u in map(canonical_uri, dests) if u)
+
+
+def _orig_tn(decoded: DecodedPassport) -> str | None:
+    orig = decoded.claims["orig"]
+    return canonical_tn(orig["tn"]) if "tn" in orig else None
 
 
 def _check_orig(claims: dict[str, Any], expected: _Expected) -> None:
@@ -361,7 +383,7 @@ class Verifier:
     (valid if any one value is valid, RFC 8224 §6.2.1) without raising for bad input.
     """
 
-    __slots__ = ("policy", "source")
+    __slots__ = ("policy", "source", "trust")
 
     def __init__(
         self,
@@ -374,26 +396,36 @@ class Verifier:
         | None = None,
         *,
         policy: VerifyPolicy | None = None,
+        trust: TrustPolicy | TrustValidator | None = _SOURCE_TRUST,
     ) -> None:
         self.source = _as_source(key)
         self.policy = policy if policy is not None else VerifyPolicy()
+        if trust is _SOURCE_TRUST:
+            # A CertificateSource carries the trust its user chose for it; keys and files
+            # configured by the operator are trusted as they are unless trust is given.
+            trust = getattr(self.source, "trust", None)
+        if isinstance(trust, TrustPolicy):
+            trust = TrustValidator(trust, getattr(self.source, "fetcher", None))
+        self.trust: TrustValidator | None = trust
 
     # -- the pure part -----------------------------------------------------------------------
 
     def _examine(
-        self, value: str, expected: _Expected | None, now: float | None
+        self, value: str, expected: _Expected | None, now: float
     ) -> tuple[IdentityHeader, DecodedPassport]:
         """Everything except the credential and the signature."""
         policy = self.policy
         hdr = parse_identity(value, max_size=policy.max_identity_size)
         params = hdr.params
+        # Parameter values are tokens, compared case-insensitively (RFC 3261 §7.3.1); the
+        # JWS header's own "alg"/"ppt" below are compared exactly (RFC 7515 §4.1.1).
         ppt = params.get("ppt")
-        if ppt is not None and ppt != "shaken":
+        if ppt is not None and ppt != "shaken" and ppt.lower() != "shaken":
             raise VerificationError(
                 Reason.UNSUPPORTED_PPT, f"Identity ppt {ppt!r} is not supported (only shaken)"
             )
         alg = params.get("alg")
-        if alg is not None and alg != "ES256":
+        if alg is not None and alg != "ES256" and alg.upper() != "ES256":
             raise VerificationError(
                 Reason.UNSUPPORTED_ALG, f"Identity alg {alg!r} is not ES256", lib_code=-302
             )
@@ -415,7 +447,7 @@ class Verifier:
         hdr: IdentityHeader,
         decoded: DecodedPassport,
         expected: _Expected | None,
-        now: float | None,
+        now: float,
     ) -> None:
         header, claims, policy = decoded.header, decoded.claims, self.policy
         if header.get("alg") != "ES256":
@@ -441,7 +473,7 @@ class Verifier:
             )
         check_shaken_claims(claims)
         iat = claims["iat"]
-        now_i = int(time.time() if now is None else now)
+        now_i = int(now)
         if now_i - iat > policy.expire:
             raise VerificationError(
                 Reason.STALE, f"iat is {now_i - iat} s old, over the {policy.expire} s limit"
@@ -497,9 +529,14 @@ class Verifier:
     def _verify(
         self, value: str, expected: _Expected | None, now: float | None
     ) -> VerifiedPassport:
+        now = time.time() if now is None else now
         hdr, decoded = self._examine(value, expected, now)
         try:
             credential = self._credential(hdr.info or "")
+            if self.trust is not None:
+                self.trust.check(
+                    credential, iat=decoded.claims["iat"], now=now, orig_tn=_orig_tn(decoded)
+                )
         except VerificationError as exc:
             exc.header, exc.claims = decoded.header, decoded.claims
             raise
@@ -558,9 +595,24 @@ class Verifier:
     async def _averify(
         self, value: str, expected: _Expected | None, now: float | None
     ) -> VerifiedPassport:
+        now = time.time() if now is None else now
         hdr, decoded = self._examine(value, expected, now)
         try:
             credential = await self._acredential(hdr.info or "")
+            trust = self.trust
+            if trust is not None:
+                check = functools.partial(
+                    trust.check,
+                    credential,
+                    iat=decoded.claims["iat"],
+                    now=now,
+                    orig_tn=_orig_tn(decoded),
+                )
+                # A validated chain is a dict lookup; building one may fetch CRLs: off the loop.
+                if trust.is_cached(credential):
+                    check()
+                else:
+                    await anyio.to_thread.run_sync(check)
         except VerificationError as exc:
             exc.header, exc.claims = decoded.header, decoded.claims
             raise

@@ -1,0 +1,464 @@
+"""The certificate source: the credential for an ``info`` URL, fetched safely and cached.
+
+``CertificateSource.credential_for(url)`` (and ``await acredential_for(url)``):
+
+1. the process-wide in-memory cache (bounded LRU: entries and bytes) -- the hot path, one dict
+   lookup;
+2. a recent failure for the URL (negative cache) is answered without asking the server again;
+3. the optional directory cache (parity with secsipidx ``cache_dir``): atomic writes, safe
+   with several processes, corrupt files ignored;
+4. otherwise one fetch, shared by every caller that wants the same URL meanwhile (single
+   flight, for threads and for asyncio tasks).
+
+Freshness: ``Cache-Control`` ``s-maxage``/``max-age`` (``no-cache`` = 0) and ``Expires``
+are honoured, else ``default_ttl`` (3600 s, secsipidx's ``cache_expire``); never beyond the
+leaf certificate's notAfter; ``no-store`` keeps the entry out of the directory cache.  With
+``stale_if_error`` an expired entry is served for that long when refetching fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ._errors import KeyLoadError, VerificationError
+from ._fetch import Fetcher, FetchPolicy, FetchResult
+from ._keys import Credential, load_credential
+from ._reasons import Reason
+from ._trust import TrustPolicy, TrustValidator
+
+__all__ = ["CacheConfig", "CertificateSource", "MemoryCache"]
+
+MAX_CHAIN_CERTS = 10
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheConfig:
+    """Certificate cache settings.  Immutable.
+
+    * ``default_ttl``: seconds to keep a certificate whose response had no caching headers
+      (secsipidx/Kamailio ``cache_expire``: 3600).  ``min_ttl`` raises short lifetimes
+      (ATIS-1000074 suggests 24 h); lifetimes never go past the certificate's notAfter.
+    * ``negative_ttl``: seconds a failed fetch is remembered (a dead server is not hammered).
+    * ``stale_if_error``: seconds past expiry an entry may still be used when refetching fails
+      (0: never).
+    * ``cache_dir``: directory cache shared by processes (None: memory only).
+    """
+
+    default_ttl: float = 3600.0
+    min_ttl: float = 0.0
+    negative_ttl: float = 30.0
+    stale_if_error: float = 0.0
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("default_ttl", "min_ttl", "negative_ttl", "stale_if_error"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"CacheConfig.{name} must not be negative")
+
+
+@dataclass(slots=True)
+class _Entry:
+    credential: Credential
+    body: bytes  # normalized PEM chain, also what the directory cache stores
+    expires: float  # wall-clock seconds
+
+
+@dataclass(slots=True)
+class _Negative:
+    error: VerificationError
+    until: float
+
+
+class MemoryCache:
+    """A bounded LRU of fetched certificates (by entries and by bytes), thread-safe, meant to
+    be shared by every verifier of the process; plus the negative cache."""
+
+    def __init__(self, *, max_entries: int = 4096, max_bytes: int = 32 * 1024 * 1024) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[Any, ...], _Entry] = OrderedDict()
+        self._negative: dict[tuple[Any, ...], _Negative] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> _Entry | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            with contextlib.suppress(KeyError):  # evicted meanwhile by another thread
+                self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: tuple[Any, ...], entry: _Entry) -> None:
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old.body)
+            self._entries[key] = entry
+            self._bytes += len(entry.body)
+            self._negative.pop(key, None)
+            while self._entries and (
+                len(self._entries) > self.max_entries or self._bytes > self.max_bytes
+            ):
+                _, evicted = self._entries.popitem(last=False)
+                self._bytes -= len(evicted.body)
+
+    def negative(self, key: tuple[Any, ...]) -> _Negative | None:
+        return self._negative.get(key)
+
+    def put_negative(self, key: tuple[Any, ...], error: VerificationError, until: float) -> None:
+        with self._lock:
+            if len(self._negative) >= self.max_entries:
+                now = time.time()
+                for k in [k for k, v in self._negative.items() if v.until <= now]:
+                    del self._negative[k]
+                if len(self._negative) >= self.max_entries:
+                    self._negative.clear()
+            self._negative[key] = _Negative(error, until)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._negative.clear()
+            self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_SHARED_MEMORY = MemoryCache()
+
+
+def shared_memory_cache() -> MemoryCache:
+    """The process-wide certificate cache every :class:`CertificateSource` uses by default."""
+    return _SHARED_MEMORY
+
+
+# -- freshness -----------------------------------------------------------------------------------
+
+
+def _cache_control(value: str) -> dict[str, str | None]:
+    directives: dict[str, str | None] = {}
+    for part in value.split(","):
+        name, _, arg = part.strip().partition("=")
+        if name:
+            directives[name.lower()] = arg.strip().strip('"') if arg else None
+    return directives
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(int(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def freshness(headers: Mapping[str, str], now: float, default_ttl: float) -> tuple[float, bool]:
+    """(seconds fresh, may be stored on disk) from the response headers (RFC 9111 §4.2.1)."""
+    cc = _cache_control(headers.get("cache-control", ""))
+    storable = "no-store" not in cc
+    for directive in ("s-maxage", "max-age"):
+        ttl = _seconds(cc.get(directive)) if directive in cc else None
+        if ttl is not None:
+            return max(ttl, 0.0), storable
+    if "no-cache" in cc or "no-store" in cc:
+        return 0.0, storable
+    expires = headers.get("expires")
+    if expires is not None:
+        try:
+            when = email.utils.parsedate_to_datetime(expires).timestamp()
+        except (TypeError, ValueError, IndexError):
+            return 0.0, storable  # RFC 9111 §5.3: an invalid Expires means already expired
+        date_hdr = headers.get("date")
+        try:
+            date = email.utils.parsedate_to_datetime(date_hdr).timestamp() if date_hdr else now
+        except (TypeError, ValueError, IndexError):
+            date = now
+        return max(when - date, 0.0), storable
+    return default_ttl, storable
+
+
+# -- the directory cache ---------------------------------------------------------------------------
+
+_DISK_MAGIC = "secsipid-cache-v1 "
+
+
+class DirectoryCache:
+    """Fetched certificate chains as files, one per URL, shared between processes.
+
+    A file is ``secsipid-cache-v1 {json metadata}`` on the first line, then the PEM chain.
+    Writes go to a temporary file in the same directory and are renamed into place, so a
+    reader sees the old file or the new one, never half of one.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, url: str, policy_key: str) -> Path:
+        digest = hashlib.sha256(f"{policy_key}\n{url}".encode()).hexdigest()[:40]
+        return self.directory / f"{digest}.pem"
+
+    def load(self, url: str, policy_key: str) -> tuple[bytes, float] | None:
+        try:
+            data = self._path(url, policy_key).read_bytes()
+        except OSError:
+            return None
+        head, sep, body = data.partition(b"\n")
+        if not sep or not head.startswith(_DISK_MAGIC.encode()):
+            return None
+        try:
+            meta = json.loads(head[len(_DISK_MAGIC) :])
+            if meta.get("url") != url or meta.get("policy") != policy_key:
+                return None
+            return body, float(meta["expires"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def store(self, url: str, policy_key: str, body: bytes, expires: float) -> None:
+        meta = {"url": url, "policy": policy_key, "expires": expires, "stored": time.time()}
+        data = (_DISK_MAGIC + json.dumps(meta, sort_keys=True) + "\n").encode() + body
+        target = self._path(url, policy_key)
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".pem")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, target)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError:
+            pass  # a cache that cannot be written is only a slower cache
+
+
+# -- the source ----------------------------------------------------------------------------------
+
+
+def _copy(error: VerificationError) -> VerificationError:
+    """A fresh exception for each caller: callers attach their PASSporT to it."""
+    return VerificationError(error.reason, error.message, lib_code=error._lib_code)
+
+
+def parse_certificate_body(body: bytes, url: str) -> tuple[Credential, bytes]:
+    """The credential in an x5u response (PEM chain, leaf first, or one DER certificate),
+    and its normalized PEM form.  Raises ``cert-invalid`` or ``unsupported-key``."""
+    if body.count(b"-----BEGIN CERTIFICATE-----") > MAX_CHAIN_CERTS:
+        raise VerificationError(Reason.CERT_INVALID, f"{url}: more than {MAX_CHAIN_CERTS} certs")
+    try:
+        credential = load_credential(body)
+    except KeyLoadError as exc:
+        if exc.code in ("key-not-ec", "key-wrong-curve"):
+            raise VerificationError(Reason.UNSUPPORTED_KEY, f"{url}: {exc.message}") from exc
+        raise VerificationError(
+            Reason.CERT_INVALID, f"{url}: not a PEM or DER certificate ({exc.code})"
+        ) from exc
+    if credential.certificate is None:
+        raise VerificationError(Reason.CERT_INVALID, f"{url}: a public key, not a certificate")
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    chain = (credential.certificate, *credential.intermediates)
+    return credential, b"".join(c.public_bytes(Encoding.PEM) for c in chain)
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+class CertificateSource:
+    """Credentials for ``info`` URLs: fetched under a :class:`FetchPolicy`, cached per
+    :class:`CacheConfig`, and (with ``trust``) validated per :class:`TrustPolicy` by the
+    verifier that uses this source.
+
+    ``trust`` must be given: a :class:`TrustPolicy`, or ``None`` to accept any certificate
+    (libsecsipid's default, ``CertVerify=0``) -- an explicit choice, never a silent default.
+    Shortcuts (``timeout``, ``allow_http``, ``allow_private``, ``cache_dir``,
+    ``cache_expire``) override the matching fields of ``fetch``/``cache``.
+    """
+
+    def __init__(
+        self,
+        *,
+        trust: TrustPolicy | None = UNSET,
+        fetch: FetchPolicy | None = None,
+        cache: CacheConfig | None = None,
+        timeout: float | None = None,
+        allow_http: bool | None = None,
+        allow_private: bool | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_expire: float | None = None,
+        memory: MemoryCache | None = None,
+        fetcher: Fetcher | None = None,
+    ) -> None:
+        if trust is UNSET:
+            raise TypeError(
+                "CertificateSource needs trust=TrustPolicy(ca_file=...) (the STI-PA trust list), "
+                "or trust=None to accept any certificate without chain validation"
+            )
+        fetch = fetch or (fetcher.policy if fetcher is not None else FetchPolicy())
+        changes = {
+            k: v
+            for k, v in (
+                ("timeout", timeout), ("allow_http", allow_http), ("allow_private", allow_private)
+            )
+            if v is not None
+        }  # fmt: skip
+        if changes:
+            fetch = fetch.replace(**changes)
+        cache = cache or CacheConfig()
+        if cache_dir is not None:
+            cache = replace(cache, cache_dir=os.fspath(cache_dir) or None)
+        if cache_expire is not None:
+            cache = replace(cache, default_ttl=float(cache_expire))
+        self.fetch_policy = fetch
+        self.cache_config = cache
+        self.fetcher = (
+            fetcher if fetcher is not None and fetcher.policy == fetch else Fetcher(fetch)
+        )
+        self.memory = memory if memory is not None else _SHARED_MEMORY
+        self.disk = DirectoryCache(cache.cache_dir) if cache.cache_dir else None
+        self.trust_policy = trust
+        self.trust = TrustValidator(trust, self.fetcher) if trust is not None else None
+        self._policy_key = repr(fetch.cache_key)
+        self._inflight: dict[str, Future[Credential]] = {}
+        self._ainflight: dict[tuple[int, str], asyncio.Future[Credential]] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"CertificateSource(fetch={self.fetch_policy!r}, trust={self.trust_policy!r})"
+
+    # -- lookups ---------------------------------------------------------------------------------
+
+    def _lookup(self, url: str, now: float) -> tuple[Credential | None, _Entry | None]:
+        """(fresh credential, stale entry usable on error) from memory, negative and disk."""
+        key = (self._policy_key, url)
+        entry = self.memory.get(key)
+        if entry is not None and now < entry.expires:
+            return entry.credential, entry
+        negative = self.memory.negative(key)
+        if negative is not None and now < negative.until:
+            stale = self._usable_stale(entry, now)
+            if stale is not None:
+                return stale.credential, stale
+            raise _copy(negative.error)
+        if self.disk is not None:
+            loaded = self.disk.load(url, self._policy_key)
+            if loaded is not None and now < loaded[1]:
+                try:
+                    credential, body = parse_certificate_body(loaded[0], url)
+                except VerificationError:
+                    credential = None  # corrupt: ignore, refetch
+                if credential is not None:
+                    fresh = _Entry(credential, body, loaded[1])
+                    self.memory.put(key, fresh)
+                    return credential, fresh
+        return None, entry
+
+    def _usable_stale(self, entry: _Entry | None, now: float) -> _Entry | None:
+        if entry is not None and now < entry.expires + self.cache_config.stale_if_error:
+            return entry
+        return None
+
+    def _store(self, url: str, result: FetchResult) -> Credential:
+        credential, body = parse_certificate_body(result.body, url)
+        now = result.fetched_at
+        ttl, storable = freshness(result.headers, now, self.cache_config.default_ttl)
+        ttl = max(ttl, self.cache_config.min_ttl)
+        assert credential.certificate is not None
+        expires = min(now + ttl, credential.certificate.not_valid_after_utc.timestamp())
+        self.memory.put((self._policy_key, url), _Entry(credential, body, expires))
+        if self.disk is not None and storable and expires > now:
+            self.disk.store(url, self._policy_key, body, expires)
+        return credential
+
+    def _failed(self, url: str, error: VerificationError, stale: _Entry | None) -> Credential:
+        now = time.time()
+        if error.reason is not Reason.CERT_URL_REFUSED:  # refusals are instant anyway
+            self.memory.put_negative(
+                (self._policy_key, url), error, now + self.cache_config.negative_ttl
+            )
+        usable = self._usable_stale(stale, now)
+        if usable is not None:
+            return usable.credential
+        raise error
+
+    # -- sync --------------------------------------------------------------------------------
+
+    def credential_for(self, info: str) -> Credential:
+        """The credential at ``info`` (blocking; cached; one fetch per URL at a time)."""
+        credential, stale = self._lookup(info, time.time())
+        if credential is not None:
+            return credential
+        with self._lock:
+            future = self._inflight.get(info)
+            leader = future is None
+            if future is None:
+                future = self._inflight[info] = Future()
+        if not leader:
+            try:
+                return future.result(timeout=self.fetch_policy.timeout + 5)
+            except VerificationError as exc:
+                raise _copy(exc) from None
+        try:
+            try:
+                result = self.fetcher.get(info)
+                credential = self._store(info, result)
+            except VerificationError as exc:
+                credential = self._failed(info, exc, stale)
+            future.set_result(credential)
+            return credential
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                self._inflight.pop(info, None)
+
+    # -- async -------------------------------------------------------------------------------
+
+    async def acredential_for(self, info: str) -> Credential:
+        """The credential at ``info`` without blocking the event loop."""
+        credential, stale = self._lookup(info, time.time())
+        if credential is not None:
+            return credential
+        loop = asyncio.get_running_loop()
+        key = (id(loop), info)
+        future = self._ainflight.get(key)
+        if future is not None:
+            try:
+                return await asyncio.shield(future)
+            except VerificationError as exc:
+                raise _copy(exc) from None
+        future = self._ainflight[key] = loop.create_future()
+        try:
+            try:
+                result = await self.fetcher.aget(info)
+                credential = self._store(info, result)
+            except VerificationError as exc:
+                credential = self._failed(info, exc, stale)
+            future.set_result(credential)
+            return credential
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: no "never retrieved" warning without waiters
+            raise
+        finally:
+            self._ainflight.pop(key, None)
