@@ -27,8 +27,11 @@ apt_install() {
 }
 
 if [ "$want_test" = 1 ]; then
-    # secsipidx/libsecsipid1: interop and baselines; openssl: keys and `openssl speed`.
-    apt_install openssl secsipidx libsecsipid1
+    # secsipidx/libsecsipid1: interop and baselines; openssl: keys and `openssl speed`;
+    # kamailio + modules and sipp (sip-tester): the Kamailio integration tests; python3-pip:
+    # to install secsipid for the system Python that Kamailio embeds.
+    apt_install openssl secsipidx libsecsipid1 kamailio kamailio-python3-modules \
+        kamailio-secsipid-modules sip-tester python3-pip
 fi
 
 PYTHON=${PYTHON:-python3}
