@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
-.venv/bin/ruff check src tests bench tools
-.venv/bin/ruff format --check src tests bench tools
+lint_dirs=$(ls -d src tests bench tools examples 2>/dev/null)
+.venv/bin/ruff check $lint_dirs
+.venv/bin/ruff format --check $lint_dirs
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"
