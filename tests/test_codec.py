@@ -189,6 +189,21 @@ def test_loads_strict_rejects_invalid_utf8(data: bytes) -> None:
         loads_strict(data)
 
 
+@pytest.mark.parametrize(
+    "data",
+    [b'"\\ud800"', b'{"x":"\\udc00"}', b'{"x":["a\\ud83d"]}', b'{"\\ud800":1}'],
+)
+def test_loads_strict_rejects_unpaired_surrogate_escapes(data: bytes) -> None:
+    """An unpaired UTF-16 surrogate escape is not a character (RFC 8259 §8.2, RFC 7493 §2.1)."""
+    with pytest.raises(JSONError):
+        loads_strict(data)
+
+
+def test_loads_strict_accepts_surrogate_pairs() -> None:
+    """A correctly paired escape is the non-BMP character it encodes."""
+    assert loads_strict(b'{"x":"\\ud83d\\ude00"}') == {"x": "\U0001f600"}
+
+
 @pytest.mark.parametrize("data", [b"", b"{", b"{'a':1}", b'{"a":1}x', b"{} {}", b"[1,]", b"01"])
 def test_loads_strict_rejects_malformed_json(data: bytes) -> None:
     """Anything that is not exactly one JSON text raises JSONError."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -69,6 +71,23 @@ def test_private_key_with_ec_parameters_block(private_key: ec.EllipticCurvePriva
     """openssl ecparam -genkey output: an 'EC PARAMETERS' block, then the key."""
     pem = EC_PARAMETERS + private_key.private_bytes(ENC.PEM, FMT.TraditionalOpenSSL, NONE)
     assert _same_key(load_private_key(pem), private_key)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+def test_private_key_from_openssl_ecparam_genkey(tmp_path: Path) -> None:
+    """The real `openssl ecparam -name prime256v1 -genkey` output (parameters + SEC1) loads."""
+    path = tmp_path / "ec.pem"
+    subprocess.run(
+        ["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-out", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    data = path.read_bytes()
+    assert data.startswith(b"-----BEGIN EC PARAMETERS-----")
+    assert b"-----BEGIN EC PRIVATE KEY-----" in data
+    key = private_key_from_file(path)
+    assert isinstance(key.curve, ec.SECP256R1)
 
 
 def test_private_key_der(private_key: ec.EllipticCurvePrivateKey) -> None:

@@ -751,6 +751,14 @@ def test_max_identities(public_key: ec.EllipticCurvePublicKey, identity: str) ->
     assert verdict.failures == ()
 
 
+def test_max_identity_size_policy(public_key: ec.EllipticCurvePublicKey, identity: str) -> None:
+    """VerifyPolicy.max_identity_size caps each value: at the limit fine, one over too-large."""
+    v = Verifier(public_key, policy=VerifyPolicy(max_identity_size=len(identity)))
+    assert v.check(identity, now=NOW).ok
+    v = Verifier(public_key, policy=VerifyPolicy(max_identity_size=len(identity) - 1))
+    assert_verdict(v.check(identity, now=NOW), Reason.TOO_LARGE)
+
+
 @pytest.mark.parametrize("value", ["", [], ["", "  "], ", ,", "Identity:", ["y:  "]])
 def test_no_identity(verifier: Verifier, value: str | list[str]) -> None:
     """No Identity value at all: 428 Use Identity Header (RFC 8224 §6.2.2), index -1."""
