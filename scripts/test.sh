@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
-lint_dirs=$(ls -d src tests bench tools examples 2>/dev/null)
+lint_dirs=$(ls -d src tests bench tools examples 2>/dev/null || true)
 .venv/bin/ruff check $lint_dirs
 .venv/bin/ruff format --check $lint_dirs
 .venv/bin/mypy
