@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import uuid
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from hypothesis import given, settings
@@ -410,6 +411,29 @@ def test_add_identity_errors(key_files: KeyFiles, tmp_path: Path) -> None:
     with pytest.raises(KeyLoadError) as kexc:
         add_identity(ORIG, DEST, "A", "", X5U, key_files.cert_pem)
     assert kexc.value.code == "key-invalid"
+
+
+def test_add_identity_follows_key_file_rotation(tmp_path: Path) -> None:
+    """add_identity re-reads a key file that was replaced (new mtime): the new key signs."""
+    path = tmp_path / "key.pem"
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(2)]
+    pem = [
+        k.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        for k in keys
+    ]
+    path.write_bytes(pem[0])
+    first = add_identity(ORIG, DEST, "A", ORIGID, X5U, path, iat=NOW)
+    assert Verifier(keys[0].public_key()).check(first, now=NOW).ok
+    st_ = path.stat()
+    path.write_bytes(pem[1])
+    os.utime(path, ns=(st_.st_atime_ns, st_.st_mtime_ns + 10**9))
+    second = add_identity(ORIG, DEST, "A", ORIGID, X5U, path, iat=NOW)
+    assert Verifier(keys[1].public_key()).check(second, now=NOW).ok
+    assert not Verifier(keys[0].public_key()).check(second, now=NOW)
 
 
 @settings(max_examples=40, deadline=None)
