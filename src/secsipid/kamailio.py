@@ -553,8 +553,9 @@ def _checked(verdict: Verdict) -> int:
     return _code(verdict)
 
 
-def _failed(reason: Reason, message: str) -> Verdict:
-    verdict = Verdict(False, reason, message, reason.lib_code)
+def _key_failed(exc: KeyLoadError) -> Verdict:
+    """The verdict for a key value that cannot be loaded (same codes as the core's files)."""
+    verdict = Verdict.from_error(Verifier._key_error(exc))
     _st().last = verdict
     return verdict
 
@@ -580,7 +581,7 @@ def secsipid_check_identity_pubkey(pubkey: str) -> int:
     try:
         verifier = state.pubkey_verifier(expand(pubkey))
     except KeyLoadError as exc:
-        return _code(_failed(Reason.KEY_UNAVAILABLE, exc.message))
+        return _code(_key_failed(exc))
     return _checked(verifier.check(_request_identities()))
 
 
@@ -603,7 +604,7 @@ def secsipid_verify(identity: str, key_value: str, opts: str = "") -> int:
     try:
         verifier = state.pubkey_verifier(expand(key_value))
     except KeyLoadError as exc:
-        return _code(_failed(Reason.KEY_UNAVAILABLE, exc.message))
+        return _code(_key_failed(exc))
     return _checked(verifier.check(expand(identity)))
 
 
