@@ -283,8 +283,8 @@ def _build_settings(
     x5u = values.get("x5u", "")
     if x5u and not re.fullmatch(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>\"]+", x5u):
         raise ConfigError(f"libopt X5u {x5u!r}: not an absolute URI")
-    if not 0 <= values.get("cert_verify", 0) < 32:
-        raise ConfigError("libopt CertVerify: a bitmask of 1, 2, 4, 8, 16 (0-31)")
+    if not 0 <= values.get("cert_verify", 0) < 64:
+        raise ConfigError("libopt CertVerify: a bitmask of 1, 2, 4, 8, 16, 32 (0-63)")
     return Settings(**values, allow_http=allow_http, allow_private=allow_private, libopt=entries)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import kamharness as kh
 import pytest
 
+import secsipid
 from conftest import Pki
 from secsipid import Signer, b64url_decode, b64url_encode, private_key_from_file
 
@@ -339,3 +340,74 @@ def test_load_fixed_rate_zero_failures(
     as_ = _as(tmp_path, pki, vs.port)
     as_.shm_mb = 512
     _chain(tmp_path, procs, as_, vs, uas_port, 3000, rate=300)
+
+
+# -- the certificate from the info URL (issue 3's CertificateSource) -------------------------
+
+needs_source = pytest.mark.skipif(
+    not hasattr(secsipid, "CertificateSource"),
+    reason="needs secsipid.CertificateSource (certificate download, issue 3)",
+)
+
+
+@needs_source
+def test_native_signs_ours_verifies_via_info_url(
+    kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
+) -> None:
+    """Native signer with x5u on a loopback HTTP server; our STI-VS downloads the certificate
+    once per worker (cached), not once per call."""
+    with kh.CertServer({"/sti.pem": pki.cert_pem}) as server:
+        uas_port = kh.free_port()
+        vs = _vs(tmp_path, uas_port, "", STIR_LAB=1)
+        native_as = _native(
+            tmp_path,
+            "native-as",
+            "as",
+            vs.port,
+            STIR_KEY=str(pki.key),
+            STIR_X5U=server.url("/sti.pem"),
+        )
+        _chain(tmp_path, procs, native_as, vs, uas_port, 20)
+        assert 1 <= len(server.hits) <= vs.children, server.hits
+
+
+@needs_source
+def test_ours_signs_native_verifies_via_info_url(
+    kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
+) -> None:
+    """Our signer's x5u, downloaded by the native module's secsipid_check_identity("")."""
+    with kh.CertServer({"/sti.pem": pki.cert_pem}) as server:
+        uas_port = kh.free_port()
+        native_vs = _native(tmp_path, "native-vs", "vs", uas_port, STIR_CERT="")
+        as_ = _as(tmp_path, pki, native_vs.port, STIR_X5U=server.url("/sti.pem"))
+        _chain(tmp_path, procs, as_, native_vs, uas_port, 10)
+        assert server.hits and set(server.hits) == {"/sti.pem"}
+
+
+@needs_source
+def test_unreachable_certificate_436_within_timeout(
+    kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
+) -> None:
+    """info URL that never answers (or refuses): 436 Bad Identity Info within ``timeout``."""
+    with kh.CertServer({}) as server:
+        vs = _vs(tmp_path, kh.free_port(), "", STIR_LAB=1, STIR_TIMEOUT=1)
+        procs.append(vs.start())
+        closed = kh.free_port()  # nothing listens there
+        for name, url in (
+            ("slow", server.url("/slow/sti.pem")),
+            ("refused", f"http://127.0.0.1:{closed}/sti.pem"),
+        ):
+            value = _identity(pki.key, x5u=url)
+            started = time.monotonic()
+            result = _reject(
+                tmp_path,
+                f"uac-{name}",
+                vs.port,
+                "Identity: " + value,
+                436,
+                'Reason: SIP;cause=436;text="Bad Identity Info"',
+            )
+            elapsed = time.monotonic() - started
+            assert result.returncode == 0, f"{name}: {result.describe()}"
+            assert elapsed < 3.0, f"{name}: 436 after {elapsed:.1f}s with timeout 1s"
+        assert vs.alive()

@@ -379,6 +379,7 @@ def test_mod_init_maps_libopt(tmp_path: Path, pki: Pki) -> None:
         ({"libopt": ["Bogus=1"]}, "unknown option 'Bogus'"),
         ({"libopt": ["CertVerify=x"]}, "must be an integer"),
         ({"libopt": ["CertVerify=64"]}, "bitmask"),
+        ({"libopt": ["CertVerify=-1"]}, "at least 0"),
         ({"libopt": ["CertCAFile=/nonexistent/ca.pem"]}, "not a readable file"),
         ({"cache_dir": "/nonexistent/dir"}, "not a writable directory"),
         ({"expire": -1}, "expire must be at least 0"),
