@@ -15,9 +15,7 @@ Constants and plain helpers are in ``helpers.py``.  Times are fixed, never the w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -34,23 +32,12 @@ from helpers import (
     SHAKEN_CLAIMS,
     SHAKEN_HEADER,
     X5U,
+    KeyFiles,
+    MakeIdentity,
     make_self_signed,
     raw_jws,
 )
 from secsipid import Signer, Verifier
-
-
-@dataclass(frozen=True)
-class KeyFiles:
-    """Paths of the session key pair and certificate in every format we read."""
-
-    dir: Path
-    key_pem: Path  # SEC1 "EC PRIVATE KEY"
-    key_pkcs8_pem: Path  # PKCS#8 "PRIVATE KEY"
-    pub_pem: Path
-    pub_der: Path
-    cert_pem: Path
-    cert_der: Path
 
 
 @pytest.fixture(scope="session")
@@ -110,9 +97,6 @@ def verifier(public_key: ec.EllipticCurvePublicKey) -> Verifier:
 def identity(signer: Signer) -> str:
     """A valid SHAKEN Identity value (orig ORIG, dest DEST, attest A, iat NOW, info X5U)."""
     return signer.identity(ORIG, DEST, "A", ORIGID, iat=NOW)
-
-
-MakeIdentity = Callable[..., str]
 
 
 @pytest.fixture(scope="session")

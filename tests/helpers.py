@@ -6,6 +6,9 @@ Import as ``from helpers import NOW, X5U, ...``: pytest puts ``tests/`` on ``sys
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -117,3 +120,20 @@ def assert_error(exc: VerificationError, reason: Reason) -> None:
     assert exc.sip_status == reason.sip_status
     assert exc.sip_reason == reason.sip_reason
     assert exc.verstat == reason.verstat
+
+
+@dataclass(frozen=True)
+class KeyFiles:
+    """Paths of the session key pair and certificate in every format we read."""
+
+    dir: Path
+    key_pem: Path  # SEC1 "EC PRIVATE KEY"
+    key_pkcs8_pem: Path  # PKCS#8 "PRIVATE KEY"
+    pub_pem: Path
+    pub_der: Path
+    cert_pem: Path
+    cert_der: Path
+
+
+# The type of the ``make_identity`` fixture.
+MakeIdentity = Callable[..., str]

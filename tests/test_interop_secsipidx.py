@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KeyFiles
-from helpers import DEST, NOW, ORIG, ORIGID, X5U
+from helpers import DEST, NOW, ORIG, ORIGID, X5U, KeyFiles
 from secsipid import (
     Reason,
     Signer,

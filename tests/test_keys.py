@@ -12,8 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from conftest import KeyFiles
-from helpers import make_self_signed
+from helpers import KeyFiles, make_self_signed
 from secsipid import (
     Credential,
     KeyLoadError,

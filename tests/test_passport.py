@@ -12,7 +12,6 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from conftest import MakeIdentity
 from helpers import (
     DEST,
     NOW,
@@ -22,6 +21,7 @@ from helpers import (
     SHAKEN_CLAIMS,
     SHAKEN_HEADER,
     X5U,
+    MakeIdentity,
     assert_error,
     assert_verdict,
     raw_signature,

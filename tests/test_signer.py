@@ -15,8 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import KeyFiles
-from helpers import DEST, NOW, ORIG, ORIGID, X5U, requires_deterministic
+from helpers import DEST, NOW, ORIG, ORIGID, X5U, KeyFiles, requires_deterministic
 from secsipid import (
     KeyLoadError,
     Signer,

@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import KeyFiles, MakeIdentity
 from helpers import (
     DEST,
     NOW,
@@ -28,6 +27,8 @@ from helpers import (
     SHAKEN_CLAIMS,
     SHAKEN_HEADER,
     X5U,
+    KeyFiles,
+    MakeIdentity,
     assert_error,
     assert_verdict,
 )

@@ -1,0 +1,114 @@
+"""A misbehaving-on-demand certificate server for the fetch tests (run as its own process).
+
+    python certserver.py --routes routes.json --ready ready.txt [--tls-cert C --tls-key K]
+
+``routes.json`` maps a path to ``{"status": 200, "headers": {...}, "body": "<text>" or
+"body_hex": "..", "mode": "normal" | "hang" | "trickle" | "slow-headers"}``.  ``GET /_hits``
+returns the per-path request counts as JSON.  The bound port is written to the ready file.
+Listens on 127.0.0.1 only.  Stopped by the tests with SIGTERM (by PID).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import json
+import ssl
+import threading
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+HITS: dict[str, int] = {}
+LOCK = threading.Lock()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    routes: ClassVar[dict[str, dict[str, Any]]] = {}
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/_hits":
+            with LOCK:
+                body = json.dumps(HITS).encode()
+            self._send(200, {"Content-Type": "application/json"}, body)
+            return
+        with LOCK:
+            HITS[path] = HITS.get(path, 0) + 1
+        route = self.routes.get(path)
+        if route is None:
+            self._send(404, {"Content-Type": "text/plain"}, b"not found\n")
+            return
+        body = (
+            bytes.fromhex(route["body_hex"])
+            if "body_hex" in route
+            else route.get("body", "").encode()
+        )
+        mode = route.get("mode", "normal")
+        delay = float(route.get("delay", 0))
+        if delay:
+            time.sleep(delay)
+        if mode == "hang":
+            time.sleep(3600)
+            return
+        headers = dict(route.get("headers", {}))
+        if mode == "trickle":
+            # Headers at once, then the body one byte every `interval` seconds.
+            self.send_response(route.get("status", 200))
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            interval = float(route.get("interval", 0.5))
+            for i in range(len(body)):
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                time.sleep(interval)
+            return
+        if route.get("no_length"):
+            # No Content-Length: the body runs until the connection closes.
+            self.send_response(route.get("status", 200))
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+            return
+        self._send(route.get("status", 200), headers, body)
+
+    def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        if "Content-Length" not in headers:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--routes", required=True)
+    parser.add_argument("--ready", required=True)
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+    args = parser.parse_args()
+    Handler.routes = json.loads(Path(args.routes).read_text())
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    if args.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    Path(args.ready + ".tmp").write_text(str(server.server_address[1]))
+    Path(args.ready + ".tmp").rename(args.ready)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

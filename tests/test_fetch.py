@@ -1,0 +1,511 @@
+"""Fetching the certificate from info: real HTTP(S) servers on loopback (own processes, stopped
+by PID), a test CA trusted through configuration, never by disabling checks."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fetchkit import CertServer, TLSFiles, make_tls_files
+from secsipid import (
+    CacheConfig,
+    CertificateSource,
+    FetchPolicy,
+    MemoryCache,
+    Reason,
+    Signer,
+    TrustPolicy,
+    VerificationError,
+    Verifier,
+)
+from secsipid._pki import LabPKI, make_lab_pki
+from secsipid._source import freshness
+
+ORIG, DEST = "12155550121", "12155550131"
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[LabPKI, Path]:
+    lab = make_lab_pki(spc="1234")
+    files = lab.write(tmp_path_factory.mktemp("pki"))
+    return lab, files["root"]
+
+
+Routes = dict[str, dict[str, Any]]
+
+
+@pytest.fixture
+def serve(tmp_path: Path, tls: TLSFiles) -> Iterator[Callable[..., CertServer]]:
+    started: list[CertServer] = []
+
+    def start(routes: Routes, *, https: bool = True) -> CertServer:
+        server = CertServer(tmp_path / f"srv{len(started)}", routes, tls if https else None)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def chain_route(pki: tuple[LabPKI, Path], **extra: Any) -> dict[str, Any]:
+    route: dict[str, Any] = {
+        "body": pki[0].chain_pem.decode(),
+        "headers": {"Content-Type": "application/pem-certificate-chain"},
+    }
+    route.update(extra)
+    return route
+
+
+def lab_source(
+    tls: TLSFiles, root: Path, *, fetch: dict[str, Any] | None = None, **kwargs: Any
+) -> CertificateSource:
+    """A source that trusts the test TLS CA and the lab STI root; loopback allowed."""
+    options = {"tls_ca_file": str(tls.ca), "allow_private": True, **(fetch or {})}
+    kwargs.setdefault("memory", MemoryCache())
+    return CertificateSource(
+        fetch=FetchPolicy(**options), trust=TrustPolicy(ca_file=str(root)), **kwargs
+    )
+
+
+def sign(pki: tuple[LabPKI, Path], url: str) -> str:
+    return Signer(pki[0].leaf_key, url).identity(ORIG, DEST, "A")
+
+
+def reason_of(source: CertificateSource, url: str) -> VerificationError:
+    with pytest.raises(VerificationError) as exc:
+        source.credential_for(url)
+    return exc.value
+
+
+# -- the happy path ----------------------------------------------------------------------------
+
+
+def test_https_fetch_verifies_and_caches(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """A certificate fetched over HTTPS (test CA via tls_ca_file) verifies; the chain is
+    validated to the lab root; the SPC is exposed; the second verification uses the cache."""
+    server = serve({"/sti.pem": chain_route(pki)})
+    url = server.url("/sti.pem")
+    verifier = Verifier(lab_source(tls, pki[1]))
+    for _ in range(3):
+        verdict = verifier.check(sign(pki, url), orig_tn=ORIG, dest_tn=DEST)
+        assert verdict.ok, verdict.message
+    assert verdict.spc == "1234" and verdict.to_dict()["spc"] == "1234"
+    assert server.hits()["/sti.pem"] == 1
+
+
+def test_hostname_is_resolved_checked_and_tls_verified(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """A host name is resolved, every address checked, and TLS verified for the name."""
+    server = serve({"/sti.pem": chain_route(pki)})
+    url = server.url("/sti.pem", host="localhost")
+    assert Verifier(lab_source(tls, pki[1])).check(sign(pki, url)).ok
+    strict = lab_source(tls, pki[1], fetch={"allow_private": False})
+    err = reason_of(strict, url)
+    assert err.reason is Reason.CERT_URL_REFUSED and "special-purpose" in err.message
+
+
+def test_tls_server_not_trusted_without_its_ca(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """Without the test CA configured, the HTTPS server's certificate is refused (436)."""
+    server = serve({"/sti.pem": chain_route(pki)})
+    source = CertificateSource(
+        fetch=FetchPolicy(allow_private=True), trust=None, memory=MemoryCache()
+    )
+    err = reason_of(source, server.url("/sti.pem"))
+    assert err.reason is Reason.CERT_FETCH_FAILED and err.sip_status == 436
+
+
+# -- policy refusals ---------------------------------------------------------------------------
+
+
+def test_http_refused_by_default_allowed_when_asked(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """http:// is refused unless allow_http (and the server never sees the request)."""
+    server = serve({"/sti.pem": chain_route(pki)}, https=False)
+    url = server.url("/sti.pem")
+    err = reason_of(lab_source(tls, pki[1]), url)
+    assert err.reason is Reason.CERT_URL_REFUSED and err.sip_status == 436
+    assert server.hits().get("/sti.pem", 0) == 0
+    assert lab_source(tls, pki[1], fetch={"allow_http": True}).credential_for(url)
+
+
+def test_loopback_refused_unless_allowed(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """127.0.0.1, [::1] and IPv4-mapped loopback are special-purpose: refused by default."""
+    server = serve({"/sti.pem": chain_route(pki)})
+    source = lab_source(tls, pki[1], fetch={"allow_private": False})
+    for host in ("127.0.0.1", "[::1]", "[::ffff:127.0.0.1]", "10.1.2.3", "169.254.1.1"):
+        err = reason_of(source, f"https://{host}:{server.port}/sti.pem")
+        assert err.reason is Reason.CERT_URL_REFUSED, host
+    assert server.hits().get("/sti.pem", 0) == 0
+    allowed = lab_source(
+        tls, pki[1], fetch={"allow_private": False, "allow_networks": ("127.0.0.0/8",)}
+    )
+    assert allowed.credential_for(server.url("/sti.pem"))
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("https://user:pw@127.0.0.1/x.pem", "userinfo"),
+        ("https://127.0.0.1/x.pem#frag", "fragment"),
+        ("ftp://127.0.0.1/x.pem", "scheme"),
+        ("file:///etc/passwd", "scheme"),
+        ("https:///x.pem", "no host"),
+        ("https://127.0.0.1:99999/x.pem", "valid URL"),
+    ],
+)
+def test_bad_urls_refused(tls: TLSFiles, pki: tuple[LabPKI, Path], url: str, why: str) -> None:
+    """URLs with userinfo, fragments, other schemes or bad ports are refused before any I/O."""
+    err = reason_of(lab_source(tls, pki[1]), url)
+    assert err.reason is Reason.CERT_URL_REFUSED and why in err.message
+
+
+def test_port_allow_list(tls: TLSFiles, pki: tuple[LabPKI, Path]) -> None:
+    """With allowed_ports (ATIS: 443, 8443) other ports are refused."""
+    source = lab_source(tls, pki[1], fetch={"allowed_ports": frozenset({443, 8443})})
+    assert reason_of(source, "https://127.0.0.1:8080/x.pem").reason is Reason.CERT_URL_REFUSED
+
+
+# -- hostile servers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        {"mode": "hang"},  # accepts, reads the request, never answers
+        {"mode": "trickle", "interval": 0.25, "body": "x" * 40},  # 10 s of body, 1 byte at a time
+    ],
+    ids=["never-answers", "trickles"],
+)
+def test_total_deadline_holds(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], route: Any
+) -> None:
+    """The timeout bounds the whole fetch (connect + TLS + body), sync and async."""
+    server = serve({"/slow.pem": route})
+    source = lab_source(tls, pki[1], fetch={"timeout": 1.0})
+    start = time.monotonic()
+    err = reason_of(source, server.url("/slow.pem"))
+    assert err.reason is Reason.CERT_FETCH_TIMEOUT and err.sip_status == 436
+    assert time.monotonic() - start < 2.5
+    other = lab_source(tls, pki[1], fetch={"timeout": 1.0})
+    start = time.monotonic()
+    with pytest.raises(VerificationError) as exc:
+        asyncio.run(other.acredential_for(server.url("/slow.pem")))
+    assert exc.value.reason is Reason.CERT_FETCH_TIMEOUT
+    assert time.monotonic() - start < 2.5
+
+
+@pytest.mark.parametrize("no_length", [False, True], ids=["content-length", "until-close"])
+def test_body_over_cap(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], no_length: bool
+) -> None:
+    """Bodies over max_size are refused, announced (Content-Length) or not (streamed)."""
+    server = serve({"/big.pem": {"body": "A" * 5000, "no_length": no_length}})
+    source = lab_source(tls, pki[1], fetch={"max_size": 4096})
+    err = reason_of(source, server.url("/big.pem"))
+    assert err.reason is Reason.CERT_TOO_LARGE and err.lib_code == -404
+
+
+def test_redirect_not_followed(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """A 302 is an error, and its target is never requested (ATIS-1000074)."""
+    server = serve({"/sti.pem": chain_route(pki)})
+    target = server.url("/sti.pem")
+    server2 = serve({"/moved.pem": {"status": 302, "headers": {"Location": target}}})
+    err = reason_of(lab_source(tls, pki[1]), server2.url("/moved.pem"))
+    assert err.reason is Reason.CERT_FETCH_REDIRECT
+    assert server.hits().get("/sti.pem", 0) == 0
+
+
+@pytest.mark.parametrize("status", [404, 500, 204])
+def test_non_200(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], status: int
+) -> None:
+    """Any status but 200 is cert-fetch-status (436)."""
+    server = serve({"/x.pem": {"status": status, "body": "" if status == 204 else "err"}})
+    err = reason_of(lab_source(tls, pki[1]), server.url("/x.pem"))
+    assert err.reason is Reason.CERT_FETCH_STATUS and str(status) in err.message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "<html><body>Login</body></html>",
+        "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+        "-----BEGIN PUBLIC KEY-----\n"
+        "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE8HNbQd/TmvCKwPKHkMF9fScavGeH\n"
+        "78YTU8qLS8I5HLHSSmlATLcslQMhNC/OhlWBYC626nIlo7XeebYS7Sb37g==\n"
+        "-----END PUBLIC KEY-----\n",
+    ],
+    ids=["html", "bad-pem", "bare-public-key"],
+)
+def test_not_a_certificate(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], body: str
+) -> None:
+    """HTML, broken PEM or a bare key instead of a certificate: cert-invalid (437)."""
+    server = serve({"/x.pem": {"body": body, "headers": {"Content-Type": "text/html"}}})
+    err = reason_of(lab_source(tls, pki[1]), server.url("/x.pem"))
+    assert err.reason is Reason.CERT_INVALID and err.sip_status == 437
+
+
+def test_der_certificate_accepted(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """A single DER certificate is accepted (secsipidx refuses it)."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    lab = make_lab_pki(root=(pki[0].root_key, pki[0].root))
+    der = lab.leaf.public_bytes(Encoding.DER)
+    server = serve({"/c.der": {"body_hex": der.hex()}})
+    source = CertificateSource(  # the leaf alone: no intermediate, so no chain validation
+        fetch=FetchPolicy(tls_ca_file=str(tls.ca), allow_private=True),
+        trust=None,
+        memory=MemoryCache(),
+    )
+    credential = source.credential_for(server.url("/c.der"))
+    assert credential.certificate == lab.leaf
+
+
+# -- single flight -----------------------------------------------------------------------------
+
+
+def test_single_flight_threads(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """Many threads verifying with the same uncached URL cause exactly one fetch."""
+    server = serve({"/sti.pem": chain_route(pki, delay=0.5)})
+    url = server.url("/sti.pem")
+    verifier = Verifier(lab_source(tls, pki[1]))
+    values = [sign(pki, url) for _ in range(40)]
+    results: list[bool] = []
+    barrier = threading.Barrier(len(values))
+
+    def run(value: str) -> None:
+        barrier.wait()
+        results.append(verifier.check(value).ok)
+
+    threads = [threading.Thread(target=run, args=(v,)) for v in values]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [True] * len(values)
+    assert server.hits()["/sti.pem"] == 1
+
+
+def test_single_flight_asyncio(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """Many asyncio tasks verifying with the same uncached URL cause exactly one fetch."""
+    server = serve({"/sti.pem": chain_route(pki, delay=0.3)})
+    url = server.url("/sti.pem")
+    verifier = Verifier(lab_source(tls, pki[1]))
+    values = [sign(pki, url) for _ in range(100)]
+
+    async def main() -> list[bool]:
+        verdicts = await asyncio.gather(*(verifier.acheck(v) for v in values))
+        return [v.ok for v in verdicts]
+
+    assert asyncio.run(main()) == [True] * len(values)
+    assert server.hits()["/sti.pem"] == 1
+
+
+def test_concurrent_failures_each_get_the_reason(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """Followers of a failed fetch get the same reason; the failure is fetched once."""
+    server = serve({"/gone.pem": {"status": 503, "delay": 0.3}})
+    source = lab_source(tls, pki[1])
+    url = server.url("/gone.pem")
+
+    async def main() -> list[str]:
+        async def one() -> str:
+            try:
+                await source.acredential_for(url)
+            except VerificationError as exc:
+                return exc.reason.value
+            return "ok"
+
+        return await asyncio.gather(*(one() for _ in range(20)))
+
+    assert asyncio.run(main()) == ["cert-fetch-status"] * 20
+    assert server.hits()["/gone.pem"] == 1
+
+
+# -- caching -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "ttl", "storable"),
+    [
+        ({}, 3600.0, True),
+        ({"cache-control": "max-age=60"}, 60.0, True),
+        ({"cache-control": "public, s-maxage=120, max-age=60"}, 120.0, True),
+        ({"cache-control": "no-cache"}, 0.0, True),
+        ({"cache-control": "no-store, max-age=30"}, 30.0, False),
+        ({"expires": "Thu, 01 Jan 2026 01:00:00 GMT", "date": "Thu, 01 Jan 2026 00:00:00 GMT"},
+         3600.0, True),
+        ({"expires": "garbage"}, 0.0, True),
+        ({"cache-control": "max-age=abc"}, 3600.0, True),
+    ],
+)  # fmt: skip
+def test_freshness_from_headers(headers: dict[str, str], ttl: float, storable: bool) -> None:
+    """Cache-Control s-maxage/max-age/no-cache/no-store and Expires (RFC 9111)."""
+    assert freshness(headers, 1_767_225_600.0, 3600.0) == (ttl, storable)
+
+
+def test_cache_headers_honoured(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """max-age=0 means every use refetches; a long max-age is capped at the leaf's notAfter."""
+    server = serve(
+        {
+            "/zero.pem": chain_route(pki, headers={"Cache-Control": "max-age=0"}),
+            "/long.pem": chain_route(pki, headers={"Cache-Control": "max-age=999999999"}),
+        }
+    )
+    source = lab_source(tls, pki[1])
+    for _ in range(3):
+        source.credential_for(server.url("/zero.pem"))
+        source.credential_for(server.url("/long.pem"))
+    hits = server.hits()
+    assert hits["/zero.pem"] == 3 and hits["/long.pem"] == 1
+    entry = source.memory.get((repr(source.fetch_policy.cache_key), server.url("/long.pem")))
+    assert entry is not None
+    assert entry.expires == pki[0].leaf.not_valid_after_utc.timestamp()
+
+
+def test_negative_cache(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """A failed fetch is remembered for negative_ttl: the dead server is asked once."""
+    server = serve({"/down.pem": {"status": 500}})
+    source = lab_source(tls, pki[1])
+    for _ in range(5):
+        assert reason_of(source, server.url("/down.pem")).reason is Reason.CERT_FETCH_STATUS
+    assert server.hits()["/down.pem"] == 1
+    no_negative = lab_source(tls, pki[1], cache=CacheConfig(negative_ttl=0))
+    for _ in range(2):
+        reason_of(no_negative, server.url("/down.pem"))
+    assert server.hits()["/down.pem"] == 3
+
+
+def test_stale_if_error(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """With stale_if_error, an expired entry is served while the server is down; without, 436."""
+    server = serve({"/sti.pem": chain_route(pki, headers={"Cache-Control": "max-age=0"})})
+    url = server.url("/sti.pem")
+    memory = MemoryCache()
+    tolerant = lab_source(tls, pki[1], memory=memory, cache=CacheConfig(stale_if_error=600))
+    verifier = Verifier(tolerant)
+    assert verifier.check(sign(pki, url)).ok
+    server.stop()
+    assert verifier.check(sign(pki, url)).ok  # stale, served on error
+    strict = lab_source(tls, pki[1], memory=memory)  # same cache, no stale-if-error
+    verdict = Verifier(strict).check(sign(pki, url))
+    assert verdict.reason is Reason.CERT_FETCH_FAILED and verdict.sip_status == 436
+
+
+_CHILD = """
+import sys
+from secsipid import CertificateSource, FetchPolicy, MemoryCache, TrustPolicy, Verifier
+source = CertificateSource(
+    fetch=FetchPolicy(tls_ca_file=sys.argv[1], allow_private=True),
+    trust=TrustPolicy(ca_file=sys.argv[2]), cache_dir=sys.argv[3], memory=MemoryCache())
+verdict = Verifier(source).check(sys.argv[4])
+print(verdict.reason.value)
+"""
+
+
+def test_directory_cache_shared_by_processes(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], tmp_path: Path
+) -> None:
+    """Two processes with the same cache_dir: one fetch; a corrupt file is ignored and refetched."""
+    server = serve({"/sti.pem": chain_route(pki)})
+    url = server.url("/sti.pem")
+    cache_dir = tmp_path / "cache"
+
+    def child() -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(tls.ca), str(pki[1]), str(cache_dir),
+             sign(pki, url)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    assert child() == "valid"
+    assert child() == "valid"
+    assert server.hits()["/sti.pem"] == 1
+    files = list(cache_dir.glob("*.pem"))
+    assert len(files) == 1 and files[0].read_bytes().startswith(b"secsipid-cache-v1 ")
+    files[0].write_bytes(b"secsipid-cache-v1 {not json\n garbage")
+    assert child() == "valid"
+    assert server.hits()["/sti.pem"] == 2
+    assert not list(cache_dir.glob(".tmp-*"))
+
+
+def test_policies_do_not_share_cache_entries(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """A certificate fetched under a lax policy is not served to a strict one."""
+    server = serve({"/sti.pem": chain_route(pki)})
+    memory = MemoryCache()
+    lax = lab_source(tls, pki[1], memory=memory)
+    assert lax.credential_for(server.url("/sti.pem"))
+    strict = lab_source(tls, pki[1], memory=memory, fetch={"allow_private": False})
+    assert reason_of(strict, server.url("/sti.pem")).reason is Reason.CERT_URL_REFUSED
+
+
+def test_source_requires_an_explicit_trust_choice() -> None:
+    """CertificateSource without trust= is refused: off only when asked."""
+    with pytest.raises(TypeError, match="trust"):
+        CertificateSource()
+    with pytest.raises(ValueError, match="trust anchors"):
+        TrustPolicy()
+
+
+def test_check_identity_downloads_from_info(
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pki: tuple[LabPKI, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """check_identity(value, "") uses the default source; without trust anchors it says so."""
+    import secsipid
+
+    server = serve({"/sti.pem": chain_route(pki)})
+    value = sign(pki, server.url("/sti.pem"))
+    monkeypatch.delenv("SECSIPID_CA_FILE", raising=False)
+    monkeypatch.delenv("SECSIPID_CA_DIR", raising=False)
+    verdict = secsipid.check_identity(value, "")
+    assert verdict.reason is Reason.NO_TRUST_ANCHORS and verdict.sip_status == 500
+    secsipid.set_default_source(lab_source(tls, pki[1]))
+    try:
+        assert secsipid.check_identity(value).ok
+        assert secsipid.check_identity(value, "", expire=0, now=time.time() + 5).reason == "stale"
+    finally:
+        secsipid.set_default_source(None)
