@@ -21,6 +21,7 @@ the resolution, the address check and the deadline.  Sync and async share the po
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import ipaddress
 import socket
@@ -305,7 +306,6 @@ class Fetcher:
             keepalive_expiry=30.0,
             network_backend=_PinnedSyncBackend(self.policy, self._url),
         )
-        self._apool: httpcore.AsyncConnectionPool | None = None
         self.requests = 0
 
     def _request_args(
@@ -385,20 +385,19 @@ class Fetcher:
         """Fetch ``url`` without blocking the event loop (same policy and deadline)."""
         _, netloc, _ = self.policy.check_url(url, allow_http=allow_http)
         headers, extensions = self._request_args(url, netloc)
-        if self._apool is None:
-            self._apool = httpcore.AsyncConnectionPool(
-                ssl_context=self._ssl,
-                max_connections=32,
-                keepalive_expiry=30.0,
-                network_backend=_PinnedAsyncBackend(self.policy, self._url),
-            )
         url_token = self._url.set(url)
         self.requests += 1
         try:
+            # A pool per fetch: async connections belong to one event loop, and a source may
+            # serve several loops (or outlive one).  Fetches are rare: the cache answers.
             with anyio.fail_after(self.policy.timeout):
-                async with self._apool.stream(
-                    "GET", url, headers=headers, extensions=extensions
-                ) as resp:
+                async with (
+                    httpcore.AsyncConnectionPool(
+                        ssl_context=self._ssl,
+                        network_backend=_PinnedAsyncBackend(self.policy, self._url),
+                    ) as pool,
+                    pool.stream("GET", url, headers=headers, extensions=extensions) as resp,
+                ):
                     self._check_response(url, resp.status, resp.headers)
                     chunks: list[bytes] = []
                     size = 0
@@ -421,4 +420,11 @@ class Fetcher:
             self._url.reset(url_token)
 
     def close(self) -> None:
+        """Close the pooled keep-alive connections."""
         self._pool.close()
+
+    def __del__(self) -> None:
+        # Sources usually live as long as the process; one dropped earlier should not leave
+        # its keep-alive sockets to the garbage collector.
+        with contextlib.suppress(Exception):  # interpreter shutdown, half-built object
+            self._pool.close()
