@@ -94,7 +94,14 @@ def make_tls_files(directory: Path) -> TLSFiles:
 class CertServer:
     """``certserver.py`` in its own process, on 127.0.0.1 and an ephemeral port."""
 
-    def __init__(self, directory: Path, routes: dict[str, dict[str, Any]], tls: TLSFiles | None):
+    def __init__(
+        self,
+        directory: Path,
+        routes: dict[str, dict[str, Any]],
+        tls: TLSFiles | None,
+        *,
+        port: int = 0,
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.tls = tls
         routes_file = directory / "routes.json"
@@ -102,7 +109,7 @@ class CertServer:
         ready = directory / "ready.txt"
         ready.unlink(missing_ok=True)
         cmd = [sys.executable, str(HERE / "certserver.py"), "--routes", str(routes_file),
-               "--ready", str(ready)]  # fmt: skip
+               "--ready", str(ready), "--port", str(port)]  # fmt: skip
         if tls is not None:
             cmd += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -1,0 +1,308 @@
+"""Trust in the signer's certificate: chain to the STI roots, validity at iat and now,
+revocation (CRL files and distribution points), TNAuthList, profile, hot reload."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from fetchkit import CertServer
+from secsipid import (
+    Credential,
+    Fetcher,
+    FetchPolicy,
+    Reason,
+    Signer,
+    TrustPolicy,
+    TrustValidator,
+    Verifier,
+)
+from secsipid._pki import LabPKI, make_crl, make_lab_pki, pem
+
+ORIG, DEST = "12155550121", "12155550131"
+X5U = "https://cert.example.org/sti.pem"
+UTC = dt.UTC
+
+
+@pytest.fixture(scope="module")
+def lab() -> LabPKI:
+    return make_lab_pki(spc="1234")
+
+
+@pytest.fixture
+def root_file(tmp_path: Path, lab: LabPKI) -> Path:
+    path = tmp_path / "roots.pem"
+    path.write_bytes(pem(lab.root))
+    return path
+
+
+def credential(pki: LabPKI) -> Credential:
+    return Credential.from_certificates([pki.leaf, pki.intermediate])
+
+
+def check(pki: LabPKI, trust: TrustPolicy | TrustValidator, *, orig: str = ORIG,
+          now: float | None = None, iat: int | None = None) -> str:  # fmt: skip
+    """Sign with the lab leaf and verify with the chain as x5u would deliver it."""
+    now = time.time() if now is None else now
+    value = Signer(pki.leaf_key, X5U).identity(orig, DEST, "A", iat=iat or int(now))
+    verdict = Verifier(credential(pki), trust=trust).check(value, now=now)
+    return verdict.reason.value
+
+
+def test_valid_chain(lab: LabPKI, root_file: Path) -> None:
+    """Leaf + intermediate from x5u, root from the trust list: valid, SPC exposed."""
+    trust = TrustPolicy(ca_file=str(root_file))
+    value = Signer(lab.leaf_key, X5U).identity(ORIG, DEST, "A")
+    verdict = Verifier(credential(lab), trust=trust).check(value)
+    assert verdict.ok and verdict.spc == "1234" and verdict.verstat == "TN-Validation-Passed"
+
+
+def test_wrong_issuer_untrusted(root_file: Path) -> None:
+    """A chain from another root is cert-untrusted (437, TN-Validation-Failed)."""
+    other = make_lab_pki()
+    value = Signer(other.leaf_key, X5U).identity(ORIG, DEST, "A")
+    verdict = Verifier(credential(other), trust=TrustPolicy(ca_file=str(root_file))).check(value)
+    assert verdict.reason is Reason.CERT_UNTRUSTED
+    assert (verdict.sip_status, verdict.verstat, verdict.lib_code) == (
+        437, "TN-Validation-Failed", -101,
+    )  # fmt: skip
+
+
+def test_missing_intermediate_untrusted_then_configured(lab: LabPKI, root_file: Path,
+                                                         tmp_path: Path) -> None:  # fmt: skip
+    """Without the intermediate the chain breaks; intermediates_file (CertCAInter) mends it."""
+    leaf_only = Credential.from_certificates([lab.leaf])
+    value = Signer(lab.leaf_key, X5U).identity(ORIG, DEST, "A")
+    trust = TrustPolicy(ca_file=str(root_file))
+    assert Verifier(leaf_only, trust=trust).check(value).reason is Reason.CERT_UNTRUSTED
+    inter = tmp_path / "inter.pem"
+    inter.write_bytes(pem(lab.intermediate))
+    trust = TrustPolicy(ca_file=str(root_file), intermediates_file=str(inter))
+    assert Verifier(leaf_only, trust=trust).check(value).ok
+
+
+def test_expired_and_not_yet_valid(lab: LabPKI, root_file: Path) -> None:
+    """Validity is checked now and at iat, each with its own reason code."""
+    now = dt.datetime.now(UTC)
+    root = (lab.root_key, lab.root)
+    trust = TrustPolicy(ca_file=str(root_file))
+    expired = make_lab_pki(root=root, leaf_not_before=now - dt.timedelta(days=30),
+                           leaf_not_after=now - dt.timedelta(days=1))  # fmt: skip
+    assert check(expired, trust) == "cert-expired"
+    future = make_lab_pki(root=root, leaf_not_before=now + dt.timedelta(days=1),
+                          leaf_not_after=now + dt.timedelta(days=30))  # fmt: skip
+    assert check(future, trust) == "cert-not-yet-valid"
+    # Valid now, but iat lies before notBefore: not valid at the time of signing.
+    recent = make_lab_pki(root=root, leaf_not_before=now - dt.timedelta(seconds=2),
+                          leaf_not_after=now + dt.timedelta(days=30))  # fmt: skip
+    t = time.time()
+    assert check(recent, trust, now=t, iat=int(t) - 30) == "cert-not-yet-valid"
+    assert check(recent, trust, now=t, iat=int(t)) == "valid"
+
+
+def test_time_only_mode(root_file: Path) -> None:
+    """libsecsipid CertVerify=32: validity times only, no chain (any issuer)."""
+    trust = TrustPolicy.from_libsecsipid(32)
+    assert trust is not None and not trust.verify_chain
+    assert check(make_lab_pki(), trust) == "valid"
+    now = dt.datetime.now(UTC)
+    expired = make_lab_pki(leaf_not_before=now - dt.timedelta(days=3),
+                           leaf_not_after=now - dt.timedelta(days=1))  # fmt: skip
+    assert check(expired, trust) == "cert-expired"
+
+
+def test_no_tnauthlist(lab: LabPKI, root_file: Path) -> None:
+    """A leaf without TNAuthList is cert-no-tnauthlist, unless not required."""
+    bare = make_lab_pki(root=(lab.root_key, lab.root), tnauthlist=False)
+    assert check(bare, TrustPolicy(ca_file=str(root_file))) == "cert-no-tnauthlist"
+    relaxed = TrustPolicy(ca_file=str(root_file), require_tnauthlist=False)
+    assert check(bare, relaxed) == "valid"
+
+
+def test_delegate_certificate_tn_scope(lab: LabPKI, root_file: Path) -> None:
+    """RFC 9060: a certificate listing TNs/ranges authorizes only those origs."""
+    delegate = make_lab_pki(root=(lab.root_key, lab.root), spc="1234",
+                            ranges=[("12155550100", 100)], tns=["12155559999"])  # fmt: skip
+    trust = TrustPolicy(ca_file=str(root_file))
+    assert check(delegate, trust, orig="12155550121") == "valid"
+    assert check(delegate, trust, orig="+1 215-555-9999") == "valid"
+    assert check(delegate, trust, orig="12155550200") == "cert-tn-not-authorized"
+    assert check(delegate, trust, orig="12155550099") == "cert-tn-not-authorized"
+
+
+def test_revoked_by_crl_file(lab: LabPKI, root_file: Path, tmp_path: Path) -> None:
+    """A CRL file (PEM or DER) from the leaf's issuer revokes it; one signed by another key
+    with the same issuer name is ignored (libsecsipid trusts any CRL's serials)."""
+    crl = make_crl(lab.intermediate, lab.intermediate_key, [lab.leaf.serial_number])
+    for n, encoding in enumerate((serialization.Encoding.PEM, serialization.Encoding.DER)):
+        path = tmp_path / f"crl{n}"
+        path.write_bytes(crl.public_bytes(encoding))
+        trust = TrustPolicy(ca_file=str(root_file), crl_files=(str(path),))
+        assert check(lab, trust) == "cert-revoked"
+    # Forged CRL: right issuer name, wrong key.
+    forger = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(UTC)
+    forged = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(lab.intermediate.subject)
+        .last_update(now - dt.timedelta(minutes=1))
+        .next_update(now + dt.timedelta(days=1))
+        .add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(lab.leaf.serial_number)
+            .revocation_date(now - dt.timedelta(minutes=1))
+            .build()
+        )
+        .sign(forger, hashes.SHA256())
+    )
+    path = tmp_path / "forged.pem"
+    path.write_bytes(forged.public_bytes(serialization.Encoding.PEM))
+    trust = TrustPolicy(ca_file=str(root_file), crl_files=(str(path),))
+    assert check(lab, trust) == "valid"
+    strict = TrustPolicy(ca_file=str(root_file), crl_files=(str(path),), require_crl=True)
+    assert check(lab, strict) == "cert-revocation-unknown"
+
+
+def test_not_revoked_with_good_crls(lab: LabPKI, root_file: Path, tmp_path: Path) -> None:
+    """CRLs from both CAs not listing the chain: valid even when CRLs are required."""
+    files = []
+    for issuer, key in ((lab.intermediate, lab.intermediate_key), (lab.root, lab.root_key)):
+        path = tmp_path / f"{issuer.serial_number}.crl"
+        path.write_bytes(make_crl(issuer, key, [12345]).public_bytes(serialization.Encoding.DER))
+        files.append(str(path))
+    trust = TrustPolicy(ca_file=str(root_file), crl_files=tuple(files), require_crl=True)
+    assert check(lab, trust) == "valid"
+
+
+def test_revoked_by_distribution_point(lab: LabPKI, root_file: Path, tmp_path: Path) -> None:
+    """fetch_crls: the CRL named in the certificate is fetched (http, signed), cached, and
+    revokes; the fetch happens once for many verifications."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    crl_url = f"http://127.0.0.1:{port}/sti-ca.crl"
+    root = (lab.root_key, lab.root)
+    revoked = make_lab_pki(root=root, crl_url=crl_url)
+    good = make_lab_pki(root=root, crl_url=crl_url)
+    # The two leaves have different intermediates; publish a CRL for the revoked one's CA.
+    crl = make_crl(revoked.intermediate, revoked.intermediate_key, [revoked.leaf.serial_number])
+    routes = {"/sti-ca.crl": {"body_hex": crl.public_bytes(serialization.Encoding.DER).hex()}}
+    server = CertServer(tmp_path / "crl", routes, None, port=port)
+    try:
+        fetcher = Fetcher(FetchPolicy(allow_private=True))
+        trust = TrustValidator(TrustPolicy(ca_file=str(root_file), fetch_crls=True), fetcher)
+        assert check(revoked, trust) == "cert-revoked"
+        for _ in range(5):
+            assert check(revoked, trust) == "cert-revoked"
+        assert server.hits()["/sti-ca.crl"] == 1
+        # The good leaf's CA publishes nothing at that URL that it signed: no status, accepted.
+        assert check(good, trust) == "valid"
+        strict = TrustValidator(
+            TrustPolicy(ca_file=str(root_file), fetch_crls=True, require_crl=True), fetcher
+        )
+        assert check(good, strict) == "cert-revocation-unknown"
+    finally:
+        server.stop()
+
+
+def test_anchor_file_reloads_without_restart(lab: LabPKI, tmp_path: Path) -> None:
+    """Replacing the trust-anchor file takes effect without a restart."""
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_bytes(pem(make_lab_pki().root))  # the wrong root
+    validator = TrustValidator(TrustPolicy(ca_file=str(anchors), reload_interval=0))
+    assert check(lab, validator) == "cert-untrusted"
+    anchors.write_bytes(pem(lab.root) + pem(make_lab_pki().root))
+    os.utime(anchors, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+    assert check(lab, validator) == "valid"
+    anchors.write_bytes(b"")
+    os.utime(anchors, ns=(time.time_ns(), time.time_ns() + 2_000_000))
+    assert check(lab, validator) == "no-trust-anchors"
+
+
+def test_anchor_directory(lab: LabPKI, tmp_path: Path) -> None:
+    """ca_dir: every PEM/DER certificate in the directory is an anchor (the STI-PA list)."""
+    d = tmp_path / "anchors"
+    d.mkdir()
+    (d / "other.pem").write_bytes(pem(make_lab_pki().root))
+    (d / "lab.der").write_bytes(lab.root.public_bytes(serialization.Encoding.DER))
+    assert check(lab, TrustPolicy(ca_dir=str(d))) == "valid"
+
+
+def test_validated_chain_is_cached(lab: LabPKI, root_file: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Path validation runs once per credential, not per verification."""
+    validator = TrustValidator(TrustPolicy(ca_file=str(root_file)))
+    calls = 0
+    original = validator._verify_path
+
+    def counting(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(validator, "_verify_path", counting)
+    cred = credential(lab)
+    verifier = Verifier(cred, trust=validator)
+    signer = Signer(lab.leaf_key, X5U)
+    for _ in range(20):
+        assert verifier.check(signer.identity(ORIG, DEST, "B")).ok
+    assert calls == 1
+    assert validator.is_cached(cred)
+
+
+def test_bare_public_key_cannot_be_validated(lab: LabPKI, root_file: Path) -> None:
+    """With trust on, a public key without certificate is refused (cert-invalid)."""
+    key_only = Credential(lab.leaf_key.public_key())
+    value = Signer(lab.leaf_key, X5U).identity(ORIG, DEST, "A")
+    verdict = Verifier(key_only, trust=TrustPolicy(ca_file=str(root_file))).check(value)
+    assert verdict.reason is Reason.CERT_INVALID
+
+
+def test_profile_key_usage(lab: LabPKI, root_file: Path) -> None:
+    """A leaf whose key usage lacks digitalSignature is cert-profile (ATIS-1000080)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "SHAKEN 9")]))
+        .issuer_name(lab.intermediate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, True, False, False, False, False, False, False),
+            critical=True,
+        )
+    )
+    leaf = builder.sign(lab.intermediate_key, hashes.SHA256())
+    value = Signer(key, X5U).identity(ORIG, DEST, "A")
+    cred = Credential.from_certificates([leaf, lab.intermediate])
+    verdict = Verifier(cred, trust=TrustPolicy(ca_file=str(root_file))).check(value)
+    assert verdict.reason is Reason.CERT_PROFILE
+
+
+def test_from_libsecsipid_mapping(tmp_path: Path) -> None:
+    """libsecsipid CertVerify bits map onto named options; missing files are refused."""
+    assert TrustPolicy.from_libsecsipid(0) is None
+    t = TrustPolicy.from_libsecsipid(4, ca_file="/ca.pem")
+    assert t is not None and t.ca_file == "/ca.pem" and not t.system_cas and t.verify_chain
+    t = TrustPolicy.from_libsecsipid(1)
+    assert t is not None and t.system_cas  # Go falls back to the system roots
+    t = TrustPolicy.from_libsecsipid(4 | 8 | 16, ca_file="/a", ca_inter="/b", crl_file="/c")
+    assert t is not None
+    assert (t.intermediates_file, t.crl_files) == ("/b", ("/c",))
+    for bits, kwargs in ((4, {}), (8, {"ca_file": "/a"}), (16, {"ca_file": "/a"})):
+        with pytest.raises(ValueError):
+            TrustPolicy.from_libsecsipid(bits, **kwargs)
