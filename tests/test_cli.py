@@ -100,10 +100,11 @@ def test_check_reads_stdin_lines(
 
 
 def test_check_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], key_files: Any) -> None:
-    """No key option, a missing key file, or a private key as credential: exit 2, no traceback."""
+    """No key and no trust anchors for the certificate from info, a missing key file, or a
+    private key as credential: exit 2, no traceback."""
     value = sign(capsys, key_files.key_pem)
     status, _, err = run(capsys, "check", value)
-    assert status == 2 and "--cert" in err
+    assert status == 2 and "--ca-file" in err and "--no-verify-cert" in err
     status, _, err = run(capsys, "check", value, "--cert", "/nonexistent/cert.pem")
     assert status == 2 and "key-not-found" in err and "Traceback" not in err
     status, _, err = run(capsys, "check", value, "--pubkey", str(key_files.key_pem))
@@ -182,7 +183,7 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     """--help works on the program and on every command."""
     for argv in (
         ["--help"],
-        *[[c, "--help"] for c in ("sign", "check", "decode", "keygen", "demo")],
+        *[[c, "--help"] for c in ("sign", "check", "decode", "keygen", "demo", "fetch")],
     ):
         status, out, _ = run(capsys, *argv)
         assert status == 0 and "usage: secsipid" in out

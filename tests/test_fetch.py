@@ -26,7 +26,7 @@ from secsipid import (
     VerificationError,
     Verifier,
 )
-from secsipid._pki import LabPKI, make_lab_pki
+from secsipid._pki import LabPKI, make_lab_pki, pem
 from secsipid._source import freshness
 
 ORIG, DEST = "12155550121", "12155550131"
@@ -509,3 +509,58 @@ def test_check_identity_downloads_from_info(
         assert secsipid.check_identity(value, "", expire=0, now=time.time() + 5).reason == "stale"
     finally:
         secsipid.set_default_source(None)
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from secsipid.cli import main
+
+    try:
+        status = main(list(argv))
+    except SystemExit as exc:
+        status = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_cli_fetch_and_check_through_info(
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pki: tuple[LabPKI, Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`secsipid fetch URL` describes the chain; `secsipid check` without --cert fetches from
+    info and validates against --ca-file; the lab options are needed for loopback."""
+    import json
+
+    server = serve({"/sti.pem": chain_route(pki, headers={"Cache-Control": "max-age=600"})})
+    url = server.url("/sti.pem")
+    lab = ["--allow-private", "--tls-ca-file", str(tls.ca)]
+    status, out, _ = _cli(capsys, "fetch", url, *lab, "--ca-file", str(pki[1]))
+    doc = json.loads(out)
+    assert status == 0 and doc["trusted"] is True and doc["spc"] == "1234"
+    assert doc["cache_seconds"] == 600 and len(doc["chain"]) == 2
+    assert doc["chain"][0]["tnauthlist"] == {"spc": ["1234"], "tns": [], "ranges": []}
+
+    value = sign(pki, url)
+    status, out, _ = _cli(capsys, "check", value, *lab, "--ca-file", str(pki[1]), "--json")
+    assert status == 0 and json.loads(out)["spc"] == "1234"
+    # Refused by default: loopback destination.
+    status, out, _ = _cli(capsys, "check", value, "--tls-ca-file", str(tls.ca), "--ca-file",
+                          str(pki[1]), "--json")  # fmt: skip
+    assert status == 1 and json.loads(out)["reason"] == "cert-url-refused"
+    # Another root: untrusted.
+    other = make_lab_pki()
+    other_root = pki[1].parent / "other-root.pem"
+    other_root.write_bytes(pem(other.root))
+    status, out, _ = _cli(capsys, "check", value, *lab, "--ca-file", str(other_root), "--json")
+    assert status == 1 and json.loads(out)["reason"] == "cert-untrusted"
+    # No trust configured: a usage error, unless explicitly waived.
+    status, _, err = _cli(capsys, "check", value, *lab)
+    assert status == 2 and "--no-verify-cert" in err
+    status, _, _ = _cli(capsys, "check", value, *lab, "--no-verify-cert")
+    assert status == 0
+    status, _, err = _cli(capsys, "fetch", server.url("/missing.pem"), *lab)
+    assert status == 1 and "cert-fetch-status" in err

@@ -8,18 +8,25 @@ stable code, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from cryptography import x509
+
 from . import __version__
 from ._codec import B64Error, JSONError, b64url_decode, loads_strict
 from ._errors import KeyLoadError, SecSIPIDError, SigningError, VerificationError
+from ._fetch import Fetcher, FetchPolicy
 from ._identity import parse_identity, split_identity_values
 from ._keys import credential_from_file, private_key_from_file
 from ._signer import Signer, identity_for_json
+from ._source import CertificateSource, freshness, parse_certificate_body
+from ._tnauthlist import TNAuthList
+from ._trust import TrustPolicy, TrustValidator
 from ._verifier import Verdict, Verifier, VerifyPolicy
 
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -89,13 +96,55 @@ def _cmd_sign(args: argparse.Namespace) -> int:
 # -- check -----------------------------------------------------------------------------------
 
 
+def _trust_from_args(args: argparse.Namespace) -> TrustPolicy | None:
+    if args.no_verify_cert:
+        return None
+    if not (args.ca_file or args.ca_dir or args.system_cas):
+        if args.cert or args.pubkey:
+            return None  # a key given on the command line is trusted as given
+        raise _UsageError(
+            "the certificate from info must be validated: give --ca-file/--ca-dir (the STI-PA "
+            "trust list) or --system-cas, or --no-verify-cert to skip chain validation"
+        )
+    try:
+        return TrustPolicy(
+            ca_file=args.ca_file,
+            ca_dir=args.ca_dir,
+            system_cas=args.system_cas,
+            intermediates_file=args.intermediates,
+            crl_files=tuple(args.crl_file or ()),
+            fetch_crls=args.fetch_crls,
+            require_crl=args.require_crl,
+            require_tnauthlist=not args.no_tnauthlist,
+        )
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from exc
+
+
+def _fetch_policy_from_args(args: argparse.Namespace) -> FetchPolicy:
+    try:
+        return FetchPolicy(
+            timeout=args.timeout,
+            allow_http=args.allow_http,
+            allow_private=args.allow_private,
+            tls_ca_file=args.tls_ca_file,
+            max_size=args.max_size,
+        )
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from exc
+
+
 def _verifier_from_args(args: argparse.Namespace) -> Verifier:
     policy = VerifyPolicy(expire=args.expire, future_skew=args.future_skew, strict=args.strict)
+    trust = _trust_from_args(args)
     key_path = args.cert or args.pubkey
-    if not key_path:
-        raise _UsageError("give --cert FILE or --pubkey FILE")
-    credential_from_file(key_path)  # refuse an unusable key up front, as a usage error
-    return Verifier(key_path, policy=policy)
+    if key_path:
+        credential_from_file(key_path)  # refuse an unusable key up front, as a usage error
+        return Verifier(key_path, policy=policy, trust=trust)
+    source = CertificateSource(
+        trust=trust, fetch=_fetch_policy_from_args(args), cache_dir=args.cache_dir
+    )
+    return Verifier(source, policy=policy)
 
 
 def _print_verdict(verdict: Verdict, as_json: bool) -> None:
@@ -125,6 +174,60 @@ def _cmd_check(args: argparse.Namespace) -> int:
     )
     _print_verdict(verdict, args.json)
     return EXIT_VALID if verdict.ok else EXIT_INVALID
+
+
+# -- fetch -----------------------------------------------------------------------------------
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    fetcher = Fetcher(_fetch_policy_from_args(args))
+    result = fetcher.get(args.url)
+    credential, _ = parse_certificate_body(result.body, args.url)
+    ttl, storable = freshness(result.headers, result.fetched_at, 3600.0)
+    chain = [c for c in (credential.certificate, *credential.intermediates) if c is not None]
+    info: dict[str, Any] = {
+        "url": args.url,
+        "status": result.status,
+        "content_type": result.headers.get("content-type"),
+        "bytes": len(result.body),
+        "cache_seconds": ttl,
+        "cache_storable": storable,
+        "spc": credential.spc,
+        "chain": [_describe_cert(c) for c in chain],
+    }
+    trust = _trust_from_args(args) if (args.ca_file or args.ca_dir or args.system_cas) else None
+    if trust is not None:
+        try:
+            TrustValidator(trust, fetcher).check(
+                credential, iat=int(result.fetched_at), now=result.fetched_at, orig_tn=None
+            )
+            info["trusted"] = True
+        except VerificationError as exc:
+            info["trusted"] = False
+            info["trust_reason"] = exc.reason.value
+            info["trust_message"] = exc.message
+    print(json.dumps(info, indent=2))
+    return EXIT_INVALID if info.get("trusted") is False else EXIT_VALID
+
+
+def _describe_cert(cert: x509.Certificate) -> dict[str, Any]:
+    tnauth = None
+    with contextlib.suppress(ValueError):
+        tnauth = TNAuthList.from_certificate(cert)
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "serial": format(cert.serial_number, "x"),
+        "not_before": cert.not_valid_before_utc.isoformat(),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "tnauthlist": None
+        if tnauth is None
+        else {
+            "spc": list(tnauth.spcs),
+            "tns": list(tnauth.tns),
+            "ranges": [[r.start, r.count] for r in tnauth.ranges],
+        },
+    }
 
 
 # -- decode ----------------------------------------------------------------------------------
@@ -205,6 +308,37 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # -- parser ----------------------------------------------------------------------------------
 
 
+def _add_fetch_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("fetching the certificate from info")
+    g.add_argument("--timeout", type=float, default=5.0, help="total seconds per fetch (5)")
+    g.add_argument("--allow-http", action="store_true", help="accept http:// URLs (labs)")
+    g.add_argument(
+        "--allow-private",
+        action="store_true",
+        help="accept loopback/private/special-purpose destinations (labs)",
+    )
+    g.add_argument("--tls-ca-file", help="CA bundle for the HTTPS server (default: system)")
+    g.add_argument("--max-size", type=int, default=65536, help="body cap in bytes (65536)")
+    g.add_argument("--cache-dir", help="directory cache for fetched certificates")
+
+
+def _add_trust_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("trust (chain validation)")
+    g.add_argument("--ca-file", help="trust anchors: PEM bundle (the STI-PA trust list)")
+    g.add_argument("--ca-dir", help="trust anchors: directory of PEM/DER certificates")
+    g.add_argument("--system-cas", action="store_true", help="also trust the system CAs")
+    g.add_argument("--intermediates", help="extra intermediate CA certificates (PEM)")
+    g.add_argument("--crl-file", action="append", help="CRL file (PEM or DER); repeatable")
+    g.add_argument("--fetch-crls", action="store_true", help="fetch CRL distribution points")
+    g.add_argument("--require-crl", action="store_true", help="refuse unknown revocation status")
+    g.add_argument("--no-tnauthlist", action="store_true", help="do not require TNAuthList")
+    g.add_argument(
+        "--no-verify-cert",
+        action="store_true",
+        help="accept any certificate from info without chain validation (libsecsipid default)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="secsipid",
@@ -246,8 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("value", nargs="?", help="Identity header value, or - for stdin")
     key = p.add_mutually_exclusive_group()
-    key.add_argument("--cert", help="certificate of the signer (PEM or DER)")
-    key.add_argument("--pubkey", help="public key of the signer (PEM or DER)")
+    key.add_argument("--cert", help="certificate of the signer (default: fetch from info)")
+    key.add_argument("--pubkey", help="public key of the signer (default: fetch from info)")
+    _add_fetch_options(p)
+    _add_trust_options(p)
     p.add_argument("--expire", type=int, default=300, help="max age of iat in seconds (300)")
     p.add_argument("--future-skew", type=int, default=5, help="max iat in the future (5 s)")
     p.add_argument("--orig-tn", help="calling number to match orig (from PAI/From)")
@@ -258,6 +394,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--now", type=float, help="verify as of this time (seconds since epoch)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser(
+        "fetch",
+        help="download a certificate from a URL through the fetch policy and describe it",
+        description="Fetch URL (an x5u/info URL) with the same safety policy as verification "
+        "and print the chain, its TNAuthList and the cache lifetime as JSON; with trust options, "
+        "also whether it validates (exit 1 when not).",
+    )
+    p.add_argument("url")
+    _add_fetch_options(p)
+    _add_trust_options(p)
+    p.set_defaults(func=_cmd_fetch)
 
     p = sub.add_parser(
         "decode",
