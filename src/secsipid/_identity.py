@@ -158,7 +158,8 @@ def parse_identity(value: str, *, max_size: int = DEFAULT_MAX_IDENTITY_SIZE) -> 
     """
     if len(value) > max_size:
         raise VerificationError(
-            Reason.TOO_LARGE, f"Identity value is {len(value)} bytes, over the {max_size} limit"
+            Reason.TOO_LARGE,
+            f"Identity value is {len(value)} characters, over the {max_size} limit",
         )
     semi = value.find(";")
     if semi < 0:
