@@ -30,6 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -417,6 +418,10 @@ class CertificateSource:
                 return future.result(timeout=self.fetch_policy.timeout + 5)
             except VerificationError as exc:
                 raise _copy(exc) from None
+            except FutureTimeout:
+                raise VerificationError(
+                    Reason.CERT_FETCH_TIMEOUT, f"{info}: waited too long for a fetch in progress"
+                ) from None
         try:
             try:
                 result = self.fetcher.get(info)
