@@ -28,7 +28,7 @@ import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -350,63 +350,14 @@ class Fetcher:
             merged[key] = f"{merged[key]}, {text}" if key in merged else text
         return FetchResult(url, status, merged, body, time.time())
 
-    def get(self, url: str, *, allow_http: bool | None = None) -> FetchResult:
-        """Fetch ``url`` (blocking, within the policy's total deadline)."""
-        _, netloc, _ = self.policy.check_url(url, allow_http=allow_http)
-        headers, extensions = self._request_args(url, netloc)
-        deadline_token = _DEADLINE.set(time.monotonic() + self.policy.timeout)
+    @contextlib.contextmanager
+    def _request(self, url: str) -> Iterator[None]:
+        """Count the request, expose the URL to the backend, and translate transport errors
+        into reason codes (a TimeoutError here is anyio's total deadline)."""
         url_token = self._url.set(url)
         self.requests += 1
         try:
-            with self._pool.stream("GET", url, headers=headers, extensions=extensions) as resp:
-                self._check_response(url, resp.status, resp.headers)
-                chunks: list[bytes] = []
-                size = 0
-                for chunk in resp.iter_stream():
-                    size += len(chunk)
-                    if size > self.policy.max_size:
-                        raise self._too_large(url)
-                    chunks.append(chunk)
-                return self._result(url, resp.status, resp.headers, b"".join(chunks))
-        except httpcore.TimeoutException as exc:
-            raise VerificationError(
-                Reason.CERT_FETCH_TIMEOUT,
-                f"{_short(url)}: no complete answer within {self.policy.timeout:g} s",
-            ) from exc
-        except (httpcore.NetworkError, httpcore.ProtocolError, ssl.SSLError, OSError) as exc:
-            raise VerificationError(
-                Reason.CERT_FETCH_FAILED, f"{_short(url)}: {type(exc).__name__}: {exc}"
-            ) from exc
-        finally:
-            self._url.reset(url_token)
-            _DEADLINE.reset(deadline_token)
-
-    async def aget(self, url: str, *, allow_http: bool | None = None) -> FetchResult:
-        """Fetch ``url`` without blocking the event loop (same policy and deadline)."""
-        _, netloc, _ = self.policy.check_url(url, allow_http=allow_http)
-        headers, extensions = self._request_args(url, netloc)
-        url_token = self._url.set(url)
-        self.requests += 1
-        try:
-            # A pool per fetch: async connections belong to one event loop, and a source may
-            # serve several loops (or outlive one).  Fetches are rare: the cache answers.
-            with anyio.fail_after(self.policy.timeout):
-                async with (
-                    httpcore.AsyncConnectionPool(
-                        ssl_context=self._ssl,
-                        network_backend=_PinnedAsyncBackend(self.policy, self._url),
-                    ) as pool,
-                    pool.stream("GET", url, headers=headers, extensions=extensions) as resp,
-                ):
-                    self._check_response(url, resp.status, resp.headers)
-                    chunks: list[bytes] = []
-                    size = 0
-                    async for chunk in resp.aiter_stream():
-                        size += len(chunk)
-                        if size > self.policy.max_size:
-                            raise self._too_large(url)
-                        chunks.append(chunk)
-                    return self._result(url, resp.status, resp.headers, b"".join(chunks))
+            yield
         except (TimeoutError, httpcore.TimeoutException) as exc:
             raise VerificationError(
                 Reason.CERT_FETCH_TIMEOUT,
@@ -418,6 +369,49 @@ class Fetcher:
             ) from exc
         finally:
             self._url.reset(url_token)
+
+    def _add_chunk(self, url: str, chunks: list[bytes], chunk: bytes) -> None:
+        chunks.append(chunk)
+        if sum(map(len, chunks)) > self.policy.max_size:
+            raise self._too_large(url)
+
+    def get(self, url: str, *, allow_http: bool | None = None) -> FetchResult:
+        """Fetch ``url`` (blocking, within the policy's total deadline)."""
+        _, netloc, _ = self.policy.check_url(url, allow_http=allow_http)
+        headers, extensions = self._request_args(url, netloc)
+        deadline_token = _DEADLINE.set(time.monotonic() + self.policy.timeout)
+        try:
+            with (
+                self._request(url),
+                self._pool.stream("GET", url, headers=headers, extensions=extensions) as resp,
+            ):
+                self._check_response(url, resp.status, resp.headers)
+                chunks: list[bytes] = []
+                for chunk in resp.iter_stream():
+                    self._add_chunk(url, chunks, chunk)
+                return self._result(url, resp.status, resp.headers, b"".join(chunks))
+        finally:
+            _DEADLINE.reset(deadline_token)
+
+    async def aget(self, url: str, *, allow_http: bool | None = None) -> FetchResult:
+        """Fetch ``url`` without blocking the event loop (same policy and deadline)."""
+        _, netloc, _ = self.policy.check_url(url, allow_http=allow_http)
+        headers, extensions = self._request_args(url, netloc)
+        # A pool per fetch: async connections belong to one event loop, and a source may serve
+        # several loops (or outlive one).  Fetches are rare: the cache answers.
+        with self._request(url), anyio.fail_after(self.policy.timeout):
+            async with (
+                httpcore.AsyncConnectionPool(
+                    ssl_context=self._ssl,
+                    network_backend=_PinnedAsyncBackend(self.policy, self._url),
+                ) as pool,
+                pool.stream("GET", url, headers=headers, extensions=extensions) as resp,
+            ):
+                self._check_response(url, resp.status, resp.headers)
+                chunks: list[bytes] = []
+                async for chunk in resp.aiter_stream():
+                    self._add_chunk(url, chunks, chunk)
+                return self._result(url, resp.status, resp.headers, b"".join(chunks))
 
     def close(self) -> None:
         """Close the pooled keep-alive connections."""
