@@ -218,3 +218,29 @@ def test_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert "demo: OK" in out
     for reason in ("valid", "bad-signature", "stale", "dest-mismatch", "no-identity"):
         assert reason in out
+
+
+def test_keygen_ca_lab_pki(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """keygen --ca makes root -> intermediate -> leaf; the chain validates with the CRLs
+    required, and a TN range in the leaf limits orig (RFC 9060)."""
+    out = tmp_path / "pki"
+    status, _, _ = run(
+        capsys, "keygen", "--ca", "--out", str(out), "--spc", "567B",
+        "--range", "12155550100:100",
+    )  # fmt: skip
+    assert status == 0
+    trust = ["--cert", str(out / "chain.pem"), "--ca-file", str(out / "root.pem"),
+             "--crl-file", str(out / "crl.pem"), "--crl-file", str(out / "root-crl.pem"),
+             "--require-crl", "--json"]  # fmt: skip
+    for orig, reason in (("12155550150", "valid"), ("12155550250", "cert-tn-not-authorized")):
+        status, value, _ = run(
+            capsys, "sign", "--orig-tn", orig, "--dest-tn", "1", "--attest", "A",
+            "--x5u", X5U, "--key", str(out / "key.pem"),
+        )  # fmt: skip
+        status, out_json, _ = run(capsys, "check", value.strip(), *trust)
+        doc = json.loads(out_json)
+        assert doc["reason"] == reason
+        assert status == (0 if reason == "valid" else 1)
+    assert doc["sip_status"] == 437
+    status, _, err = run(capsys, "keygen", "--ca", "--out", str(out), "--range", "x")
+    assert status == 2 and "START:COUNT" in err

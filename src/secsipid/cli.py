@@ -277,22 +277,44 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from ._pki import make_self_signed, pem, write_key
+    from ._pki import make_crl, make_lab_pki, make_self_signed, pem, write_key
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    cn = args.cn or (f"SHAKEN {args.spc}" if args.spc else "SHAKEN lab")
-    cert = make_self_signed(key, cn=cn, spc=args.spc, days=args.days)
-    write_key(key, out / "key.pem")
-    (out / "pub.pem").write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    if args.ca:
+        try:
+            ranges = [(start, int(count)) for start, _, count in
+                      (r.partition(":") for r in args.range or ())]  # fmt: skip
+        except ValueError as exc:
+            raise _UsageError("--range takes START:COUNT") from exc
+        pki = make_lab_pki(
+            spc=args.spc or "1234", tns=args.tn or (), ranges=ranges, days=args.days,
+            crl_url=args.crl_url,
+        )  # fmt: skip
+        files = pki.write(out)
+        write_key(pki.intermediate_key, out / "intermediate-key.pem")
+        written = [*files.values(), out / "intermediate-key.pem"]
+        for name, issuer, issuer_key in (
+            ("crl.pem", pki.intermediate, pki.intermediate_key),
+            ("root-crl.pem", pki.root, pki.root_key),
+        ):
+            crl = make_crl(issuer, issuer_key)
+            (out / name).write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+            written.append(out / name)
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cn = args.cn or (f"SHAKEN {args.spc}" if args.spc else "SHAKEN lab")
+        cert = make_self_signed(key, cn=cn, spc=args.spc, days=args.days)
+        write_key(key, out / "key.pem")
+        (out / "pub.pem").write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
         )
-    )
-    (out / "cert.pem").write_bytes(pem(cert))
-    for name in ("key.pem", "pub.pem", "cert.pem"):
-        print(out / name)
+        (out / "cert.pem").write_bytes(pem(cert))
+        written = [out / name for name in ("key.pem", "pub.pem", "cert.pem")]
+    for path in written:
+        print(path)
     return EXIT_VALID
 
 
@@ -417,10 +439,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "keygen",
-        help="make a P-256 key and a self-signed lab certificate",
+        help="make a P-256 key and a lab certificate (self-signed, or a CA chain with --ca)",
         description="Write key.pem (PKCS#8), pub.pem and a self-signed cert.pem for labs; "
-        "with --spc, the certificate carries a TNAuthList extension with that SPC.",
+        "with --spc, the certificate carries a TNAuthList extension with that SPC. With --ca, "
+        "write a lab PKI instead: root.pem (the trust anchor), intermediate.pem and its key, "
+        "cert.pem (leaf 'SHAKEN <spc>' with TNAuthList), chain.pem (leaf + intermediate: what "
+        "x5u serves), key.pem (the leaf's key), and empty CRLs from the intermediate (crl.pem) "
+        "and the root (root-crl.pem).",
     )
+    p.add_argument("--ca", action="store_true", help="root -> intermediate -> leaf lab PKI")
+    p.add_argument("--tn", action="append", help="--ca: a TN in the leaf's TNAuthList")
+    p.add_argument("--range", action="append", help="--ca: START:COUNT TN range (RFC 9060)")
+    p.add_argument("--crl-url", help="--ca: CRL distribution point URL in the certificates")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--cn", help="certificate common name (default: 'SHAKEN <spc>')")
     p.add_argument("--spc", help="Service Provider Code for the TNAuthList extension")
