@@ -313,7 +313,11 @@ def main() -> int:
             best = 0
             for rate in args.max_rates:
                 run = bench.run(mode, rate, int(rate * args.seconds))
-                print(f"max {mode:15s} {rate:5d} cps failed {run.failed}", file=sys.stderr)
+                print(
+                    f"max {mode:15s} {rate:5d} cps ok {run.successful}/{run.calls}"
+                    f" failed {run.failed}",
+                    file=sys.stderr,
+                )
                 if run.failed or run.successful != run.calls:
                     break
                 best = rate
