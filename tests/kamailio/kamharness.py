@@ -207,8 +207,11 @@ class Kamailio:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> int | None:
+        """SIGTERM to the main process; then SIGKILL to any of its processes (by PID) that did
+        not exit within the grace period, so no worker outlives a test."""
         if self.proc is None:
             return None
+        pids = self.pids() if self.proc.poll() is None else []
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -216,7 +219,22 @@ class Kamailio:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+        deadline = time.monotonic() + 5
+        for pid in pids[1:]:
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         return self.proc.returncode
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 @dataclass
