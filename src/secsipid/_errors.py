@@ -77,6 +77,15 @@ class VerificationError(SecSIPIDError):
     def __repr__(self) -> str:
         return f"VerificationError({self.reason.value!r}, {self.message!r})"
 
+    @classmethod
+    def from_key_error(cls, exc: KeyLoadError) -> VerificationError:
+        """The verification failure for a credential that could not be loaded: the key type
+        is the signer's problem (437), an unreadable or broken local file is ours (500)."""
+        if exc.code in ("key-not-ec", "key-wrong-curve"):
+            return cls(Reason.UNSUPPORTED_KEY, exc.message)
+        lib = -451 if exc.code in ("key-not-found", "key-unreadable") else -102
+        return cls(Reason.KEY_UNAVAILABLE, exc.message, lib_code=lib)
+
 
 class KeyLoadError(SecSIPIDError):
     """A private key, public key or certificate could not be loaded.

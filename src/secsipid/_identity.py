@@ -177,8 +177,9 @@ def is_absolute_uri(value: str) -> bool:
     return _ABSOLUTE_URI_RE.fullmatch(value) is not None
 
 
-def _split_one(text: str) -> list[str]:
-    """Split a header line's value on commas that are outside quotes and angle brackets."""
+def split_comma_values(text: str) -> list[str]:
+    """Split a header line's value on commas that are outside quotes and angle brackets
+    (RFC 3261 §7.3.1), as several Identity, P-Asserted-Identity, ... values share a line."""
     if "," not in text:
         return [text]
     parts: list[str] = []
@@ -223,7 +224,7 @@ def split_identity_values(values: str | Iterable[str]) -> list[str]:
             match = _HEADER_NAME_RE.match(line)
             if match is not None:
                 line = line[match.end() :]
-        for part in _split_one(line):
+        for part in split_comma_values(line):
             part = part.strip()
             if part:
                 out.append(part)

@@ -511,20 +511,13 @@ class Verifier:
             raise exc from None
         return VerifiedPassport(hdr, decoded, credential)
 
-    @staticmethod
-    def _key_error(exc: KeyLoadError) -> VerificationError:
-        if exc.code in ("key-not-ec", "key-wrong-curve"):
-            return VerificationError(Reason.UNSUPPORTED_KEY, exc.message)
-        lib = -451 if exc.code in ("key-not-found", "key-unreadable") else -102
-        return VerificationError(Reason.KEY_UNAVAILABLE, exc.message, lib_code=lib)
-
     # -- sync --------------------------------------------------------------------------------
 
     def _credential(self, info: str) -> Credential:
         try:
             return self.source.credential_for(info)
         except KeyLoadError as exc:
-            raise self._key_error(exc) from exc
+            raise VerificationError.from_key_error(exc) from exc
 
     def _verify(
         self, value: str, expected: _Expected | None, now: float | None
@@ -590,7 +583,7 @@ class Verifier:
                 return credential
             return self.source.credential_for(info)
         except KeyLoadError as exc:
-            raise self._key_error(exc) from exc
+            raise VerificationError.from_key_error(exc) from exc
 
     async def _averify(
         self, value: str, expected: _Expected | None, now: float | None

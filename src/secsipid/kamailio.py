@@ -56,7 +56,8 @@ from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
 from ._api import add_identity
-from ._errors import KeyLoadError, SecSIPIDError
+from ._errors import KeyLoadError, SecSIPIDError, VerificationError
+from ._identity import split_comma_values
 from ._keys import Credential, load_credential, load_private_key
 from ._reasons import Reason
 from ._signer import Signer, identity_for_json
@@ -555,7 +556,7 @@ def _checked(verdict: Verdict) -> int:
 
 def _key_failed(exc: KeyLoadError) -> Verdict:
     """The verdict for a key value that cannot be loaded (same codes as the core's files)."""
-    verdict = Verdict.from_error(Verifier._key_error(exc))
+    verdict = Verdict.from_error(VerificationError.from_key_error(exc))
     _st().last = verdict
     return verdict
 
@@ -631,20 +632,6 @@ def check_request(
     return verdict
 
 
-def _spc(verdict: Verdict) -> str:
-    passport = verdict.passport
-    cert = passport.credential.certificate if passport is not None else None
-    if cert is None:
-        return ""
-    try:
-        from ._tnauthlist import TNAuthList
-
-        tal = TNAuthList.from_certificate(cert)
-    except Exception:  # noqa: BLE001 - a bad extension is no SPC, not a failed call
-        return ""
-    return (tal.spc or "") if tal is not None else ""
-
-
 def verdict_fields(verdict: Verdict) -> dict[str, str | int]:
     """The verdict as the flat fields :func:`secsipid_verdict` stores in an xavp."""
     claims = verdict.claims
@@ -668,7 +655,7 @@ def verdict_fields(verdict: Verdict) -> dict[str, str | int]:
         "iat": claims["iat"] if isinstance(claims.get("iat"), int) else 0,
         "x5u": _str(verdict.header.get("x5u")),
         "ppt": _str(verdict.header.get("ppt")),
-        "spc": _spc(verdict),
+        "spc": verdict.spc or "",
         "header": json.dumps(verdict.header, separators=(",", ":")),
         "claims": json.dumps(verdict.claims, separators=(",", ":")),
     }
@@ -941,30 +928,6 @@ def verstat_uri(uri: str, verstat: str) -> str:
     return clean
 
 
-def _split_header_values(text: str) -> list[str]:
-    parts: list[str] = []
-    start, quoted, bracket, i = 0, False, False, 0
-    while i < len(text):
-        c = text[i]
-        if quoted:
-            if c == "\\":
-                i += 1
-            elif c == '"':
-                quoted = False
-        elif c == '"':
-            quoted = True
-        elif c == "<":
-            bracket = True
-        elif c == ">":
-            bracket = False
-        elif c == "," and not bracket:
-            parts.append(text[start:i])
-            start = i + 1
-        i += 1
-    parts.append(text[start:])
-    return [p.strip() for p in parts if p.strip()]
-
-
 def _mark_name_addr(value: str, verstat: str) -> str:
     lt = value.find("<")
     if lt >= 0:
@@ -981,7 +944,7 @@ def _mark_name_addr(value: str, verstat: str) -> str:
 def _mark_pai(verstat: str) -> int:
     ksr = _ksr()
     current = _str(ksr.pv.get("$(hdr(P-Asserted-Identity)[*])"))
-    values = _split_header_values(current)
+    values = [v.strip() for v in split_comma_values(current) if v.strip()]
     if not values:
         return -1
     marked = [_mark_name_addr(v, verstat) for v in values]
