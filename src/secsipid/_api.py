@@ -27,6 +27,7 @@ T = TypeVar("T")
 _CACHE_MAX = 64
 _lock = threading.Lock()
 _memo: dict[Hashable, object] = {}
+_signers: dict[int, Signer] = {}
 _default_source: CertificateSource | None = None
 
 
@@ -61,7 +62,13 @@ def add_identity(
     key = private_key_from_file(key_path)
     # Keyed by the key object: the file cache hands out the same object until the file
     # changes, and the Signer keeps a reference, so the id cannot be reused meanwhile.
-    signer = _memoized(("signer", id(key)), lambda: Signer(key))
+    signer = _signers.get(id(key))
+    if signer is None:
+        signer = Signer(key)
+        with _lock:
+            if len(_signers) >= _CACHE_MAX:
+                _signers.clear()
+            _signers[id(key)] = signer
     return signer.identity(orig_tn, dest_tn, attest, origid, iat=iat, x5u=x5u)
 
 
@@ -115,16 +122,19 @@ def check_identity(
     """
     if expire < 0:
         raise ValueError("expire must not be negative")
-    policy = VerifyPolicy(expire=int(expire))
     path = os.fspath(key_path)
     if path:
         verifier = _memoized(
-            ("file", path, policy), lambda: Verifier(CredentialFile(path), policy=policy)
+            ("file", path, expire),
+            lambda: Verifier(CredentialFile(path), policy=VerifyPolicy(expire=int(expire))),
         )
     else:
         try:
             source = _source_for(timeout)
         except VerificationError as exc:
             return Verdict.from_error(exc)
-        verifier = _memoized(("url", id(source), policy), lambda: Verifier(source, policy=policy))
+        verifier = _memoized(
+            ("url", id(source), expire),
+            lambda: Verifier(source, policy=VerifyPolicy(expire=int(expire))),
+        )
     return verifier.check(identity, orig_tn=orig_tn, dest_tn=dest_tn, now=now)

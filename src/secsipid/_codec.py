@@ -41,7 +41,7 @@ class JSONError(ValueError):
 def b64url_encode(data: bytes) -> str:
     # binascii is the C implementation under base64; calling it directly saves a layer of
     # Python on the signing hot path.
-    return binascii.b2a_base64(data, newline=False).decode("ascii").rstrip("=").translate(_TO_URL)
+    return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_TO_URL).decode("ascii")
 
 
 def b64url_decode(text: str) -> bytes:
