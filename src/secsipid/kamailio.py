@@ -49,18 +49,19 @@ import json
 import logging
 import os
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
 from ._api import add_identity
 from ._errors import KeyLoadError, SecSIPIDError, VerificationError
+from ._fetch import Fetcher
 from ._identity import split_comma_values
 from ._keys import Credential, load_credential, load_private_key
 from ._reasons import Reason
 from ._signer import Signer, identity_for_json
+from ._source import CertificateSource
+from ._trust import TrustPolicy
 from ._verifier import Verdict, Verifier, VerifyPolicy
 
 __all__ = [
@@ -295,27 +296,43 @@ class _State:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.policy = VerifyPolicy(expire=settings.expire)
+        try:
+            # libsecsipid applies CertVerify to key files and downloads alike; so do we.
+            self.trust = TrustPolicy.from_libsecsipid(
+                settings.cert_verify, settings.ca_file, settings.ca_inter, settings.crl_file
+            )
+        except ValueError as exc:
+            raise ConfigError(f"libopt: {exc}") from exc
         self.verifiers: dict[str, Verifier] = {}
         self.pubkey_verifiers: dict[str, Verifier] = {}
         self.signers: dict[str, Signer] = {}
-        self.source: object | None = None
+        self.source: CertificateSource | None = None
         self.last: Verdict | None = None
         self.value = ""
         self.ret = 0
 
-    def info_source(self) -> object | None:
-        """The certificate source for an empty key path (download from ``info``)."""
+    def info_source(self) -> CertificateSource:
+        """The certificate source for an empty key path (download from ``info``): the fetch
+        policy, caches and trust of the settings; built on first use in each worker."""
         if self.source is None:
-            self.source = _make_certificate_source(self.settings)
+            s = self.settings
+            self.source = CertificateSource(
+                trust=self.trust,
+                timeout=s.timeout,
+                cache_dir=s.cache_dir or None,
+                cache_expire=s.cache_expire,
+                allow_http=s.allow_http,
+                allow_private=s.allow_private,
+            )
         return self.source
 
     def verifier(self, key_path: str) -> Verifier:
         verifier = self.verifiers.get(key_path)
         if verifier is None:
             if key_path:
-                verifier = Verifier(key_path, policy=self.policy)
+                verifier = Verifier(key_path, policy=self.policy, trust=self.trust)
             else:
-                verifier = Verifier(self.info_source(), policy=self.policy)  # type: ignore[arg-type]
+                verifier = Verifier(self.info_source(), policy=self.policy)
             if len(self.verifiers) >= _CACHE_MAX:
                 self.verifiers.clear()
             self.verifiers[key_path] = verifier
@@ -339,29 +356,6 @@ class _State:
                 self.signers.clear()
             self.signers[pem] = signer
         return signer
-
-
-def _make_certificate_source(settings: Settings) -> object | None:
-    """A ``CertificateSource`` for downloading from ``info`` (issue 3), when the core has it."""
-    import secsipid
-
-    source_cls = getattr(secsipid, "CertificateSource", None)
-    if source_cls is None:
-        return None
-    trust_cls = getattr(secsipid, "TrustPolicy", None)
-    kwargs: dict[str, Any] = {
-        "timeout": settings.timeout,
-        "cache_dir": settings.cache_dir or None,
-        "cache_expire": settings.cache_expire,
-        "allow_http": settings.allow_http,
-        "allow_private": settings.allow_private,
-    }
-    if trust_cls is not None:
-        kwargs["trust"] = trust_cls.from_libsecsipid(
-            settings.cert_verify, settings.ca_file, settings.ca_inter, settings.crl_file
-        )
-    source: object = source_cls(**kwargs)
-    return source
 
 
 _state: _State | None = None
@@ -813,20 +807,21 @@ def identity_value(token: str, header: str, x5u: str) -> str:
 @_guard(-1)
 def secsipid_get_url(url: str, ovar: str) -> int:
     """GET ``url`` (within ``timeout``) and store the body in the PV named by ``ovar``
-    (e.g. ``"$var(cert)"``).  Returns 1, -1 for a bad URL or failed download, -2 when the body
-    is over 1 MiB or not text.  Only ``http`` and ``https`` URLs are fetched."""
+    (e.g. ``"$var(cert)"``).  Returns 1, -1 for a refused URL or a failed download, -2 when the
+    body is over 1 MiB or not text.  The fetch follows the certificate fetch policy of the
+    settings: https (http with ``allow_http``), public addresses (``allow_private`` for
+    labs), no redirects, ``timeout`` for the whole download."""
     target = _str(ovar)
     address = expand(url)
-    if not re.match(r"https?://", address, re.IGNORECASE):
-        _log_err(f"secsipid_get_url: not an http(s) URL: {address!r}")
-        return -1
     try:
-        request = urllib.request.Request(address, headers={"User-Agent": "secsipid-kamailio"})
-        with urllib.request.urlopen(request, timeout=_st().settings.timeout) as response:
-            body = response.read(_MAX_URL_BODY + 1)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        _log_err(f"secsipid_get_url {address}: {exc}")
-        return -1
+        # The same fetch policy as certificate downloads (scheme, SSRF guard, no redirects,
+        # total deadline), with the 1 MiB cap of this function.
+        source = _st().info_source()
+        fetcher = Fetcher(source.fetch_policy.replace(max_size=_MAX_URL_BODY + 1))
+        body = fetcher.get(address).body
+    except VerificationError as exc:
+        _log_err(f"secsipid_get_url {address}: {exc.reason.value}: {exc.message}")
+        return -2 if exc.reason is Reason.CERT_TOO_LARGE else -1
     if len(body) > _MAX_URL_BODY:
         return -2
     try:
