@@ -7,7 +7,7 @@ Per Identity value, in the order of RFC 8224 §6.2 and cheapest first:
 3. ``alg`` parameter ES256 (RFC 8224 §4.1 default), ``info`` present and an absolute URI;
 4. the PASSporT: full form (RFC 8588 §3), JWS header ``alg`` ES256 -- never ``none``, never an
    HMAC: the algorithm is fixed, not read from the token -- ``typ`` passport, ``ppt`` shaken and
-   agreeing with the parameter, ``x5u`` equal to ``info`` (RFC 8224 §4.1, simple string
+   agreeing with the parameter when present, ``x5u`` equal to ``info`` (RFC 8224 §4.1, simple string
    comparison per RFC 3986 §6.2.1);
 5. SHAKEN claims present with the right types (RFC 8225 §5, RFC 8588);
 6. freshness: ``iat`` not older than ``expire`` and not beyond ``future_skew`` (Step 4);
