@@ -336,9 +336,18 @@ class TrustValidator:
             )
         return tnauth
 
-    def is_cached(self, credential: Credential) -> bool:
+    def is_cached(self, credential: Credential, now: float | None = None) -> bool:
+        """Whether :meth:`check` can answer without I/O (no path building, no CRL fetch):
+        async callers run it on a worker thread otherwise."""
         cached = self._chains.get(credential)
-        return isinstance(cached, _Chain) and cached.material_version == self._material.version
+        if not isinstance(cached, _Chain) or cached.material_version != self._material.version:
+            return False
+        if not self._needs_revocation():
+            return True
+        now = time.time() if now is None else now
+        return (
+            cached.revocation_version == self._revocation_version and now <= cached.revocation_until
+        )
 
     def _needs_revocation(self) -> bool:
         p = self.policy

@@ -602,7 +602,7 @@ class Verifier:
                     orig_tn=_orig_tn(decoded),
                 )
                 # A validated chain is a dict lookup; building one may fetch CRLs: off the loop.
-                if trust.is_cached(credential):
+                if trust.is_cached(credential, now):
                     check()
                 else:
                     await anyio.to_thread.run_sync(check)
