@@ -564,3 +564,35 @@ def test_cli_fetch_and_check_through_info(
     assert status == 0
     status, _, err = _cli(capsys, "fetch", server.url("/missing.pem"), *lab)
     assert status == 1 and "cert-fetch-status" in err
+
+
+def _child_fetch(url: str, ca: str, queue: Any) -> None:
+    source = CertificateSource(
+        fetch=FetchPolicy(tls_ca_file=ca, allow_private=True, timeout=3),
+        trust=None,
+        memory=MemoryCache(),
+    )
+    try:
+        source.credential_for(url)
+        queue.put("ok")
+    except VerificationError as exc:
+        queue.put(exc.reason.value)
+
+
+def test_fetch_after_fork(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """A process forked after a fetch (Kamailio forks its workers) can still resolve and
+    fetch: the DNS thread pool is per process."""
+    import multiprocessing
+
+    server = serve({"/sti.pem": chain_route(pki)})
+    url = server.url("/sti.pem", host="localhost")
+    lab_source(tls, pki[1]).credential_for(url)  # the parent's resolver threads now exist
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_fetch, args=(url, str(tls.ca), queue))
+    child.start()
+    child.join(timeout=20)
+    assert child.exitcode == 0
+    assert queue.get(timeout=1) == "ok"

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import ipaddress
+import os
 import socket
 import ssl
 import time
@@ -164,7 +165,17 @@ class FetchResult:
 # The deadline of the fetch running in this thread/task; the sync stream wrapper consults it
 # for every read and write, so a server trickling one byte a second cannot stretch a fetch.
 _DEADLINE: contextvars.ContextVar[float] = contextvars.ContextVar("secsipid_fetch_deadline")
-_RESOLVER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="secsipid-dns")
+_resolver: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _resolver_pool() -> ThreadPoolExecutor:
+    """DNS lookups run here so that they obey the deadline (getaddrinfo has no timeout).
+    One pool per process: Kamailio forks its workers, and threads do not survive a fork."""
+    global _resolver
+    pid = os.getpid()
+    if _resolver is None or _resolver[0] != pid:
+        _resolver = (pid, ThreadPoolExecutor(max_workers=4, thread_name_prefix="secsipid-dns"))
+    return _resolver[1]
 
 
 def _remaining() -> float:
@@ -231,7 +242,7 @@ class _PinnedSyncBackend(httpcore.SyncBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
         url = self._url.get("")
-        future = _RESOLVER.submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
+        future = _resolver_pool().submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
         try:
             infos = future.result(timeout=_remaining())
         except FutureTimeout as exc:
