@@ -566,8 +566,8 @@ def test_cli_fetch_and_check_through_info(
     assert status == 1 and "cert-fetch-status" in err
 
 
-def _child_fetch(url: str, ca: str, queue: Any) -> None:
-    source = CertificateSource(
+def _child_fetch(url: str, ca: str, queue: Any, source: CertificateSource | None = None) -> None:
+    source = source or CertificateSource(
         fetch=FetchPolicy(tls_ca_file=ca, allow_private=True, timeout=3),
         trust=None,
         memory=MemoryCache(),
@@ -586,13 +586,18 @@ def test_fetch_after_fork(
     fetch: the DNS thread pool is per process."""
     import multiprocessing
 
-    server = serve({"/sti.pem": chain_route(pki)})
+    server = serve({"/sti.pem": chain_route(pki), "/other.pem": chain_route(pki)})
     url = server.url("/sti.pem", host="localhost")
-    lab_source(tls, pki[1]).credential_for(url)  # the parent's resolver threads now exist
+    parent = lab_source(tls, pki[1])
+    parent.credential_for(url)  # the parent's resolver threads and keep-alive pool now exist
     ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_child_fetch, args=(url, str(tls.ca), queue))
-    child.start()
-    child.join(timeout=20)
-    assert child.exitcode == 0
-    assert queue.get(timeout=1) == "ok"
+    for args in ((url, str(tls.ca)), (server.url("/other.pem", host="localhost"), "", parent)):
+        queue = ctx.Queue()
+        child = ctx.Process(target=_child_fetch, args=(args[0], args[1], queue, *args[2:]))
+        child.start()
+        child.join(timeout=20)
+        assert child.exitcode == 0
+        assert queue.get(timeout=1) == "ok"
+    # The parent's pooled connection still works after the children are gone.
+    parent.memory.clear()
+    assert parent.credential_for(url)

@@ -311,13 +311,26 @@ class Fetcher:
         self.policy = policy or FetchPolicy()
         self._url: contextvars.ContextVar[str] = contextvars.ContextVar("secsipid_fetch_url")
         self._ssl = _ssl_context(self.policy)
-        self._pool = httpcore.ConnectionPool(
+        self._pid = os.getpid()
+        self._pool = self._new_pool()
+        self._inherited: list[httpcore.ConnectionPool] = []
+        self.requests = 0
+
+    def _new_pool(self) -> httpcore.ConnectionPool:
+        return httpcore.ConnectionPool(
             ssl_context=self._ssl,
             max_connections=32,
             keepalive_expiry=30.0,
             network_backend=_PinnedSyncBackend(self.policy, self._url),
         )
-        self.requests = 0
+
+    def _sync_pool(self) -> httpcore.ConnectionPool:
+        """The keep-alive pool of this process.  After a fork the parent's connections are
+        left alone (kept referenced, never used or closed here: they are the parent's)."""
+        if self._pid != os.getpid():
+            self._inherited.append(self._pool)
+            self._pid, self._pool = os.getpid(), self._new_pool()
+        return self._pool
 
     def _request_args(
         self, url: str, netloc: str
@@ -394,7 +407,9 @@ class Fetcher:
         try:
             with (
                 self._request(url),
-                self._pool.stream("GET", url, headers=headers, extensions=extensions) as resp,
+                self._sync_pool().stream(
+                    "GET", url, headers=headers, extensions=extensions
+                ) as resp,
             ):
                 self._check_response(url, resp.status, resp.headers)
                 chunks: list[bytes] = []
@@ -432,4 +447,5 @@ class Fetcher:
         # Sources usually live as long as the process; one dropped earlier should not leave
         # its keep-alive sockets to the garbage collector.
         with contextlib.suppress(Exception):  # interpreter shutdown, half-built object
-            self._pool.close()
+            if self._pid == os.getpid():
+                self._pool.close()
