@@ -53,11 +53,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
-from ._api import add_identity
 from ._errors import KeyLoadError, SecSIPIDError, VerificationError
 from ._fetch import Fetcher
 from ._identity import split_comma_values
-from ._keys import Credential, load_credential, load_private_key
+from ._keys import Credential, load_credential, load_private_key, private_key_from_file
 from ._reasons import Reason
 from ._signer import Signer, identity_for_json
 from ._source import CertificateSource
@@ -196,7 +195,9 @@ class Settings:
     ``CertVerify`` bitmask and files); ``x5u`` from ``libopt X5u`` is the default x5u when a
     signing call passes an empty one.  ``allow_http``/``allow_private`` let the certificate
     download use ``http://`` and private/loopback addresses (labs and tests; libsecsipid has no
-    such restriction, ours refuses both by default).
+    such restriction, ours refuses both by default).  ``deterministic`` selects RFC 6979
+    deterministic ECDSA for signing (the default, RFC 8225 §4.2 SHOULD); ``False`` uses a
+    random ``k`` from OpenSSL's generator, slightly cheaper per signature.
     """
 
     expire: int = 300
@@ -210,6 +211,7 @@ class Settings:
     x5u: str = ""
     allow_http: bool = False
     allow_private: bool = False
+    deterministic: bool = True
     libopt: tuple[str, ...] = field(default=())
 
 
@@ -256,6 +258,7 @@ def _build_settings(
     libopt: str | Sequence[str] | None,
     allow_http: bool,
     allow_private: bool,
+    deterministic: bool = True,
 ) -> Settings:
     entries = (libopt,) if isinstance(libopt, str) else tuple(libopt or ())
     opts = _parse_libopt(entries)
@@ -287,7 +290,13 @@ def _build_settings(
         raise ConfigError(f"libopt X5u {x5u!r}: not an absolute URI")
     if not 0 <= values.get("cert_verify", 0) < 64:
         raise ConfigError("libopt CertVerify: a bitmask of 1, 2, 4, 8, 16, 32 (0-63)")
-    return Settings(**values, allow_http=allow_http, allow_private=allow_private, libopt=entries)
+    return Settings(
+        **values,
+        allow_http=allow_http,
+        allow_private=allow_private,
+        deterministic=deterministic,
+        libopt=entries,
+    )
 
 
 class _State:
@@ -306,6 +315,7 @@ class _State:
         self.verifiers: dict[str, Verifier] = {}
         self.pubkey_verifiers: dict[str, Verifier] = {}
         self.signers: dict[str, Signer] = {}
+        self.path_signers: dict[str, tuple[object, Signer]] = {}
         self.source: CertificateSource | None = None
         self.last: Verdict | None = None
         self.value = ""
@@ -348,10 +358,24 @@ class _State:
             self.pubkey_verifiers[pem] = verifier
         return verifier
 
+    def signer_for_path(self, path: str) -> Signer:
+        """The signer for a key file: one ``stat()`` per call (the file cache reloads a changed
+        file and then hands out a new key object, which gets a new signer)."""
+        key = private_key_from_file(path)
+        entry = self.path_signers.get(path)
+        if entry is None or entry[0] is not key:
+            entry = (key, Signer(key, deterministic=self.settings.deterministic))
+            if len(self.path_signers) >= _CACHE_MAX:
+                self.path_signers.clear()
+            self.path_signers[path] = entry
+        return entry[1]
+
     def signer_for_data(self, pem: str) -> Signer:
         signer = self.signers.get(pem)
         if signer is None:
-            signer = Signer(load_private_key(pem.encode()))
+            signer = Signer(
+                load_private_key(pem.encode()), deterministic=self.settings.deterministic
+            )
             if len(self.signers) >= _CACHE_MAX:
                 self.signers.clear()
             self.signers[pem] = signer
@@ -377,6 +401,7 @@ def mod_init(
     libopt: str | Sequence[str] | None = None,
     allow_http: bool = False,
     allow_private: bool = False,
+    deterministic: bool = True,
 ) -> Settings:
     """Configure the module once, from the script's ``mod_init()`` (Kamailio's main process).
 
@@ -384,6 +409,9 @@ def mod_init(
     list of them (``CertVerify``, ``CertCAFile``, ``CertCAInter``, ``CertCRLFile``,
     ``CacheDirPath``, ``CacheExpires``, ``X5u``).  Raises :class:`ConfigError` for anything
     unusable -- let it propagate: Kamailio then refuses to start and logs the message.
+    ``deterministic=False`` signs with a random ``k`` instead of RFC 6979 deterministic ECDSA
+    (RFC 8225 §4.2 says SHOULD use deterministic; random ``k`` saves a few µs per signature
+    and needs a sound random source, see ``docs/kamailio.md``).
     Calling it again replaces the settings (and drops the caches built on them).
     """
     global _state
@@ -395,6 +423,7 @@ def mod_init(
         libopt=libopt,
         allow_http=bool(allow_http),
         allow_private=bool(allow_private),
+        deterministic=bool(deterministic),
     )
     _state = _State(new)
     return new
@@ -446,11 +475,10 @@ def define_int(name: str, default: int) -> int:
 def preload_signing_key(path: str) -> None:
     """Load a private key now (in ``mod_init``): a missing or unusable key refuses the start
     with :class:`ConfigError` instead of failing every call.  The key stays cached for the
-    workers (loaded before fork, reloaded only if the file changes)."""
-    from ._keys import private_key_from_file
-
+    workers (loaded before fork, reloaded only if the file changes), with its signer built
+    under the settings in force (call it after :func:`mod_init`)."""
     try:
-        private_key_from_file(path)
+        _st().signer_for_path(path)
     except KeyLoadError as exc:
         raise ConfigError(f"signing key: {exc.message} ({exc.code})") from exc
 
@@ -708,9 +736,9 @@ def _sign_identity(
     orig, dest, att, oid, url, key_s = args
     url = _x5u(url)
     try:
-        if key_is_path:
-            return add_identity(orig, dest, att, oid, url, key_s)
-        return _st().signer_for_data(key_s).identity(orig, dest, att, oid, x5u=url)
+        state = _st()
+        signer = state.signer_for_path(key_s) if key_is_path else state.signer_for_data(key_s)
+        return signer.identity(orig, dest, att, oid, x5u=url)
     except SecSIPIDError as exc:
         _log_err(f"cannot sign ({exc.code}): {exc.message}")
         return None
@@ -773,7 +801,8 @@ def secsipid_build_identity_prvkey(
 def _sign_json(headers: str, payload: str, key: str, *, key_is_path: bool) -> int:
     hdrs, body, key_s = expand(headers), expand(payload), expand(key)
     try:
-        signer = Signer.from_file(key_s) if key_is_path else _st().signer_for_data(key_s)
+        state = _st()
+        signer = state.signer_for_path(key_s) if key_is_path else state.signer_for_data(key_s)
         token = signer.sign_json(hdrs, body, verbatim=True)
     except SecSIPIDError as exc:
         _log_err(f"cannot sign ({exc.code}): {exc.message}")

@@ -283,6 +283,47 @@ def test_sign_arbitrary_json(ksr: FakeKSR, pki: Pki) -> None:
     assert sk.secsipid_sign_prvkey("{not json", payload, pki.key.read_text()) == -1
 
 
+def test_deterministic_by_default_random_k_on_request(ksr: FakeKSR, pki: Pki) -> None:
+    header = '{"alg":"ES256","ppt":"shaken","typ":"passport","x5u":"https://c.example/x.pem"}'
+    payload = '{"attest":"A","iat":1}'
+
+    def twice() -> tuple[str, str]:
+        assert sk.secsipid_sign(header, payload, str(pki.key)) == 1
+        first = sk.secsipid_get_val()
+        assert sk.secsipid_sign(header, payload, str(pki.key)) == 1
+        return first, sk.secsipid_get_val()
+
+    assert sk.settings().deterministic is True
+    first, second = twice()
+    assert first == second  # RFC 6979: same input, same signature
+    sk.mod_init(deterministic=False)
+    sk.preload_signing_key(str(pki.key))
+    first, second = twice()
+    assert first != second
+    assert sk.secsipid_add_identity("$fU", "$rU", "A", "", X5U, str(pki.key)) == 1
+    assert Verifier(str(pki.cert)).verify(ksr.appended[-1][len("Identity: ") : -2])
+
+
+def test_add_identity_follows_a_replaced_key_file(ksr: FakeKSR, pki: Pki, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    path = tmp_path / "key.pem"
+    path.write_bytes(pki.key.read_bytes())
+    assert sk.secsipid_add_identity("$fU", "$rU", "A", "", X5U, str(path)) == 1
+    assert Verifier(str(pki.cert)).verify(ksr.appended[-1][len("Identity: ") : -2])
+    other = ec.generate_private_key(ec.SECP256R1())
+    path.write_bytes(
+        other.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    assert sk.secsipid_add_identity("$fU", "$rU", "A", "", X5U, str(path)) == 1
+    assert Verifier(other.public_key()).verify(ksr.appended[-1][len("Identity: ") : -2])
+
+
 # -- replies and verstat -------------------------------------------------------------------
 
 
