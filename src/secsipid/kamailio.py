@@ -49,6 +49,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
@@ -56,7 +57,13 @@ from typing import Any, ParamSpec, TypeVar
 from ._errors import KeyLoadError, SecSIPIDError, VerificationError
 from ._fetch import Fetcher
 from ._identity import split_comma_values
-from ._keys import Credential, load_credential, load_private_key, private_key_from_file
+from ._keys import (
+    Credential,
+    credential_from_file,
+    load_credential,
+    load_private_key,
+    private_key_from_file,
+)
 from ._reasons import Reason
 from ._signer import Signer, identity_for_json
 from ._source import CertificateSource
@@ -127,6 +134,12 @@ _LIBOPT_FILE = frozenset({"ca_file", "ca_inter", "crl_file"})
 _MAX_URL_BODY = 1 << 20
 _CACHE_MAX = 64
 
+#: Seconds between two checks (one ``stat()`` each) of a key or certificate file named in the
+#: calls: a replaced file is used from the next call after at most this long.  In a Kamailio
+#: worker a ``stat()`` per call costs ~20 µs of CPU (cold system call and path walk; measured
+#: with ``bench/kamailio_ab.py``), a clock read does not.  0 checks on every call.
+FILE_CHECK_INTERVAL = 1.0
+
 
 class ConfigError(ValueError):
     """A setting given to :func:`mod_init` is not usable.  Raised at start, never per call."""
@@ -195,9 +208,7 @@ class Settings:
     ``CertVerify`` bitmask and files); ``x5u`` from ``libopt X5u`` is the default x5u when a
     signing call passes an empty one.  ``allow_http``/``allow_private`` let the certificate
     download use ``http://`` and private/loopback addresses (labs and tests; libsecsipid has no
-    such restriction, ours refuses both by default).  ``deterministic`` selects RFC 6979
-    deterministic ECDSA for signing (the default, RFC 8225 §4.2 SHOULD); ``False`` uses a
-    random ``k`` from OpenSSL's generator, slightly cheaper per signature.
+    such restriction, ours refuses both by default).
     """
 
     expire: int = 300
@@ -211,7 +222,6 @@ class Settings:
     x5u: str = ""
     allow_http: bool = False
     allow_private: bool = False
-    deterministic: bool = True
     libopt: tuple[str, ...] = field(default=())
 
 
@@ -258,7 +268,6 @@ def _build_settings(
     libopt: str | Sequence[str] | None,
     allow_http: bool,
     allow_private: bool,
-    deterministic: bool = True,
 ) -> Settings:
     entries = (libopt,) if isinstance(libopt, str) else tuple(libopt or ())
     opts = _parse_libopt(entries)
@@ -294,9 +303,31 @@ def _build_settings(
         **values,
         allow_http=allow_http,
         allow_private=allow_private,
-        deterministic=deterministic,
         libopt=entries,
     )
+
+
+class _CheckedFile:
+    """The credential in a file for a :class:`Verifier`, checked for changes (one ``stat()``)
+    at most every :data:`FILE_CHECK_INTERVAL` seconds.  Failures are not cached: a missing or
+    unusable file is looked at again on the next call, with the core's codes."""
+
+    __slots__ = ("_credential", "_next", "path")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._credential: Credential | None = None
+        self._next = 0.0
+
+    def credential_for(self, info: str) -> Credential:
+        now = time.monotonic()
+        credential = self._credential
+        if credential is not None and now < self._next:
+            return credential
+        self._credential = None
+        credential = credential_from_file(self.path)  # KeyLoadError: the Verifier maps it
+        self._credential, self._next = credential, now + FILE_CHECK_INTERVAL
+        return credential
 
 
 class _State:
@@ -315,7 +346,7 @@ class _State:
         self.verifiers: dict[str, Verifier] = {}
         self.pubkey_verifiers: dict[str, Verifier] = {}
         self.signers: dict[str, Signer] = {}
-        self.path_signers: dict[str, tuple[object, Signer]] = {}
+        self.path_signers: dict[str, tuple[float, object, Signer]] = {}
         self.source: CertificateSource | None = None
         self.last: Verdict | None = None
         self.value = ""
@@ -340,7 +371,7 @@ class _State:
         verifier = self.verifiers.get(key_path)
         if verifier is None:
             if key_path:
-                verifier = Verifier(key_path, policy=self.policy, trust=self.trust)
+                verifier = Verifier(_CheckedFile(key_path), policy=self.policy, trust=self.trust)
             else:
                 verifier = Verifier(self.info_source(), policy=self.policy)
             if len(self.verifiers) >= _CACHE_MAX:
@@ -359,23 +390,24 @@ class _State:
         return verifier
 
     def signer_for_path(self, path: str) -> Signer:
-        """The signer for a key file: one ``stat()`` per call (the file cache reloads a changed
-        file and then hands out a new key object, which gets a new signer)."""
-        key = private_key_from_file(path)
+        """The signer for a key file, checked for changes at most every
+        :data:`FILE_CHECK_INTERVAL` (the file cache reloads a changed file and then hands out
+        a new key object, which gets a new signer).  Failures are not cached."""
+        now = time.monotonic()
         entry = self.path_signers.get(path)
-        if entry is None or entry[0] is not key:
-            entry = (key, Signer(key, deterministic=self.settings.deterministic))
-            if len(self.path_signers) >= _CACHE_MAX:
-                self.path_signers.clear()
-            self.path_signers[path] = entry
-        return entry[1]
+        if entry is not None and now < entry[0]:
+            return entry[2]
+        key = private_key_from_file(path)
+        signer = entry[2] if entry is not None and entry[1] is key else Signer(key)
+        if entry is None and len(self.path_signers) >= _CACHE_MAX:
+            self.path_signers.clear()
+        self.path_signers[path] = (now + FILE_CHECK_INTERVAL, key, signer)
+        return signer
 
     def signer_for_data(self, pem: str) -> Signer:
         signer = self.signers.get(pem)
         if signer is None:
-            signer = Signer(
-                load_private_key(pem.encode()), deterministic=self.settings.deterministic
-            )
+            signer = Signer(load_private_key(pem.encode()))
             if len(self.signers) >= _CACHE_MAX:
                 self.signers.clear()
             self.signers[pem] = signer
@@ -401,7 +433,6 @@ def mod_init(
     libopt: str | Sequence[str] | None = None,
     allow_http: bool = False,
     allow_private: bool = False,
-    deterministic: bool = True,
 ) -> Settings:
     """Configure the module once, from the script's ``mod_init()`` (Kamailio's main process).
 
@@ -409,9 +440,6 @@ def mod_init(
     list of them (``CertVerify``, ``CertCAFile``, ``CertCAInter``, ``CertCRLFile``,
     ``CacheDirPath``, ``CacheExpires``, ``X5u``).  Raises :class:`ConfigError` for anything
     unusable -- let it propagate: Kamailio then refuses to start and logs the message.
-    ``deterministic=False`` signs with a random ``k`` instead of RFC 6979 deterministic ECDSA
-    (RFC 8225 §4.2 says SHOULD use deterministic; random ``k`` saves a few µs per signature
-    and needs a sound random source, see ``docs/kamailio.md``).
     Calling it again replaces the settings (and drops the caches built on them).
     """
     global _state
@@ -423,7 +451,6 @@ def mod_init(
         libopt=libopt,
         allow_http=bool(allow_http),
         allow_private=bool(allow_private),
-        deterministic=bool(deterministic),
     )
     _state = _State(new)
     return new

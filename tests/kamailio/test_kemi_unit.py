@@ -283,45 +283,59 @@ def test_sign_arbitrary_json(ksr: FakeKSR, pki: Pki) -> None:
     assert sk.secsipid_sign_prvkey("{not json", payload, pki.key.read_text()) == -1
 
 
-def test_deterministic_by_default_random_k_on_request(ksr: FakeKSR, pki: Pki) -> None:
+def test_signatures_are_deterministic(ksr: FakeKSR, pki: Pki) -> None:
+    """RFC 8225 §4.2: ES256 signers SHOULD use deterministic ECDSA (RFC 6979)."""
     header = '{"alg":"ES256","ppt":"shaken","typ":"passport","x5u":"https://c.example/x.pem"}'
     payload = '{"attest":"A","iat":1}'
-
-    def twice() -> tuple[str, str]:
-        assert sk.secsipid_sign(header, payload, str(pki.key)) == 1
-        first = sk.secsipid_get_val()
-        assert sk.secsipid_sign(header, payload, str(pki.key)) == 1
-        return first, sk.secsipid_get_val()
-
-    assert sk.settings().deterministic is True
-    first, second = twice()
-    assert first == second  # RFC 6979: same input, same signature
-    sk.mod_init(deterministic=False)
-    sk.preload_signing_key(str(pki.key))
-    first, second = twice()
-    assert first != second
-    assert sk.secsipid_add_identity("$fU", "$rU", "A", "", X5U, str(pki.key)) == 1
-    assert Verifier(str(pki.cert)).verify(ksr.appended[-1][len("Identity: ") : -2])
+    assert sk.secsipid_sign(header, payload, str(pki.key)) == 1
+    first = sk.secsipid_get_val()
+    assert sk.secsipid_sign(header, payload, str(pki.key)) == 1
+    assert sk.secsipid_get_val() == first
+    assert sk.secsipid_sign_prvkey(header, payload, pki.key.read_text()) == 1
+    assert sk.secsipid_get_val() == first
 
 
-def test_add_identity_follows_a_replaced_key_file(ksr: FakeKSR, pki: Pki, tmp_path: Path) -> None:
+def test_replaced_key_and_certificate_files_are_used_after_the_check_interval(
+    ksr: FakeKSR, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    path = tmp_path / "key.pem"
-    path.write_bytes(pki.key.read_bytes())
-    assert sk.secsipid_add_identity("$fU", "$rU", "A", "", X5U, str(path)) == 1
-    assert Verifier(str(pki.cert)).verify(ksr.appended[-1][len("Identity: ") : -2])
+    monkeypatch.setattr(sk, "FILE_CHECK_INTERVAL", 0.2)
+    key, cert = tmp_path / "key.pem", tmp_path / "pub.pem"
+    key.write_bytes(pki.key.read_bytes())
+    cert.write_bytes(pki.cert.read_bytes())
+    assert sk.secsipid_add_identity("$fU", "$rU", "A", "", X5U, str(key)) == 1
+    first = ksr.appended[-1][len("Identity: ") : -2]
+    ksr.request([first])
+    assert sk.secsipid_check_identity(str(cert)) == 1
     other = ec.generate_private_key(ec.SECP256R1())
-    path.write_bytes(
+    key.write_bytes(
         other.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
     )
-    assert sk.secsipid_add_identity("$fU", "$rU", "A", "", X5U, str(path)) == 1
-    assert Verifier(other.public_key()).verify(ksr.appended[-1][len("Identity: ") : -2])
+    cert.write_bytes(
+        other.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    # within the interval: the files are not looked at
+    assert sk.secsipid_check_identity(str(cert)) == 1
+    time.sleep(0.25)
+    assert sk.secsipid_add_identity("$fU", "$rU", "A", "", X5U, str(key)) == 1
+    second = ksr.appended[-1][len("Identity: ") : -2]
+    assert Verifier(other.public_key()).verify(second)
+    assert sk.secsipid_check_identity(str(cert)) == -251  # the old key's PASSporT: bad signature
+    ksr.request([second])
+    assert sk.secsipid_check_identity(str(cert)) == 1
+    key.unlink()  # noticed at the next check; failures are not cached
+    time.sleep(0.25)
+    assert sk.secsipid_add_identity("$fU", "$rU", "A", "", X5U, str(key)) == -1
+    key.write_bytes(pki.key.read_bytes())
+    assert sk.secsipid_add_identity("$fU", "$rU", "A", "", X5U, str(key)) == 1
 
 
 # -- replies and verstat -------------------------------------------------------------------
