@@ -1011,3 +1011,22 @@ def test_check_mutated_header_returns_verdict(
 def test_acheck_any_text_same_as_check(verifier: Verifier, value: str) -> None:
     """acheck agrees with check on arbitrary text."""
     assert asyncio.run(verifier.acheck(value, now=NOW)) == verifier.check(value, now=NOW)
+
+
+def test_der_signature_matches_encode_dss_signature() -> None:
+    """The hand-built DER of the verify hot path is byte for byte the library's."""
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    from secsipid._verifier import _der_signature
+
+    edge = [
+        bytes(64),
+        b"\xff" * 64,
+        b"\x80" + bytes(31) + b"\x7f" + bytes(31),
+        bytes(31) + b"\x01" + bytes(31) + b"\x80",
+        bytes(5) + b"\x7f" * 27 + bytes(32),
+        bytes(32) + b"\x00\x80" + b"\x01" * 30,
+    ]
+    for sig in edge + [os.urandom(64) for _ in range(5000)]:
+        r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+        assert _der_signature(sig) == encode_dss_signature(r, s), sig.hex()

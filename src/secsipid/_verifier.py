@@ -35,7 +35,6 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ._errors import KeyLoadError, VerificationError
 from ._identity import (
@@ -323,6 +322,21 @@ class Verdict:
         }
 
 
+def _der_signature(sig: bytes) -> bytes:
+    """JWS ``r || s`` (64 bytes, checked by the decoder) to DER ``SEQUENCE { INTEGER r,
+    INTEGER s }`` for OpenSSL, built by hand: minimal big-endian integers (leading zeros
+    dropped, one zero byte added before a set high bit), always short-form lengths (at most
+    70 bytes).  Same bytes as ``encode_dss_signature``; inside a Kamailio worker, where every
+    call runs with cold caches, it saves ~9 µs per verification (bench/kamailio_ab.py)."""
+    r = sig[:32].lstrip(b"\0")
+    s = sig[32:].lstrip(b"\0")
+    if not r or r[0] & 0x80:
+        r = b"\0" + r
+    if not s or s[0] & 0x80:
+        s = b"\0" + s
+    return bytes((0x30, 4 + len(r) + len(s), 2, len(r))) + r + bytes((2, len(s))) + s
+
+
 class _Expected:
     """The caller's numbers, canonicalized once per request."""
 
@@ -501,8 +515,7 @@ class Verifier:
     def _finish(
         hdr: IdentityHeader, decoded: DecodedPassport, credential: Credential
     ) -> VerifiedPassport:
-        sig = decoded.signature
-        der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
+        der = _der_signature(decoded.signature)
         try:
             credential.public_key.verify(der, decoded.signing_input, _ES256)
         except InvalidSignature:
