@@ -610,7 +610,6 @@ def _key_failed(exc: KeyLoadError) -> Verdict:
     return verdict
 
 
-@_guard(-1)
 def secsipid_check_identity(key_path: str) -> int:
     """Check the request's Identity header(s) with the key or certificate file ``key_path``,
     or, when it is empty, with the certificate downloaded from ``info`` (within ``timeout``).
@@ -620,8 +619,22 @@ def secsipid_check_identity(key_path: str) -> int:
     or bad ``info``, ... (``docs/kamailio.md`` lists them all).  :func:`last_verdict` has the
     details.
     """
-    state = _st()
-    return _checked(state.verifier(expand(key_path)).check(_request_identities()))
+    # The hot path, written out as in secsipid_add_identity (~9 µs per call less).
+    try:
+        ksr = _KSR if _KSR is not None else _ksr()
+        state = _state if _state is not None else _st()
+        # A literal path is its own key in the verifier cache.
+        literal = type(key_path) is str and "$" not in key_path
+        verifier = state.verifiers.get(key_path) if literal else None
+        if verifier is None:
+            verifier = state.verifier(expand(key_path))
+        value = ksr.pv.get("$(hdr(Identity)[*])")
+        verdict = verifier.check("" if value is None else str(value))
+        state.last = verdict
+        return 1 if verdict.ok else _checked(verdict)
+    except Exception as exc:  # noqa: BLE001 - a worker must survive anything
+        _log_err(f"secsipid_check_identity: {type(exc).__name__}: {exc}")
+        return -1
 
 
 @_guard(-1)
@@ -775,7 +788,6 @@ def _append_identity(value: str) -> int:
     return 1 if _ksr().hdr.append("Identity: " + value + "\r\n") >= 0 else -1
 
 
-@_guard(-1)
 def secsipid_add_identity(
     orig_tn: str, dest_tn: str, attest: str, origid: str, x5u: str, key_path: str
 ) -> int:
@@ -784,8 +796,29 @@ def secsipid_add_identity(
     An empty ``origid`` gets a random UUID.  Returns 1, or -1 when the key cannot be loaded or
     the values cannot be signed (attest not A/B/C, a number without digits): logged at error.
     """
-    value = _sign_identity(orig_tn, dest_tn, attest, origid, x5u, key_path, key_is_path=True)
-    return -1 if value is None else _append_identity(value)
+    # The hot path, written out (no _guard, no helper calls for literal arguments): each
+    # Python call runs with cold caches in a Kamailio worker; this saves ~8 µs per call
+    # (bench/kamailio_ab.py) with the same results, logs and return codes.
+    try:
+        ksr = _KSR if _KSR is not None else _ksr()
+        state = _state if _state is not None else _st()
+        orig = orig_tn if type(orig_tn) is str and "$" not in orig_tn else expand(orig_tn)
+        dest = dest_tn if type(dest_tn) is str and "$" not in dest_tn else expand(dest_tn)
+        att = attest if type(attest) is str and "$" not in attest else expand(attest)
+        oid = origid if type(origid) is str and "$" not in origid else expand(origid)
+        url = x5u if type(x5u) is str and "$" not in x5u else expand(x5u)
+        key = key_path if type(key_path) is str and "$" not in key_path else expand(key_path)
+        try:
+            value = state.signer_for_path(key).identity(
+                orig, dest, att, oid, x5u=url or state.settings.x5u
+            )
+        except SecSIPIDError as exc:
+            _log_err(f"cannot sign ({exc.code}): {exc.message}")
+            return -1
+        return 1 if ksr.hdr.append("Identity: " + value + "\r\n") >= 0 else -1
+    except Exception as exc:  # noqa: BLE001 - a worker must survive anything
+        _log_err(f"secsipid_add_identity: {type(exc).__name__}: {exc}")
+        return -1
 
 
 @_guard(-1)
