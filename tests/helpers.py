@@ -137,3 +137,15 @@ class KeyFiles:
 
 # The type of the ``make_identity`` fixture.
 MakeIdentity = Callable[..., str]
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run ``secsipid`` in-process: (exit status, stdout, stderr)."""
+    from secsipid.cli import main
+
+    try:
+        status = main(list(argv))
+    except SystemExit as exc:
+        status = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return status, out, err

@@ -13,19 +13,13 @@ from typing import Any
 import pytest
 from cryptography import x509
 
+from helpers import run_cli
 from secsipid import b64url_decode
-from secsipid.cli import main
 
 X5U = "https://cert.example.org/sti.pem"
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        status = main(list(argv))
-    except SystemExit as exc:
-        status = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return status, out, err
+run = run_cli
 
 
 def sign(capsys: pytest.CaptureFixture[str], key: Path, *extra: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from fetchkit import CertServer, TLSFiles, make_tls_files
+from helpers import run_cli
 from secsipid import (
     CacheConfig,
     CertificateSource,
@@ -514,15 +515,7 @@ def test_check_identity_downloads_from_info(
 # -- the command line -------------------------------------------------------------------------
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    from secsipid.cli import main
-
-    try:
-        status = main(list(argv))
-    except SystemExit as exc:
-        status = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return status, out, err
+_cli = run_cli
 
 
 def test_cli_fetch_and_check_through_info(
