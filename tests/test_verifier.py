@@ -197,8 +197,9 @@ def _cases() -> dict[str, CaseFactory]:
         "missing-info": lambda e: Case(
             R.MISSING_INFO, _token(e.identity) + ";alg=ES256;ppt=shaken", v(e), key_path=PUB
         ),
+        # libsecsipid: a bare JWT without any parameter is -301 (secsipidx.md §4.2).
         "missing-info-bare-token": lambda e: Case(
-            R.MISSING_INFO, _token(e.identity), v(e), key_path=PUB
+            R.MISSING_INFO, _token(e.identity), v(e), lib_code=-301, key_path=PUB
         ),
         "invalid-info": lambda e: Case(
             R.INVALID_INFO, _token(e.identity) + ";info=<sti.pem>;ppt=shaken", v(e), key_path=PUB

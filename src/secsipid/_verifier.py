@@ -445,7 +445,12 @@ class Verifier:
             )
         info = params.get("info")
         if not info:
-            raise VerificationError(Reason.MISSING_INFO, "Identity header has no info parameter")
+            # libsecsipid says -301 for a value without any parameter, -305 otherwise.
+            raise VerificationError(
+                Reason.MISSING_INFO,
+                "Identity header has no info parameter",
+                lib_code=-305 if params else -301,
+            )
         if not is_absolute_uri(info):
             raise VerificationError(Reason.INVALID_INFO, f"info {info!r} is not an absolute URI")
         decoded = decode_token(hdr.token)
