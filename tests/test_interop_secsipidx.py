@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import DEST, NOW, ORIG, ORIGID, X5U, KeyFiles
+from helpers import DEST, NOW, ORIG, ORIGID, X5U, KeyFiles, raw_jws
 from secsipid import (
     Reason,
     Signer,
@@ -264,3 +264,69 @@ def test_libsecsipid_rejects_tampered(libsecsipid: str, key_files: KeyFiles) -> 
     """SecSIPIDCheckFullPubKey returns -251 (bad signature) for tampered claims."""
     value = _tamper(add_identity(ORIG, DEST, "A", "", X5U, key_files.key_pem))
     assert _lib_check(libsecsipid, value, key_files.pub_pem) == -251
+
+
+# -- the same return codes as libsecsipid ------------------------------------------------------
+
+_CTYPES_CHECK_FULL = r"""
+import ctypes, json, sys
+lib = ctypes.CDLL(sys.argv[1])
+f = lib.SecSIPIDCheckFull
+f.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+f.restype = ctypes.c_int
+values = json.loads(sys.stdin.read())
+print(json.dumps([f(v.encode(), 0, 300, sys.argv[2].encode(), 5) for v in values]))
+"""
+
+
+def _variants(signer: Signer, now: int) -> dict[str, str]:
+    """One defect each, in what Kamailio's secsipid_check_identity(keyPath) would see."""
+    good = signer.identity(ORIG, DEST, "A", ORIGID, iat=now)
+    token, params = good.split(";", 1)
+    h, c, s = token.split(".")
+    header = json.loads(b64url_decode(h))
+    claims = json.loads(b64url_decode(c))
+
+    def signed(hdr: dict[str, object] | None = None, cl: dict[str, object] | None = None) -> str:
+        # raw_jws: the Signer itself refuses to put anything but ES256 in a header.
+        return raw_jws(signer.key, canonical_json(hdr or header), canonical_json(cl or claims))
+
+    return {
+        "valid": good,
+        "tampered": _tamper(good),
+        "stale": signer.identity(ORIG, DEST, "A", ORIGID, iat=now - 3600),
+        "alg-param": f"{token};info=<{X5U}>;alg=ES384;ppt=shaken",
+        "ppt-param": f"{token};info=<{X5U}>;alg=ES256;ppt=div",
+        "header-alg": signed({**header, "alg": "ES384"}) + ";" + params,
+        "header-typ": signed({**header, "typ": "JWT"}) + ";" + params,
+        "header-ppt": signed({**header, "ppt": "div"}) + ";" + params,
+        "x5u-mismatch": f"{token};info=<https://other.example.org/c.pem>;alg=ES256;ppt=shaken",
+        "bare-token": token,
+        "four-segments": f"{h}.{c}.{s}.x;{params}",
+        "compact": f"{h}..{s};{params}",
+        "dest-tn-string": signed(None, {**claims, "dest": {"tn": DEST}}) + ";" + params,
+        "iat-string": signed(None, {**claims, "iat": str(now)}) + ";" + params,
+        "iat-missing": signed(None, {k: v for k, v in claims.items() if k != "iat"}) + ";" + params,
+        "short-signature": f"{h}.{c}.{s[:-4]};{params}",
+    }
+
+
+def test_lib_codes_match_libsecsipid(libsecsipid: str, key_files: KeyFiles) -> None:
+    """For single defects both reject, Verdict.lib_code is the code libsecsipid's
+    SecSIPIDCheckFull (Kamailio's secsipid_check_identity with a key file) returns."""
+    import time
+
+    signer = Signer.from_file(key_files.key_pem, X5U)
+    variants = _variants(signer, int(time.time()))
+    proc = subprocess.run(
+        [sys.executable, "-c", _CTYPES_CHECK_FULL, libsecsipid, str(key_files.pub_pem)],
+        input=json.dumps(list(variants.values())), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    theirs = dict(zip(variants, json.loads(proc.stdout), strict=True))
+    ours = {
+        name: check_identity(value, key_files.pub_pem).lib_code for name, value in variants.items()
+    }
+    assert theirs["valid"] == 0 and ours["valid"] == 0
+    mismatched = {n: (ours[n], theirs[n]) for n in variants if ours[n] != theirs[n]}
+    assert mismatched == {}, f"(ours, libsecsipid): {mismatched}"

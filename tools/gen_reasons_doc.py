@@ -19,7 +19,10 @@ and found wrong, `No-TN-Validation` when the PASSporT could not be validated at 
 libsecsipid return code Kamailio's `secsipid` module would have produced for the same input
 (HEAD numbering; libsecsipid 1.2.0 used -303 where HEAD uses -305). A few reasons have two
 libsecsipid codes; `Verdict.lib_code` gives the exact one (e.g. `unsupported-alg` is -302 for
-the Identity `alg` parameter, -202 for the JWS header).
+the Identity `alg` parameter, -202 for the JWS header; `missing-info` is -301 when the value
+has no parameter at all; `missing-claim` is -232 for a missing `iat`). The interop tests feed
+single-defect values to the real libsecsipid (`SecSIPIDCheckFull`, what Kamailio's
+`secsipid_check_identity` calls) and check that `Verdict.lib_code` is the code it returns.
 
 When a request carries several Identity headers it is valid if one of them is valid
 (RFC 8224 §6.2.1). Otherwise headers with an unsupported `ppt` are ignored (428 only if nothing

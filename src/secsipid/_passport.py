@@ -219,7 +219,9 @@ def check_shaken_claims(claims: dict[str, Any]) -> None:
     if invalid or missing:
         parts = invalid + [f"missing claim {name!r}" for name in missing]
         reason = Reason.INVALID_CLAIM if invalid else Reason.MISSING_CLAIM
-        raise VerificationError(reason, "; ".join(parts))
+        # libsecsipid reads a missing iat as 0, "expired" (-232); type errors come first (-231).
+        lib_code = -232 if "iat" in missing and not invalid else None
+        raise VerificationError(reason, "; ".join(parts), lib_code=lib_code)
 
 
 def claim_warnings(passport: DecodedPassport) -> list[str]:
