@@ -238,3 +238,26 @@ def test_keygen_ca_lab_pki(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     assert doc["sip_status"] == 437
     status, _, err = run(capsys, "keygen", "--ca", "--out", str(out), "--range", "x")
     assert status == 2 and "START:COUNT" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "needle"),
+    [
+        (["check", "x", "--pubkey", "PUB", "--expire", "-5"], 2, "expire"),
+        (["check", "x", "--no-verify-cert", "--timeout", "0"], 2, "timeout"),
+        (["check", "x", "--no-verify-cert", "--max-size", "-1"], 2, "max_size"),
+        (["keygen", "--out", "/proc/secsipid-nope"], 2, "os-error"),
+        (["decode", "abc"], 1, ""),
+        (["fetch", "https://[::1"], 1, "cert-url-refused"),
+    ],
+)
+def test_bad_options_are_clean_errors(
+    capsys: pytest.CaptureFixture[str], key_files: Any, argv: list[str], status: int, needle: str
+) -> None:
+    """Option values the library refuses, unusable paths and undecodable values give a
+    one-line error and the documented exit code, never a traceback."""
+    argv = [str(key_files.pub_pem) if a == "PUB" else a for a in argv]
+    got, out, err = run(capsys, *argv)
+    assert got == status
+    assert needle in err + out
+    assert "Traceback" not in err

@@ -262,10 +262,12 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     status = EXIT_VALID
     for value in values:
         try:
-            decoded.append(decode_value(value))
+            result = decode_value(value)
         except VerificationError as exc:
-            decoded.append({"error": exc.message, "reason": exc.reason.value})
+            result = {"error": exc.message, "reason": exc.reason.value}
+        if "error" in result:
             status = EXIT_INVALID
+        decoded.append(result)
     print(json.dumps(decoded[0] if len(decoded) == 1 else decoded, indent=2, ensure_ascii=False))
     return status
 
@@ -480,6 +482,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(exc.code, exc.message, EXIT_INVALID)
     except BrokenPipeError:
         return EXIT_USAGE
+    except OSError as exc:  # an output directory or input file the command cannot use
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail("os-error", f"{where}{exc.strerror or exc}")
+    except ValueError as exc:  # an option value the library refuses (e.g. a negative expire)
+        parser.error(str(exc))
     return status
 
 
