@@ -1031,3 +1031,14 @@ def test_der_signature_matches_encode_dss_signature() -> None:
     for sig in edge + [os.urandom(64) for _ in range(5000)]:
         r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
         assert _der_signature(sig) == encode_dss_signature(r, s), sig.hex()
+
+
+def test_oversized_request_refused_before_splitting(verifier: Verifier) -> None:
+    """More than max_identities x max_identity_size characters of Identity input is refused as
+    a whole (too-large, 438), whether one comma-joined line or many lines."""
+    policy = verifier.policy
+    limit = policy.max_identity_size * policy.max_identities
+    for identity in ("a," * (limit // 2 + 1), ["x" * 1000] * (limit // 1000 + 1)):
+        verdict = verifier.check(identity)
+        assert verdict.reason is Reason.TOO_LARGE and verdict.sip_status == 438
+        assert "over the limit" in verdict.message

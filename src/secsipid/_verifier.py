@@ -675,12 +675,22 @@ class _Outcome:
         orig_tn: str | None,
         dest_tn: str | Sequence[str] | None,
     ) -> None:
-        values = split_identity_values(identity)
+        # Refuse a request's worth of oversized input before splitting it (the splitter walks
+        # comma-joined values character by character).
+        lines = [identity] if isinstance(identity, str) else list(identity)
+        total = sum(len(line) for line in lines if isinstance(line, str))
+        limit = policy.max_identity_size * policy.max_identities
+        values = split_identity_values(lines) if total <= limit else []
         self.expected = None if orig_tn is None and dest_tn is None else _Expected(orig_tn, dest_tn)
         self.errors: list[tuple[int, VerificationError]] = []
         self.failures: list[Failure] = []
         self.early: VerificationError | None = None
-        if not values:
+        if total > limit:
+            self.early = VerificationError(
+                Reason.TOO_LARGE,
+                f"{total} characters of Identity headers, over the limit of {limit}",
+            )
+        elif not values:
             self.early = VerificationError(Reason.NO_IDENTITY, "no Identity header")
         elif len(values) > policy.max_identities:
             self.early = VerificationError(
