@@ -415,3 +415,27 @@ def test_encrypted_key_file_is_key_encrypted(
     with pytest.raises(KeyLoadError) as exc:
         private_key_from_file(path)
     assert _code(exc) == "key-encrypted"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"-----BEGIN CERTIFICATE-----\n" * 2000,
+        b"-----BEGIN A-----\n-----END B-----\n" * 1000,
+        b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    ],
+    ids=["unterminated", "mismatched-labels", "wrong-end"],
+)
+def test_hostile_pem_is_a_clean_error(body: bytes) -> None:
+    """PEM a hostile certificate server could send: unterminated or mismatched blocks give
+    key-invalid (the scanner makes one forward pass over the body)."""
+    with pytest.raises(KeyLoadError) as exc:
+        load_credential(body)
+    assert exc.value.code == "key-invalid"
+
+
+def test_pem_blocks_among_text(key_files: KeyFiles) -> None:
+    """Explanatory text around PEM blocks (as openssl x509 -text writes) is skipped."""
+    pem = key_files.cert_pem.read_bytes()
+    cred = load_credential(b"Certificate:\n  Data: ...\n" + pem + b"\ntrailing words\n")
+    assert cred.certificate is not None

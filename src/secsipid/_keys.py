@@ -40,7 +40,8 @@ __all__ = [
     "private_key_from_file",
 ]
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
+_PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----")
+_PEM_END = b"-----END "
 # Files larger than this are not keys or certificate chains; refuse before reading them whole.
 MAX_KEY_FILE_SIZE = 1 << 20
 
@@ -57,7 +58,23 @@ def _check_curve(key: object, path: str | None) -> None:
 
 
 def _pem_blocks(data: bytes) -> list[tuple[bytes, bytes]]:
-    return [(m.group(1), m.group(0)) for m in _PEM_BLOCK.finditer(data)]
+    """The PEM blocks of ``data`` as (label, block).  One forward pass: certificate bodies come
+    from servers we do not trust, and a backtracking pattern (BEGIN ... END with the same
+    label) costs seconds on 64 KiB of unmatched BEGIN lines."""
+    blocks: list[tuple[bytes, bytes]] = []
+    pos = 0
+    while (begin := _PEM_BEGIN.search(data, pos)) is not None:
+        end = data.find(_PEM_END, begin.end())
+        if end < 0:
+            break
+        label = begin.group(1)
+        end_marker = _PEM_END + label + b"-----"
+        if data.startswith(end_marker, end):
+            blocks.append((label, data[begin.start() : end + len(end_marker)]))
+            pos = end + len(end_marker)
+        else:  # an END for another label: this block is broken, look further
+            pos = end + len(_PEM_END)
+    return blocks
 
 
 def load_private_key(
