@@ -116,7 +116,7 @@ def run_demo(*, verbose: bool = True) -> int:
                 print(f"certificate: {p.credential!r}, SPC {p.spc}, chain to the lab root")
                 print(f"fetched {handler.hits} time(s) for {len(checks)} verifications (cached)")
     ok = all(verdict.ok == expected for _, verdict, expected in checks)
-    say("\ndemo: " + ("OK" if ok else "FAILED"))
+    print(("\n" if verbose else "") + "demo: " + ("OK" if ok else "FAILED"))
     return 0 if ok else 1
 
 
