@@ -27,7 +27,7 @@ from typing import Any
 from ._codec import B64Error, JSONError, b64url_decode, canonical_json, loads_strict
 from ._errors import VerificationError
 from ._reasons import Reason
-from ._tn import canonical_tn, is_canonical_tn
+from ._tn import is_canonical_tn
 
 __all__ = ["ATTEST_VALUES", "DecodedPassport", "check_shaken_claims", "decode_token"]
 
@@ -247,11 +247,3 @@ def claim_warnings(passport: DecodedPassport) -> list[str]:
     if isinstance(tns, list) and not all(isinstance(t, str) and is_canonical_tn(t) for t in tns):
         warnings.append("dest.tn holds a non-canonical telephone number (RFC 8224 §8.3)")
     return warnings
-
-
-def orig_identity(claims: dict[str, Any]) -> tuple[str, str]:
-    """``("tn", canonical number)`` or ``("uri", value)`` of a checked ``orig`` claim."""
-    orig = claims["orig"]
-    if "tn" in orig:
-        return "tn", canonical_tn(orig["tn"])
-    return "uri", orig["uri"]

@@ -547,10 +547,6 @@ class TrustValidator:
             )
         return until
 
-    def bump_revocation(self) -> None:
-        """Force revocation to be re-checked on the next use of every chain."""
-        self._revocation_version += 1
-
 
 def _brief(exc: Exception) -> str:
     text = str(exc)
