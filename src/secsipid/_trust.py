@@ -549,5 +549,11 @@ class TrustValidator:
 
 
 def _brief(exc: Exception) -> str:
-    text = str(exc)
-    return text.split(" (encountered processing", 1)[0]
+    """The path builder's reason in words a user can act on."""
+    text = str(exc).split(" (encountered processing", 1)[0].removeprefix("validation failed: ")
+    if text.startswith("candidates exhausted: "):
+        detail = text.removeprefix("candidates exhausted: ")
+        if "no interior errors" in detail:
+            return "none of the trust anchors (or intermediates given) issued it"
+        return f"none of the trust anchors (or intermediates given) issued it ({detail})"
+    return text
