@@ -44,6 +44,7 @@ from ._trust import TrustPolicy, TrustValidator
 __all__ = ["CacheConfig", "CertificateSource", "MemoryCache"]
 
 MAX_CHAIN_CERTS = 10
+CACHE_NAMINGS = ("secsipid", "libsecsipid")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +58,11 @@ class CacheConfig:
     * ``stale_if_error``: seconds past expiry an entry may still be used when refetching fails
       (0: never).
     * ``cache_dir``: directory cache shared by processes (None: memory only).
+    * ``cache_naming``: the files of ``cache_dir``: ``"secsipid"`` (ours: one file per URL
+      and fetch policy, with its expiry inside) or ``"libsecsipid"`` (libsecsipid's: the URL
+      with ``://`` and ``/`` turned into ``_``, the bare body, expiry = mtime +
+      ``default_ttl``), so that the native Kamailio module or secsipidx and secsipid can share
+      one directory while a cluster migrates (see :class:`LibsecsipidDirectoryCache`).
     """
 
     default_ttl: float = 3600.0
@@ -64,11 +70,17 @@ class CacheConfig:
     negative_ttl: float = 30.0
     stale_if_error: float = 0.0
     cache_dir: str | None = None
+    cache_naming: str = "secsipid"
 
     def __post_init__(self) -> None:
         for name in ("default_ttl", "min_ttl", "negative_ttl", "stale_if_error"):
             if getattr(self, name) < 0:
                 raise ValueError(f"CacheConfig.{name} must not be negative")
+        if self.cache_naming not in CACHE_NAMINGS:
+            raise ValueError(
+                f"CacheConfig.cache_naming must be one of {', '.join(CACHE_NAMINGS)}, "
+                f"not {self.cache_naming!r}"
+            )
 
 
 @dataclass(slots=True)
@@ -247,6 +259,66 @@ class DirectoryCache:
             pass  # a cache that cannot be written is only a slower cache
 
 
+class LibsecsipidDirectoryCache(DirectoryCache):
+    """libsecsipid's directory cache layout, read and written (``cache_naming="libsecsipid"``).
+
+    libsecsipid (``SJWTGetURLCacheFilePath``/``SJWTGetURLCachedContent``) names the file after
+    the URL, ``://`` and every ``/`` turned into ``_`` (``https_cert.example.org_sti.pem``),
+    stores the response body as it came, and treats it as expired when it is older (mtime)
+    than its ``cache_expire``.  Here: the same names, the normalized PEM chain as body, written
+    atomically (temporary file + rename, which libsecsipid never sees half-written); the
+    modification time is set so that mtime + ``expire`` is the entry's expiry, so both readers
+    agree when they use the same ``cache_expire``; a file is read as expiring at mtime +
+    ``expire``.  The files carry no fetch policy: what another program stored there is taken as
+    fetched (its chain is still validated, its signature still checked), so the directory must
+    be writable only by the programs that share it.  Only ``http://`` and ``https://`` URLs
+    have a file (libsecsipid refuses the others).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, expire: float) -> None:
+        super().__init__(directory)
+        self.expire = expire
+
+    def _path(self, url: str, policy_key: str) -> Path:
+        del policy_key
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("libsecsipid caches http(s) URLs only")
+        return self.directory / url.replace("://", "_").replace("/", "_")
+
+    def load(self, url: str, policy_key: str) -> tuple[bytes, float] | None:
+        try:
+            path = self._path(url, policy_key)
+            mtime = path.stat().st_mtime
+            return path.read_bytes(), mtime + self.expire
+        except (OSError, ValueError):
+            return None
+
+    def store(self, url: str, policy_key: str, body: bytes, expires: float) -> None:
+        try:
+            target = self._path(url, policy_key)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".pem")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(body)
+                os.chmod(tmp, 0o640)  # as libsecsipid writes them
+                mtime = min(time.time(), expires - self.expire)
+                os.utime(tmp, (mtime, mtime))
+                os.replace(tmp, target)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except (OSError, ValueError):
+            pass  # a cache that cannot be written is only a slower cache
+
+
+def _directory_cache(config: CacheConfig) -> DirectoryCache | None:
+    if not config.cache_dir:
+        return None
+    if config.cache_naming == "libsecsipid":
+        return LibsecsipidDirectoryCache(config.cache_dir, expire=config.default_ttl)
+    return DirectoryCache(config.cache_dir)
+
+
 # -- the source ----------------------------------------------------------------------------------
 
 
@@ -292,7 +364,7 @@ class CertificateSource:
     ``trust`` must be given: a :class:`TrustPolicy`, or ``None`` to accept any certificate
     (libsecsipid's default, ``CertVerify=0``) -- an explicit choice, never a silent default.
     Shortcuts (``timeout``, ``allow_http``, ``allow_private``, ``cache_dir``,
-    ``cache_expire``) override the matching fields of ``fetch``/``cache``.
+    ``cache_expire``, ``cache_naming``) override the matching fields of ``fetch``/``cache``.
     """
 
     def __init__(
@@ -306,6 +378,7 @@ class CertificateSource:
         allow_private: bool | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         cache_expire: float | None = None,
+        cache_naming: str | None = None,
         memory: MemoryCache | None = None,
         fetcher: Fetcher | None = None,
     ) -> None:
@@ -329,13 +402,15 @@ class CertificateSource:
             cache = replace(cache, cache_dir=os.fspath(cache_dir) or None)
         if cache_expire is not None:
             cache = replace(cache, default_ttl=float(cache_expire))
+        if cache_naming is not None:
+            cache = replace(cache, cache_naming=cache_naming)
         self.fetch_policy = fetch
         self.cache_config = cache
         self.fetcher = (
             fetcher if fetcher is not None and fetcher.policy == fetch else Fetcher(fetch)
         )
         self.memory = memory if memory is not None else _SHARED_MEMORY
-        self.disk = DirectoryCache(cache.cache_dir) if cache.cache_dir else None
+        self.disk = _directory_cache(cache)
         self.trust_policy = trust
         self.trust = TrustValidator(trust, self.fetcher) if trust is not None else None
         self._policy_key = repr(fetch.cache_key)

@@ -215,6 +215,7 @@ class Settings:
     timeout: float = 5.0
     cache_dir: str = ""
     cache_expire: int = 3600
+    cache_naming: str = "secsipid"
     cert_verify: int = 0
     ca_file: str = ""
     ca_inter: str = ""
@@ -267,12 +268,18 @@ def _build_settings(
     cache_expire: object,
     libopt: str | Sequence[str] | None,
     allow_http: bool,
+    cache_naming: object = "secsipid",
     allow_private: bool,
 ) -> Settings:
     entries = (libopt,) if isinstance(libopt, str) else tuple(libopt or ())
     opts = _parse_libopt(entries)
     if not isinstance(cache_dir, str):
         raise ConfigError(f"cache_dir must be a string, not {cache_dir!r}")
+    if cache_naming not in ("secsipid", "libsecsipid"):
+        raise ConfigError(
+            f"cache_naming must be 'secsipid' or 'libsecsipid' (the native module's file names), "
+            f"not {cache_naming!r}"
+        )
     if isinstance(timeout, bool) or not isinstance(timeout, int | float | str):
         raise ConfigError(f"timeout must be a number of seconds, not {timeout!r}")
     try:
@@ -286,6 +293,7 @@ def _build_settings(
         "timeout": timeout_s,
         "cache_dir": cache_dir,
         "cache_expire": _int_setting("cache_expire", cache_expire),
+        "cache_naming": cache_naming,
     }
     # libopt wins over the plain parameters, as in libsecsipid (options are applied last).
     values.update(opts)
@@ -362,6 +370,7 @@ class _State:
                 timeout=s.timeout,
                 cache_dir=s.cache_dir or None,
                 cache_expire=s.cache_expire,
+                cache_naming=s.cache_naming,
                 allow_http=s.allow_http,
                 allow_private=s.allow_private,
             )
@@ -433,12 +442,15 @@ def mod_init(
     libopt: str | Sequence[str] | None = None,
     allow_http: bool = False,
     allow_private: bool = False,
+    cache_naming: str = "secsipid",
 ) -> Settings:
     """Configure the module once, from the script's ``mod_init()`` (Kamailio's main process).
 
     The parameters are the native modparams; ``libopt`` is one ``"Name=value"`` string or a
     list of them (``CertVerify``, ``CertCAFile``, ``CertCAInter``, ``CertCRLFile``,
-    ``CacheDirPath``, ``CacheExpires``, ``X5u``).  Raises :class:`ConfigError` for anything
+    ``CacheDirPath``, ``CacheExpires``, ``X5u``).  ``cache_naming="libsecsipid"`` reads and
+    writes ``cache_dir`` with the native module's file names, so both can share one directory
+    while a cluster migrates.  Raises :class:`ConfigError` for anything
     unusable -- let it propagate: Kamailio then refuses to start and logs the message.
     Calling it again replaces the settings (and drops the caches built on them).
     """
@@ -451,6 +463,7 @@ def mod_init(
         libopt=libopt,
         allow_http=bool(allow_http),
         allow_private=bool(allow_private),
+        cache_naming=cache_naming,
     )
     _state = _State(new)
     return new
