@@ -996,15 +996,27 @@ _VERSTAT_RE = re.compile(r";verstat=[^;@>?,]*", re.IGNORECASE)
 _VERSTAT_VALUE = re.compile(r"[A-Za-z0-9\-_.]+")
 
 
+_PHONE_USER = re.compile(r"\+?[0-9()\-.]*[0-9][0-9()\-.]*")
+_USER_PHONE = re.compile(r";user=phone(?=$|[;?])", re.IGNORECASE)
+
+
 def verstat_uri(uri: str, verstat: str) -> str:
     """Put ``verstat`` into a TN-bearing URI (ATIS-1000074 §5.3.2, 3GPP TS 24.229 §7.2A.20),
-    after removing any ``verstat`` already there (an upstream claim is never passed on):
+    after removing any ``verstat`` already there (an upstream claim is never passed on).
+
+    ``verstat`` is a tel URI parameter: it follows the number of a tel URI, and in a SIP or
+    SIPS URI it belongs to the user part, which is a telephone number (RFC 3261 §19.1.6) only
+    with ``user=phone``.  So:
 
     * ``tel:+12155551212`` -> ``tel:+12155551212;verstat=TN-Validation-Passed``;
     * ``sip:+12155551212@host;user=phone`` ->
-      ``sip:+12155551212;verstat=TN-Validation-Passed@host;user=phone`` (user-part parameter).
+      ``sip:+12155551212;verstat=TN-Validation-Passed@host;user=phone``;
+    * ``sip:12155551212@host`` (a number without ``user=phone``, as many From URIs are) ->
+      ``sip:12155551212;verstat=TN-Validation-Passed@host;user=phone``: ``user=phone`` is
+      added, or the parameter would be part of an opaque user name.
 
-    Other URIs (no number in the user part) are returned without any ``verstat``.
+    Other URIs (a user part that is not a number, e.g. ``sip:alice@host``) are returned
+    without any ``verstat``.
     """
     clean = _VERSTAT_RE.sub("", uri)
     colon = clean.find(":")
@@ -1019,9 +1031,13 @@ def verstat_uri(uri: str, verstat: str) -> str:
     if scheme in ("sip", "sips"):
         at = clean.find("@")
         user = clean[colon + 1 : at] if at > 0 else ""
-        if not user or not any(c.isdigit() for c in user.split(";", 1)[0]):
+        if not user or _PHONE_USER.fullmatch(user.split(";", 1)[0]) is None:
             return clean
-        return f"{clean[:at]};verstat={verstat}{clean[at:]}"
+        rest = clean[at:]
+        if _USER_PHONE.search(rest) is None:
+            q = rest.find("?")
+            rest = rest + ";user=phone" if q < 0 else f"{rest[:q]};user=phone{rest[q:]}"
+        return f"{clean[:at]};verstat={verstat}{rest}"
     return clean
 
 
