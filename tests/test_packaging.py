@@ -136,3 +136,39 @@ def test_man_page_generates_and_names_every_subcommand(tmp_path: Path) -> None:
     for command in SUBCOMMANDS:
         assert f"secsipid {command}" in text
     assert "--allow-http" in text and "--force" in text
+
+
+def test_demo_script_installs_only_what_the_demo_needs(tmp_path: Path) -> None:
+    """README's first command, in a fresh copy of the project: scripts/demo.sh sets up its
+    own .venv with secsipid and its runtime dependencies (it installed the dev extras: mypy,
+    ruff, pytest; issue 8 item 9) and the demo passes."""
+    copy = tmp_path / "clone"
+    shutil.copytree(
+        REPO,
+        copy,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", ".hypothesis", "__pycache__", "*.egg-info", "build", "dist",
+            ".mypy_cache", ".ruff_cache", ".pytest_cache",
+        ),
+    )  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    done = subprocess.run(
+        ["bash", "scripts/demo.sh", "--quiet"],
+        cwd=copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "demo: OK" in done.stdout
+    listed = subprocess.run(
+        [copy / ".venv" / "bin" / "python", "-m", "pip", "list", "--format=freeze"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.lower()
+    installed = {line.split("==")[0] for line in listed.splitlines()}
+    assert {"secsipid", "cryptography", "httpcore", "anyio"} <= installed
+    assert not installed & {"pytest", "hypothesis", "mypy", "ruff", "shtab", "build"}
