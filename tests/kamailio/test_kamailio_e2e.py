@@ -513,3 +513,21 @@ def test_native_and_ours_share_one_cache_dir(
     )  # fmt: skip
     assert rejected.returncode == 0, rejected.describe()
     assert "Traceback" not in ours_vs.log()
+
+
+def test_starts_with_another_python3_first_on_path(
+    kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
+) -> None:
+    """An active virtualenv (or pyenv) first on PATH: Kamailio's embedded Python loaded that
+    interpreter's standard library and stopped at start with "undefined symbol:
+    _PyModule_Add" when it was another build of 3.11; PYTHONHOME=/usr (the harness, and
+    docs/kamailio.md) keeps it on the system's own (issue 8 item 14)."""
+    import os
+    import sys
+
+    venv_bin = str(Path(sys.executable).parent)
+    kam = _as(tmp_path, pki, kh.free_port())
+    kam.env = {"PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin')}"}
+    procs.append(kam.start())
+    assert kam.alive()
+    assert "undefined symbol" not in kam.log()
