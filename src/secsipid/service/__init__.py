@@ -1,0 +1,25 @@
+"""``secsipid serve``: the STI-AS / STI-VS HTTP service (ATIS-1000082 API and
+secsipidx-compatible endpoints) over the library.
+
+Layers, top down: ``cli`` (the ``serve`` command: flags, validation, the HTTP server and its
+workers, SIGHUP), ``app`` (the ASGI application), ``atis`` (ATIS-1000082 shapes and error
+bodies), ``state`` (signers, verifier and tokens built from the configuration), ``config``
+(TOML file plus flags), ``metrics`` (Prometheus).  The HTTP server is an optional dependency:
+``pip install 'secsipid[service]'``.
+"""
+
+from __future__ import annotations
+
+from .app import ServiceApp, create_app
+from .config import ConfigError, ServiceConfig, load_config
+from .state import ServiceState, build_state
+
+__all__ = [
+    "ConfigError",
+    "ServiceApp",
+    "ServiceConfig",
+    "ServiceState",
+    "build_state",
+    "create_app",
+    "load_config",
+]
