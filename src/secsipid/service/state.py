@@ -204,8 +204,8 @@ def _tokens(config: ServiceConfig, problems: list[str]) -> tuple[bytes, ...]:
 
 def _trust(config: ServiceConfig, problems: list[str]) -> TrustPolicy | None:
     anchors = bool(config.ca_file or config.ca_dir or config.system_cas)
-    if not config.verify_cert or (config.cert and not anchors):
-        return None
+    if not config.verify_cert or not anchors:
+        return None  # a --cert is trusted as given; without anchors, see _verifier
     if config.ca_file:
         _readable(config.ca_file, "verification.ca_file", problems)
     if config.ca_dir:
