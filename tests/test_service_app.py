@@ -773,24 +773,34 @@ def test_lifespan_and_watch(key_files: KeyFiles) -> None:
     assert asyncio.run(run()) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
 
 
-def test_state_swap_between_requests(key_files: KeyFiles, tmp_path: Path, fresh: str) -> None:
+def test_state_swap_between_requests(key_files: KeyFiles, fresh: str) -> None:
     """A request keeps the state it started with when a reload swaps it meanwhile."""
     app = make_app(key_files)
-    other = make_app(key_files, cert=None)
+    other = make_app(key_files, cert=None)  # verification not configured: would answer 500
 
-    async def run() -> Reply:
+    async def run() -> list[Any]:
         gate = asyncio.Event()
+        parts = [fresh.encode()[:10], fresh.encode()[10:]]
+        sent: list[Any] = []
 
-        async def slow_body() -> Reply:
-            return await acall(app, "POST", "/v1/check", [fresh.encode()[:10], fresh.encode()[10:]])
+        async def receive() -> dict[str, Any]:
+            if len(parts) == 1:
+                await gate.wait()  # the rest of the body arrives after the swap
+            return {"type": "http.request", "body": parts.pop(0), "more_body": bool(parts)}
 
-        task = asyncio.create_task(slow_body())
-        await asyncio.sleep(0)
-        app.state = other.state  # swapped after the request took its state
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/check", "headers": []}
+        task = asyncio.create_task(app(scope, receive, send))
+        await asyncio.sleep(0.01)
+        assert not sent  # still waiting for its body
+        app.state = other.state
         gate.set()
-        return await task
+        await task
+        return sent
 
-    assert asyncio.run(run()).status == 200
+    assert asyncio.run(run())[0]["status"] == 200
     assert call(app, "POST", "/v1/check", fresh.encode()).status == 500  # the new state
 
 
