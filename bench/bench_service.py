@@ -44,12 +44,12 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import machine_info, temp_credentials  # noqa: E402
+from _common import machine_info, temp_credentials
 
 ORIG, DEST = "12155550121", "12155550131"
 X5U = "https://cert.example.org/sti.pem"
 
-FLOOR_APP = '''
+FLOOR_APP = """
 BODY = b"OK\\n"
 HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
 async def app(scope, receive, send):
@@ -67,7 +67,7 @@ async def app(scope, receive, send):
         more = (await receive()).get("more_body", False)
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
     await send({"type": "http.response.body", "body": BODY})
-'''
+"""
 
 
 def free_port() -> int:
@@ -152,8 +152,10 @@ class Series:
 
     def spread(self, attr: str) -> str:
         values = [getattr(r, attr) for r in self.runs]
-        return f"[{min(values):,.0f}-{max(values):,.0f}]" if attr == "rps" else (
-            f"[{min(values):.1f}-{max(values):.1f}]"
+        return (
+            f"[{min(values):,.0f}-{max(values):,.0f}]"
+            if attr == "rps"
+            else (f"[{min(values):.1f}-{max(values):.1f}]")
         )
 
     @property
@@ -224,8 +226,10 @@ def main() -> int:
         json_hdr = {"Content-Type": "application/json"}
         atis_sign = json.dumps({"signingRequest": {"attest": "A", "dest": {"tn": [DEST]},
                                 "iat": now, "orig": {"tn": ORIG}}})  # fmt: skip
-        atis_verify = json.dumps({"verificationRequest": {"from": {"tn": ORIG},
-                                  "to": {"tn": [DEST]}, "time": now, "identity": value}})  # fmt: skip
+        atis_verify = json.dumps(
+            {"verificationRequest": {"from": {"tn": ORIG}, "to": {"tn": [DEST]}, "time": now,
+                                     "identity": value}}
+        )  # fmt: skip
         scripts = {
             "csv": lua_post(csv, {"Content-Type": "text/plain"}),
             "check": lua_post(value, {"Content-Type": "text/plain"}),
@@ -239,8 +243,10 @@ def main() -> int:
         ours_cmd = [python, "-m", "secsipid", "serve", "--listen", f"127.0.0.1:{ours_port}",
                     "--workers", workers, "--key", str(creds.key_path), "--x5u", X5U,
                     "--cert", str(creds.cert_path), "--expire", "3600"]  # fmt: skip
-        sx_cmd = ["secsipidx", "-http-srv", f"127.0.0.1:{sx_port}", "-fprvkey",
-                  str(creds.key_path), "-fpubkey", str(creds.cert_path), "-expire", "3600"]  # fmt: skip
+        sx_cmd = [
+            "secsipidx", "-http-srv", f"127.0.0.1:{sx_port}", "-fprvkey", str(creds.key_path),
+            "-fpubkey", str(creds.cert_path), "-expire", "3600",
+        ]  # fmt: skip
         granian = str(Path(python).with_name("granian"))
         floor_cmd = [granian, "--interface", "asgi", "--host", "127.0.0.1", "--port",
                      str(floor_port), "--workers", workers, "--runtime-mode", "st", "--loop",
@@ -261,7 +267,7 @@ def main() -> int:
             process(sx_cmd, sx_port, tmp / "secsipidx.log"),
             process(floor_cmd, floor_port, tmp / "floor.log"),
         ):
-            for name, port, path, script in targets:  # warm-up
+            for _, port, path, script in targets:  # warm-up
                 wrk(f"http://127.0.0.1:{port}{path}", tmp / f"{script}.lua", 1)
             for round_no in range(args.rounds):
                 order = targets if round_no % 2 == 0 else targets[::-1]

@@ -17,7 +17,7 @@ from helpers import DEST, ORIG, ORIGID, X5U, KeyFiles
 from secsipid import Reason, Signer, Verifier, VerifyPolicy, decode_token
 from secsipid.service import ServiceApp, create_app, load_config
 from secsipid.service.app import http_status
-from servicekit import Reply, acall, call
+from servicekit import Reply, call
 
 TOKEN = "s3cret-token-0123456789abcdef"
 
@@ -374,14 +374,17 @@ def test_atis_signing(app: ServiceApp, key_files: KeyFiles) -> None:
 
 def test_atis_request_id_echoed(app: ServiceApp) -> None:
     headers = [*JSON_HDRS, ("X-RequestID", "req-42")]
-    assert call(app, "POST", "/stir/v1/signing", _signing_body(), headers).headers[
-        "x-requestid"
-    ] == "req-42"
+    assert (
+        call(app, "POST", "/stir/v1/signing", _signing_body(), headers).headers["x-requestid"]
+        == "req-42"
+    )
     reply = call(app, "GET", "/stir/v1/signing", b"", [("X-RequestID", "req-43")])
     assert reply.headers["x-requestid"] == "req-43"
 
 
-def test_atis_signing_origid_generated_lowercase_attest(app: ServiceApp, key_files: KeyFiles) -> None:
+def test_atis_signing_origid_generated_lowercase_attest(
+    app: ServiceApp, key_files: KeyFiles
+) -> None:
     reply = call(app, "POST", "/stir/v1/signing", _signing_body(origid=None, attest="b"), JSON_HDRS)
     assert reply.status == 200, reply.text
     passport = _verify(reply.json()["signingResponse"]["identity"], key_files)
@@ -634,7 +637,11 @@ def test_atis_verification_failures(
     ],
 )
 def test_atis_verification_request_errors(
-    app: ServiceApp, fresh: str, changes: dict[str, Any], message_id: str, variables: tuple[str, ...]
+    app: ServiceApp,
+    fresh: str,
+    changes: dict[str, Any],
+    message_id: str,
+    variables: tuple[str, ...],
 ) -> None:
     reply = call(app, "POST", "/stir/v1/verification", _verification_body(fresh, **changes),
                  JSON_HDRS)  # fmt: skip

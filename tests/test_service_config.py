@@ -175,7 +175,9 @@ def test_non_loopback_signing_needs_token(tmp_path: Path, key_files: KeyFiles) -
     ],
     ids=["empty", "comment", "too-short", "spaces"],
 )
-def test_token_file_problems(tmp_path: Path, key_files: KeyFiles, content: str, problem: str) -> None:
+def test_token_file_problems(
+    tmp_path: Path, key_files: KeyFiles, content: str, problem: str
+) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text(content)
     problems = _problems(key=str(key_files.key_pem), token_file=str(tokens))
@@ -232,7 +234,7 @@ def test_cli_check_config(capsys: pytest.CaptureFixture[str], key_files: KeyFile
 def test_cli_problems_one_line_each(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, key_files: KeyFiles
 ) -> None:
-    status, out, err = run_cli(
+    status, _, err = run_cli(
         capsys, "serve", "--listen", "0.0.0.0:8088", "--key", str(tmp_path / "k.pem"),
         "--cert", str(key_files.cert_pem), "--check-config",
     )  # fmt: skip

@@ -98,7 +98,9 @@ class Response:
         self.reason = reason
 
 
-def _text(status: int, text: str, reason: str = "", extra: tuple[tuple[bytes, bytes], ...] = ()):
+def _text(
+    status: int, text: str, reason: str = "", extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> Response:
     return Response(status, [_TEXT, _NOSNIFF, *extra], text.encode(), reason)
 
 
@@ -116,8 +118,13 @@ class _Headers:
     )
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self.accept = self.authorization = self.content_length = self.content_type = None
-        self.request_id = self.spc = self.transfer_encoding = None
+        self.accept: bytes | None = None
+        self.authorization: bytes | None = None
+        self.content_length: bytes | None = None
+        self.content_type: bytes | None = None
+        self.request_id: bytes | None = None
+        self.spc: bytes | None = None
+        self.transfer_encoding: bytes | None = None
         for name, value in raw:
             if name == b"content-length":
                 self.content_length = value
@@ -143,7 +150,7 @@ class _BodyError(Exception):
         self.message = message
 
 
-class _Disconnected(Exception):
+class _DisconnectedError(Exception):
     pass
 
 
@@ -300,7 +307,7 @@ class ServiceApp:
             response = Response(exc.status, [_JSON], exc.body(), exc.message_id)
         except _BodyError as exc:
             response = self._body_error(route, exc)
-        except _Disconnected:
+        except _DisconnectedError:
             self.metrics.request(route.name, 499, time.perf_counter() - start)
             return
         except Exception:
@@ -379,7 +386,7 @@ class ServiceApp:
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
-                        raise _Disconnected
+                        raise _DisconnectedError
                     chunk = message.get("body", b"")
                     if chunk:
                         size += len(chunk)
@@ -390,7 +397,9 @@ class ServiceApp:
                         break
         except TimeoutError:
             raise _BodyError(
-                408, "body-timeout", f"the body did not arrive within {state.config.body_timeout:g} s"
+                408,
+                "body-timeout",
+                f"the body did not arrive within {state.config.body_timeout:g} s",
             ) from None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
@@ -543,8 +552,8 @@ class ServiceApp:
             self.metrics.signature(exc.code)
             raise AtisError.invalid_value(exc.code.removeprefix("invalid-"), exc.message) from None
         self.metrics.signature("signed")
-        body = json.dumps({"signingResponse": {"identity": identity}}, separators=(",", ":"))
-        return Response(200, [_JSON], body.encode())
+        answer = json.dumps({"signingResponse": {"identity": identity}}, separators=(",", ":"))
+        return Response(200, [_JSON], answer.encode())
 
     async def atis_verification(
         self, state: ServiceState, scope: Scope, hdrs: _Headers, receive: Receive

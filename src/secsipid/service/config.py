@@ -400,9 +400,7 @@ def load_config(
     _check_values(checked, problems)
     if problems:
         raise ConfigError(problems)
-    return ServiceConfig(
-        **checked, config_file=config_file, overrides=tuple(sorted(given.items()))
-    )
+    return ServiceConfig(**checked, config_file=config_file, overrides=tuple(sorted(given.items())))
 
 
 def _check_values(v: dict[str, Any], problems: list[str]) -> None:

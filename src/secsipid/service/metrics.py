@@ -163,7 +163,7 @@ class Metrics(NullMetrics):
             from prometheus_client import multiprocess
 
             registry = Registry()
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
 
 

@@ -66,7 +66,7 @@ _REQUEST_ID = {
     "description": "Echoed on the response; generated (a UUID) when absent.",
     "schema": {"type": "string"},
 }
-_BEARER = [{"bearer": []}]
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def openapi_document() -> dict[str, Any]:
@@ -155,7 +155,12 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "A public certificate from the configured pub_dir",
                     "parameters": [
-                        {"name": "file", "in": "path", "required": True, "schema": {"type": "string"}}
+                        {
+                            "name": "file",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
                     ],
                     "responses": {
                         "200": {"description": "the file"},

@@ -161,9 +161,7 @@ def _profile(
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
             )
             if _public_bytes(credential) != public:
-                problems.append(
-                    f"{setting}.cert: {cert_file} does not match the key in {key_file}"
-                )
+                problems.append(f"{setting}.cert: {cert_file} does not match the key in {key_file}")
             elif credential.spc is not None:
                 if spc is None:
                     spc = credential.spc
@@ -298,9 +296,7 @@ def build_state(config: ServiceConfig, metrics: NullMetrics | None = None) -> Se
     profiles: list[SigningProfile] = []
     default = None
     if config.key:
-        default = _profile(
-            "signing", config.key, config.x5u, config.sign_cert, None, (), problems
-        )
+        default = _profile("signing", config.key, config.x5u, config.sign_cert, None, (), problems)
         if default is not None:
             profiles.append(default)
     elif config.sign_cert:
