@@ -10,9 +10,13 @@ bodies), ``state`` (signers, verifier and tokens built from the configuration), 
 
 from __future__ import annotations
 
-from .app import ServiceApp, create_app
-from .config import ConfigError, ServiceConfig, load_config
-from .state import ServiceState, build_state
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app import ServiceApp, create_app
+    from .config import ConfigError, ServiceConfig, load_config
+    from .state import ServiceState, build_state
 
 __all__ = [
     "ConfigError",
@@ -23,3 +27,20 @@ __all__ = [
     "create_app",
     "load_config",
 ]
+
+_WHERE = {
+    "ServiceApp": "app",
+    "create_app": "app",
+    "ConfigError": "config",
+    "ServiceConfig": "config",
+    "load_config": "config",
+    "ServiceState": "state",
+    "build_state": "state",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `secsipid --help` registers the serve command without importing the service.
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

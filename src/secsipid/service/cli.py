@@ -21,10 +21,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import ConfigError, ServiceConfig, load_config
-from .state import build_state
+if TYPE_CHECKING:
+    from .config import ServiceConfig
 
 __all__ = ["add_parser", "run", "serve"]
 
@@ -126,6 +126,9 @@ def _err(line: str) -> None:
 
 
 def _validate(config_file: str | None, overrides: dict[str, Any]) -> ServiceConfig | None:
+    from .config import ConfigError, load_config
+    from .state import build_state
+
     try:
         config = load_config(config_file, overrides)
         state = build_state(config)
