@@ -210,6 +210,18 @@ class MeteredSource(CertificateSource):
 
     metrics: NullMetrics = NullMetrics()
 
+    def cached_credential(self, info: str) -> Credential | None:
+        # The verifier asks here first; None means it will call (a)credential_for next,
+        # which counts the lookup then.
+        try:
+            credential = super().cached_credential(info)
+        except VerificationError:
+            self.metrics.cache(True)  # a remembered failure: answered from the cache
+            raise
+        if credential is not None:
+            self.metrics.cache(True)
+        return credential
+
     def credential_for(self, info: str) -> Credential:
         downloads: list[str] = []
         token = _DOWNLOADS.set(downloads)
