@@ -316,6 +316,48 @@ def test_single_flight_across_threads_and_private_loops(
     assert server.hits() == {"/a.pem": 1, "/b.pem": 1}
 
 
+def test_crl_fetch_cut_by_the_budget_is_not_remembered(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], tmp_path: Path
+) -> None:
+    """A CRL fetch cut short by a request's budget leaves no remembered failure: the next
+    request fetches the CRL and refuses the revoked certificate (a remembered failure would
+    have let it pass for a minute)."""
+    import socket
+
+    from cryptography.hazmat.primitives import serialization
+
+    from secsipid._pki import make_crl
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    lab = make_lab_pki(
+        root=(pki[0].root_key, pki[0].root), crl_url=f"http://127.0.0.1:{port}/ca.crl"
+    )
+    crl = make_crl(lab.intermediate, lab.intermediate_key, [lab.leaf.serial_number])
+    crl_hex = crl.public_bytes(serialization.Encoding.DER).hex()
+    crl_server = CertServer(
+        tmp_path / "crl", {"/ca.crl": {"delay": 0.8, "body_hex": crl_hex}}, None, port=port
+    )
+    try:
+        server = serve({"/sti.pem": {"body": lab.chain_pem.decode()}})
+        source = CertificateSource(
+            fetch=FetchPolicy(tls_ca_file=str(tls.ca), allow_private=True),
+            trust=TrustPolicy(ca_file=str(pki[1]), fetch_crls=True),
+            memory=MemoryCache(),
+        )
+        value = Signer(lab.leaf_key, server.url("/sti.pem")).identity(ORIG, DEST, "A")
+        hurried = Verifier(source, policy=VerifyPolicy(timeout=0.4))
+        verdict, elapsed = timed(lambda: hurried.check(value))
+        assert verdict.ok and elapsed < 0.8  # revocation unknown and not required: accepted
+        patient = Verifier(source, policy=VerifyPolicy(timeout=3.0))
+        assert patient.check(value).reason is Reason.CERT_REVOKED
+        assert hurried.check(value).reason is Reason.CERT_REVOKED  # the CRL is now cached
+    finally:
+        crl_server.stop()
+
+
 # -- item 2: a slow name server delays only the fetches that need it --------------------------
 
 
