@@ -778,3 +778,38 @@ def test_negative_cache_keeps_no_tracebacks_and_is_bounded(
         assert stats["negative_entries"] <= 50 and stats["negative_bytes"] <= 20_000
     assert small.negative(("policy", "https://h499.test/" + "p" * 200)) is not None
     assert small.negative(("policy", "https://h0.test/" + "p" * 200)) is None
+
+
+def test_fetches_in_flight_are_bounded(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """A flood of hostile URLs holds at most ``max_in_flight`` fetches (and their sockets);
+    one more is refused at once, is not remembered as a dead server, and cached
+    certificates keep verifying."""
+    server = serve({**hostile_routes(4), "/sti.pem": chain(pki)})
+    good = sign(pki, server.url("/sti.pem"))
+    memory = MemoryCache()
+    source = source_for(tls, pki, memory=memory, timeout=2.0, max_in_flight=4)
+    verifier = Verifier(source)
+    assert verifier.check(good).ok  # cached from now on
+
+    async def flood() -> tuple[list[Any], Any, Any]:
+        stuck = [
+            asyncio.ensure_future(source.acredential_for(server.url(f"/hang{i}.pem")))
+            for i in range(4)
+        ]
+        await asyncio.sleep(0.3)
+        start = time.monotonic()
+        with pytest.raises(VerificationError) as refused:
+            await source.acredential_for(server.url("/other.pem"))
+        assert time.monotonic() - start < 0.5
+        cached = await verifier.acheck(good)
+        outcomes = await asyncio.gather(*stuck, return_exceptions=True)
+        return outcomes, refused.value, cached
+
+    outcomes, refused, cached = asyncio.run(flood())
+    assert refused.reason is Reason.CERT_FETCH_FAILED and "in progress" in refused.message
+    assert cached.ok
+    assert [o.reason for o in outcomes] == [Reason.CERT_FETCH_TIMEOUT] * 4
+    assert memory.negative((source._policy_key, server.url("/other.pem"))) is None
+    assert "/other.pem" not in server.hits()

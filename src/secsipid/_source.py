@@ -37,7 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import KeyLoadError, VerificationError
-from ._fetch import BudgetExhaustedError, Fetcher, FetchPolicy, FetchResult, request_remaining
+from ._fetch import (
+    BudgetExhaustedError,
+    Fetcher,
+    FetchPolicy,
+    FetchResult,
+    TransientFetchError,
+    request_remaining,
+)
 from ._keys import Credential, load_credential
 from ._reasons import Reason
 from ._trust import TrustPolicy, TrustValidator
@@ -452,7 +459,7 @@ class CertificateSource:
         now = time.time()
         # Refusals are instant anyway; a fetch cut short by its request's budget says nothing
         # about the server (the budget may have gone to another URL of the same request).
-        remember = not isinstance(error, BudgetExhaustedError)
+        remember = not isinstance(error, TransientFetchError)
         if remember and error.reason is not Reason.CERT_URL_REFUSED:
             self.memory.put_negative(
                 (self._policy_key, url), error, now + self.cache_config.negative_ttl
