@@ -195,7 +195,7 @@ def test_hostile_farm_fits_in_the_budget(
     assert verdict.reason is Reason.CERT_FETCH_TIMEOUT and verdict.sip_status == 436
     assert {f.reason for f in verdict.failures} == {Reason.CERT_FETCH_TIMEOUT}
     assert len(verdict.failures) == 16
-    assert budget - 0.1 <= elapsed < budget + 1.0, f"{elapsed:.2f} s for a {budget} s budget"
+    assert budget - 0.1 <= elapsed < budget + 1.5, f"{elapsed:.2f} s for a {budget} s budget"
 
 
 def test_budget_holds_when_called_inside_an_event_loop(
@@ -212,7 +212,7 @@ def test_budget_holds_when_called_inside_an_event_loop(
 
     verdict, elapsed = timed(lambda: asyncio.run(inside()))
     assert verdict.reason is Reason.CERT_FETCH_TIMEOUT
-    assert elapsed < 2.0, f"{elapsed:.2f} s"
+    assert elapsed < 2.5, f"{elapsed:.2f} s for a 1 s budget (3 hanging servers: was 15 s)"
 
 
 def test_budget_cut_is_not_remembered_as_a_dead_server(
