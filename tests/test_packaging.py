@@ -20,7 +20,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-SUBCOMMANDS = ("sign", "check", "fetch", "decode", "keygen", "kamailio-example", "sx", "demo")
+SUBCOMMANDS = (
+    "sign", "check", "fetch", "decode", "keygen", "kamailio-example", "sx", "demo", "serve",
+)  # fmt: skip
 EXAMPLES = ("kamailio.cfg", "redirect.py", "sti_as.py", "sti_vs.py")
 
 

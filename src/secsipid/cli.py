@@ -188,14 +188,29 @@ class _LoggingFetcher:
         self.fetched: list[str] = []
 
     def get(self, url: str) -> FetchResult:
-        self.fetched.append(url)
-        log.info("fetch %s (timeout %gs)", url, self.policy.timeout)
-        started = time.monotonic()
+        started = self._start(url)
         try:
             result = self._fetcher.get(url)
         except VerificationError as exc:
             log.info("fetch %s failed: %s: %s", url, exc.code, exc.message)
             raise
+        return self._done(url, result, started)
+
+    async def aget(self, url: str) -> FetchResult:
+        started = self._start(url)
+        try:
+            result = await self._fetcher.aget(url)
+        except VerificationError as exc:
+            log.info("fetch %s failed: %s: %s", url, exc.code, exc.message)
+            raise
+        return self._done(url, result, started)
+
+    def _start(self, url: str) -> float:
+        self.fetched.append(url)
+        log.info("fetch %s (timeout %gs)", url, self.policy.timeout)
+        return time.monotonic()
+
+    def _done(self, url: str, result: FetchResult, started: float) -> FetchResult:
         headers = result.headers
         log.info(
             "fetched %s: HTTP %d, %d bytes, %s, in %.0f ms",
@@ -226,10 +241,32 @@ class _LoggingSource:
         where = source.cache_config.cache_dir
         log.info("certificates from info; directory cache: %s", where or "none (memory only)")
 
+    def cached_credential(self, info: str) -> Credential | None:
+        try:
+            credential: Credential | None = self._source.cached_credential(info)
+        except VerificationError as exc:
+            log.info("%s: a recent failure, not fetched again: %s: %s", info, exc.code, exc.message)
+            raise
+        if credential is not None:
+            log.info("%s: certificate from the cache (no fetch)", info)
+        return credential
+
     def credential_for(self, info: str) -> Credential:
         before = len(self._fetcher.fetched)
         try:
             credential = self._source.credential_for(info)
+        except VerificationError as exc:
+            if len(self._fetcher.fetched) == before:
+                log.info("%s: not fetched: %s: %s", info, exc.code, exc.message)
+            raise
+        if len(self._fetcher.fetched) == before:
+            log.info("%s: certificate from the cache (no fetch)", info)
+        return credential
+
+    async def acredential_for(self, info: str) -> Credential:
+        before = len(self._fetcher.fetched)
+        try:
+            credential = await self._source.acredential_for(info)
         except VerificationError as exc:
             if len(self._fetcher.fetched) == before:
                 log.info("%s: not fetched: %s: %s", info, exc.code, exc.message)
