@@ -21,6 +21,8 @@ variables, replies with a ``Reason`` header and the ATIS-1000074 ``verstat`` mar
 
         def ksr_request_route(self, msg):
             if KSR.is_INVITE():
+                if KSR.tm.t_newtran() <= 0:  # 0: a retransmission, absorbed by tm
+                    return 1
                 if secsipid.secsipid_check_identity("/etc/kamailio/stir/cert.pem") < 0:
                     secsipid.reply(secsipid.last_verdict())
                     return 1
