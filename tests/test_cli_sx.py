@@ -82,16 +82,30 @@ def lab(tmp_path: Path, key_files: Any) -> Path:
 CHECKS = [
     ("valid", ["-check", "-fidentity", "valid.txt", "-fpubkey", "pub.pem", "-expire", "300"], 0),
     ("cert", ["-c", "-fidentity", "valid.txt", "-p", "cert.pem", "-expire=300"], 0),
-    ("double-dash", ["--check", "--fidentity=valid.txt", "--fpubkey", "pub.pem"], 0),
+    (
+        "double-dash",
+        ["--check", "--fidentity=valid.txt", "--fpubkey", "pub.pem", "--expire=300"],
+        0,
+    ),
     ("bad-sig", ["-check", "-fidentity", "badsig.txt", "-fpubkey", "pub.pem", "-expire", "300"], 5),
-    ("other-key", ["-check", "-fidentity", "valid.txt", "-fpubkey", "other/pub.pem"], 5),
+    (
+        "other-key",
+        ["-check", "-fidentity", "valid.txt", "-fpubkey", "other/pub.pem", "-expire", "300"],
+        5,
+    ),
+    # -expire defaults to 0: a value older than this second is stale on both sides.
+    ("default-expire", ["-check", "-fidentity", "stale.txt", "-fpubkey", "pub.pem"], 24),
     ("stale", ["-check", "-fidentity", "stale.txt", "-fpubkey", "pub.pem", "-expire", "300"], 24),
     ("ppt", ["-check", "-fidentity", "ppt.txt", "-fpubkey", "pub.pem", "-expire", "300"], 209),
     ("alg", ["-check", "-fidentity", "alg.txt", "-fpubkey", "pub.pem", "-expire", "300"], 210),
     ("2 parts", ["-check", "-fidentity", "twoparts.txt", "-fpubkey", "pub.pem"], 211),
     ("empty", ["-check", "-fidentity", "empty.txt", "-fpubkey", "pub.pem"], 211),
     ("no file", ["-check", "-fidentity", "nofile.txt", "-fpubkey", "pub.pem"], 211),
-    ("no key file", ["-check", "-fidentity", "valid.txt", "-fpubkey", "nokey.pem"], 61),
+    (
+        "no key file",
+        ["-check", "-fidentity", "valid.txt", "-fpubkey", "nokey.pem", "-expire", "300"],
+        61,
+    ),
     ("no -fpubkey", ["-check", "-fidentity", "valid.txt"], 255),
     ("no identity", ["-check", "-fpubkey", "pub.pem"], 255),
     ("unknown flag", ["-check", "-nosuchflag"], 1),
