@@ -29,9 +29,10 @@ apt_install() {
 if [ "$want_test" = 1 ]; then
     # secsipidx/libsecsipid1: interop and baselines; openssl: keys and `openssl speed`;
     # kamailio + modules and sipp (sip-tester): the Kamailio integration tests; python3-pip:
-    # to install secsipid for the system Python that Kamailio embeds.
+    # to install secsipid for the system Python that Kamailio embeds; redis-server: the
+    # shared certificate cache tests (the tests start their own, never a system service).
     apt_install openssl secsipidx libsecsipid1 kamailio kamailio-python3-modules \
-        kamailio-secsipid-modules sip-tester python3-pip
+        kamailio-secsipid-modules sip-tester python3-pip redis-server
 fi
 
 PYTHON=${PYTHON:-python3}
