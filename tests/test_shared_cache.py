@@ -667,3 +667,31 @@ def test_settings_refused() -> None:
         CertificateSource(trust=None, shared=RedisCache("redis://127.0.0.1:1/0"),
                           redis="redis://127.0.0.1:1/0")  # fmt: skip
     assert "hunter2" not in repr(RedisCache("redis://user:hunter2@127.0.0.1:1/0"))
+
+
+# -- the CLI -----------------------------------------------------------------------------------
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "secsipid", *argv], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_cli_check_redis(
+    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path]
+) -> None:
+    """``secsipid check --redis URL``: a second process finds the certificate in Redis; a
+    Redis that is down changes nothing but the fetch; a bad URL is a usage error."""
+    url = certs.route("/cli.pem", pki[0].chain_pem)
+    common = ["--allow-http", "--allow-private", "--ca-file", str(pki[1]), "--orig-tn", ORIG]
+    for _ in range(2):
+        done = _cli("check", sign(pki, url), "--redis", redis.url, *common)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert certs.count("/cli.pem") == 1
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    done = _cli("check", sign(pki, url), "--redis", dead, *common)
+    assert done.returncode == 0 and "valid: yes" in done.stdout, done.stderr
+    assert certs.count("/cli.pem") == 2
+    done = _cli("check", sign(pki, url), "--redis", "mysql://127.0.0.1/0", *common)
+    assert done.returncode == 2 and "--redis" in done.stderr and "Traceback" not in done.stderr

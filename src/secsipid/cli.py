@@ -141,9 +141,13 @@ def _verifier_from_args(args: argparse.Namespace) -> Verifier:
     if key_path:
         credential_from_file(key_path)  # refuse an unusable key up front, as a usage error
         return Verifier(key_path, policy=policy, trust=trust)
-    source = CertificateSource(
-        trust=trust, fetch=_fetch_policy_from_args(args), cache_dir=args.cache_dir
-    )
+    try:
+        source = CertificateSource(
+            trust=trust, fetch=_fetch_policy_from_args(args), cache_dir=args.cache_dir,
+            redis=args.redis,
+        )  # fmt: skip
+    except (ValueError, ImportError) as exc:  # --redis: not a Redis URL, or no redis client
+        raise _UsageError(f"--redis: {exc}") from exc
     return Verifier(source, policy=policy)
 
 
@@ -407,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--cert", help="certificate of the signer (default: fetch from info)")
     key.add_argument("--pubkey", help="public key of the signer (default: fetch from info)")
     _add_fetch_options(p)
+    p.add_argument(
+        "--redis", metavar="URL", help="certificate cache shared by a cluster (redis://host/0)"
+    )
     _add_trust_options(p)
     p.add_argument("--expire", type=int, default=300, help="max age of iat in seconds (300)")
     p.add_argument("--future-skew", type=int, default=5, help="max iat in the future (5 s)")
