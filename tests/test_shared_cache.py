@@ -638,17 +638,23 @@ def test_lock_that_no_fetch_holds_is_ignored(
 
 def test_breaker_states() -> None:
     """Closed until N faults in a row; open for the cooldown; then one probe at a time
-    (half-open); a good probe closes it, a bad one opens it again (without a new outage)."""
+    (half-open); a good probe closes it, a bad one opens it again.  failure() tells when an
+    outage starts (the first fault after a good call) and when the breaker opens; success()
+    when an outage ends."""
     breaker = _Breaker(failures=2, cooldown=0.05)
-    assert breaker.allow() and not breaker.failure() and breaker.state == BREAKER_CLOSED
+    assert breaker.allow() and breaker.failure() == (True, False)
+    assert breaker.state == BREAKER_CLOSED
+    assert breaker.success() is True  # a blip: started and ended
     assert breaker.success() is False
-    assert not breaker.failure()
-    assert breaker.failure() is True and breaker.state == BREAKER_OPEN and breaker.opens == 1
+    assert breaker.failure() == (True, False)
+    assert breaker.failure() == (False, True)
+    assert breaker.state == BREAKER_OPEN and breaker.opens == 1
     assert not breaker.allow()
     time.sleep(0.06)
     assert breaker.allow() and breaker.state == BREAKER_HALF_OPEN
     assert not breaker.allow()  # one probe at a time
-    assert breaker.failure() is False and breaker.state == BREAKER_OPEN and breaker.opens == 1
+    assert breaker.failure() == (False, False)
+    assert breaker.state == BREAKER_OPEN and breaker.opens == 1
     time.sleep(0.06)
     assert breaker.allow()
     assert breaker.success() is True and breaker.state == BREAKER_CLOSED

@@ -36,7 +36,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,19 +153,21 @@ class _Breaker:
             return False
 
     def success(self) -> bool:
-        """Record a good call; True when that closes an open breaker."""
+        """Record a good call; True when that ends an outage (a fault since the last good
+        call)."""
         if self.state == BREAKER_CLOSED and not self._in_row:
             return False
         with self._lock:
+            ended = self._in_row > 0 or self.state != BREAKER_CLOSED
             self._in_row = 0
             self._probing = False
-            was_open = self.state != BREAKER_CLOSED
             self.state = BREAKER_CLOSED
-            return was_open
+            return ended
 
-    def failure(self) -> bool:
-        """Record a fault; True when that opens a closed breaker (the outage starts)."""
+    def failure(self) -> tuple[bool, bool]:
+        """Record a fault: (it starts an outage, it opens the breaker)."""
         with self._lock:
+            started = self._in_row == 0 and self.state == BREAKER_CLOSED
             self._in_row += 1
             self._probing = False
             if self.state == BREAKER_HALF_OPEN or self._in_row >= self.failures:
@@ -174,8 +176,8 @@ class _Breaker:
                 self._reopen = time.monotonic() + self.cooldown
                 if opening:
                     self.opens += 1
-                return opening
-            return False
+                return started, opening
+            return started, False
 
 
 class _Counters:
@@ -193,15 +195,20 @@ class _Counters:
         "refused",  # values read back and refused (malformed, another URL, MAC, body)
         "errors",  # Redis calls that failed (down, slow, garbage)
         "skipped",  # calls that did not ask Redis because the breaker was open
+        "breaker_opens",  # outages: the breaker went from closed to open
     )
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.values = dict.fromkeys(self.NAMES, 0)
+        self.hook: Callable[[str, int], None] | None = None
 
     def add(self, name: str, n: int = 1) -> None:
         with self._lock:
             self.values[name] += n
+        hook = self.hook
+        if hook is not None:
+            hook(name, n)
 
 
 class RedisCache:
@@ -420,11 +427,16 @@ class RedisCache:
 
     def _fault(self, exc: BaseException) -> SharedUnavailableError:
         self._counters.add("errors")
-        if self._breaker.failure():
+        started, opened = self._breaker.failure()
+        if opened:
+            self._counters.add("breaker_opens")
+        if started:
             log.warning(
                 "secsipid: Redis shared cache %s unusable (%s: %s): certificates are fetched "
-                "by each process until it answers again (retried every %g s)",
-                _redact(self.url), type(exc).__name__, exc, self._breaker.cooldown,
+                "by each process until it answers again (after %d faults in a row it is "
+                "asked again every %g s)",
+                _redact(self.url), type(exc).__name__, exc, self._breaker.failures,
+                self._breaker.cooldown,
             )  # fmt: skip
         return SharedUnavailableError(f"{type(exc).__name__}: {exc}")
 
@@ -617,8 +629,17 @@ class RedisCache:
         state (``closed``, ``open``, ``half-open``) and how often it opened."""
         stats: dict[str, int | str] = dict(self._counters.values)
         stats["breaker"] = self._breaker.state
-        stats["breaker_opens"] = self._breaker.opens
         return stats
+
+    @property
+    def on_count(self) -> Callable[[str, int], None] | None:
+        """Called with (counter name, increment) whenever a counter of :meth:`stats` moves
+        (a service forwards them to its metrics; keep it cheap and never raising)."""
+        return self._counters.hook
+
+    @on_count.setter
+    def on_count(self, hook: Callable[[str, int], None] | None) -> None:
+        self._counters.hook = hook
 
     @property
     def breaker_state(self) -> str:
@@ -704,17 +725,19 @@ class _LockKeeper:
                     client.eval(_RENEW, 1, key, token, lease_ms)
 
 
-_BY_URL: dict[str, RedisCache] = {}
+_BY_URL: dict[tuple[str, tuple[tuple[str, Any], ...]], RedisCache] = {}
 _BY_URL_LOCK = threading.Lock()
 
 
-def redis_cache(url: str) -> RedisCache:
-    """The process's :class:`RedisCache` for ``url`` with the default settings: sources
-    given the same URL share one connection pool, lock keeper, breaker and counters."""
+def redis_cache(url: str, **options: Any) -> RedisCache:
+    """The process's :class:`RedisCache` for ``url`` and ``options``: sources (and reloaded
+    configurations) naming the same share one connection pool, lock keeper, breaker and
+    counters."""
+    key = (url, tuple(sorted(options.items())))
     with _BY_URL_LOCK:
-        cache = _BY_URL.get(url)
+        cache = _BY_URL.get(key)
         if cache is None:
-            cache = _BY_URL[url] = RedisCache(url)
+            cache = _BY_URL[key] = RedisCache(url, **options)
         return cache
 
 
