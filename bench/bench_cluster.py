@@ -15,8 +15,9 @@ Not part of the tests.  Everything runs on this machine, on 127.0.0.1 (Debian ``
   (from /proc, over the same window);
 * **a Redis hit**: in this process, the time to get a certificate that the memory cache
   does not have from Redis (one round trip, the PEM parsed and checked) against a download
-  from the loopback certificate server, with the parser the ``redis`` client uses
-  (``hiredis`` if installed: run once with and once without to compare).
+  from the loopback certificate server;
+* **the reply parser**: when ``hiredis`` is installed, one lookup (the pipelined MGET + PTTL
+  of a 2-3 KiB entry) with redis-py's Python parser and with hiredis, alternating.
 
 Run from the repository root::
 
@@ -163,6 +164,29 @@ def redis_hit_times(redis_url: str, url: str, root: Path, n: int) -> tuple[float
     return statistics.median(times["redis"]), statistics.median(times["fetch"])
 
 
+def parser_times(redis_url: str, chain: bytes, n: int) -> dict[str, float]:
+    """Median microseconds of one lookup with each reply parser, alternating."""
+    import redis
+    from redis.connection import _HiredisParser, _RESP2Parser
+
+    caches = {}
+    for name, parser in (("python", _RESP2Parser), ("hiredis", _HiredisParser)):
+        cache = RedisCache(redis_url)
+        cache._client = redis.Redis.from_url(redis_url, parser_class=parser, **cache._options)
+        caches[name] = cache
+    until = time.time() + 3600
+    caches["python"].store("bench", "https://x.invalid/sti.pem", chain, until, until, "t")
+    times: dict[str, list[float]] = {name: [] for name in caches}
+    for _ in range(n):
+        for name, cache in caches.items():
+            started = time.perf_counter()
+            found = cache.lookup("bench", "https://x.invalid/sti.pem")
+            times[name].append((time.perf_counter() - started) * 1e6)
+            if found.entry is None:
+                raise SystemExit("parser comparison: the entry was not read back")
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--instances", type=int, default=3)
@@ -246,6 +270,10 @@ def main() -> int:
         hit, fetch = redis_hit_times(redis_server.url, warm, root, 300)
         print(f"\ncertificate not in memory: from Redis {hit:.0f} us, downloaded {fetch:.0f} us "
               "(medians of 300, PEM parsed both times)")  # fmt: skip
+        if redis.utils.HIREDIS_AVAILABLE:
+            parsers = parser_times(redis_server.url, lab.chain_pem, 3000)
+            print(f"one lookup (MGET + PTTL): python parser {parsers['python']:.1f} us, "
+                  f"hiredis {parsers['hiredis']:.1f} us (medians of 3000, alternating)")  # fmt: skip
     return 0
 
 
