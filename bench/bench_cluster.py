@@ -273,7 +273,7 @@ def main() -> int:
         if redis.utils.HIREDIS_AVAILABLE:
             parsers = parser_times(redis_server.url, lab.chain_pem, 3000)
             print(f"one lookup (MGET + PTTL): python parser {parsers['python']:.1f} us, "
-                  f"hiredis {parsers['hiredis']:.1f} us (medians of 3000, alternating)")  # fmt: skip
+                  f"hiredis {parsers['hiredis']:.1f} us (medians of 3000)")  # fmt: skip
     return 0
 
 
