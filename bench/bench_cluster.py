@@ -194,6 +194,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--burst", type=int, default=48, help="concurrent checks per burst")
     parser.add_argument("--quick", action="store_true", help="1 round of 3 s")
+    parser.add_argument(
+        "--without-redis", action="store_true", help="the same instances, no shared cache"
+    )
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.duration = 1, 3.0
@@ -218,8 +221,10 @@ def main() -> int:
         for i in range(args.instances):
             port = free_port()
             cmd = [sys.executable, "-m", "secsipid", "serve", "--listen", f"127.0.0.1:{port}",
-                   "--workers", "1", "--redis", redis_server.url, "--allow-http",
-                   "--allow-private", "--ca-file", str(root), "--no-metrics"]  # fmt: skip
+                   "--workers", "1", "--allow-http", "--allow-private", "--ca-file", str(root),
+                   "--no-metrics"]  # fmt: skip
+            if not args.without_redis:
+                cmd += ["--redis", redis_server.url]
             proc = stack.enter_context(process(cmd, port, tmp / f"serve{i}.log"))
             ports.append(port)
             pids.append(proc.pid)
@@ -266,6 +271,8 @@ def main() -> int:
                   f" {med(r[3] for r in runs[n]):>10.1f}")  # fmt: skip
         print(f"downloads of the warm certificate: {certs.count('/warm.pem')}")
 
+        if args.without_redis:
+            return 0
         # A Redis hit against a download, in this process.
         hit, fetch = redis_hit_times(redis_server.url, warm, root, 300)
         print(f"\ncertificate not in memory: from Redis {hit:.0f} us, downloaded {fetch:.0f} us "
