@@ -283,6 +283,7 @@ class RedisCache:
         except ValueError as exc:
             raise ValueError(f"RedisCache: {exc}") from exc
         self._aclients: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._aclients_lock = threading.Lock()
         self._aredis = redis.asyncio
         self._breaker = _Breaker(breaker_failures, breaker_cooldown)
         self._counters = _Counters()
@@ -536,12 +537,13 @@ class RedisCache:
         found = self._aclients.get(loop)
         if found is not None:
             return found[0]
-        for old in [old for old in self._aclients if old.is_closed()]:
-            del self._aclients[old]  # a loop closed without shutting down its generators
         client = self._aredis.Redis.from_url(self.url, **self._options)
-        closer = _close_at_loop_end(client, self._aclients, loop)
+        closer = _close_at_loop_end(client, self, loop)
         await closer.__anext__()
-        self._aclients[loop] = (client, closer)
+        with self._aclients_lock:  # loops of other threads may come and go meanwhile
+            for old in [old for old in self._aclients if old.is_closed()]:
+                del self._aclients[old]  # a loop closed without shutting down its generators
+            self._aclients[loop] = (client, closer)
         return client
 
     async def alookup(self, scope: str, url: str) -> SharedLookup:
@@ -653,14 +655,15 @@ class RedisCache:
 
 
 async def _close_at_loop_end(
-    client: Any, registry: dict[asyncio.AbstractEventLoop, Any], loop: asyncio.AbstractEventLoop
+    client: Any, owner: RedisCache, loop: asyncio.AbstractEventLoop
 ) -> AsyncIterator[None]:
     """Holds a loop's client: finalized by ``loop.shutdown_asyncgens()`` (``asyncio.run``,
     uvicorn, anyio), which closes the client's connections and forgets it."""
     try:
         yield
     finally:
-        registry.pop(loop, None)
+        with owner._aclients_lock:
+            owner._aclients.pop(loop, None)
         with contextlib.suppress(Exception):
             await client.aclose()
 
