@@ -246,8 +246,8 @@ def test_lock_holder_killed_mid_fetch(
             os.kill(holder.pid, signal.SIGKILL)
         holder.communicate()
     assert result["reasons"] == ["valid"]
+    # Valid: it took over within its 5 s budget (else cert-fetch-timeout).
     assert result["stats"]["takeovers"] == 1 and result["stats"]["lock_waits"] == 1
-    assert result["elapsed"] < 5.0
     assert certs.count("/dies.pem") == 2
 
 
@@ -256,7 +256,7 @@ def test_waiter_bounded_by_request_budget(
 ) -> None:
     """A caller waiting for another node's slow fetch gives up when its own request's budget
     is spent (cert-fetch-timeout), without fetching itself; the holder's fetch completes."""
-    url = certs.route("/slow.pem", pki[0].chain_pem, headers=CHAIN_HEADERS, delay=1.5)
+    url = certs.route("/slow.pem", pki[0].chain_pem, headers=CHAIN_HEADERS, delay=0.8)
     holder_cache = cache(redis)
     holder = source(pki, holder_cache)
     done: list[Reason] = []
@@ -272,17 +272,15 @@ def test_waiter_bounded_by_request_budget(
     assert certs.count("/slow.pem") == 1
     assert waiter_cache.stats()["lock_waits"] == 1 and waiter_cache.stats()["fetches"] == 0
     short = Verifier(source(pki, cache(redis), timeout=0.3))
-    url2 = certs.route("/slow2.pem", pki[0].chain_pem, headers=CHAIN_HEADERS, delay=1.5)
+    url2 = certs.route("/slow2.pem", pki[0].chain_pem, headers=CHAIN_HEADERS, delay=0.8)
     thread = threading.Thread(target=lambda: done.append(check(holder, sign(pki, url2))))
     thread.start()
     certs.wait_for("/slow2.pem", 1)
-    started = time.monotonic()
     verdict = short.check(sign(pki, url2), orig_tn=ORIG)
-    elapsed = time.monotonic() - started
     thread.join()
+    # Not the holder's result (it came 0.8 s later): the waiter stopped at its 0.3 s budget.
     assert verdict.reason is Reason.CERT_FETCH_TIMEOUT, verdict.message
     assert "another process" in verdict.message
-    assert elapsed < 1.0
     assert certs.count("/slow2.pem") == 1
 
 
@@ -550,17 +548,15 @@ def test_redis_slow(
     assert check(node, sign(pki, certs.route("/s0.pem", pki[0].chain_pem))) is Reason.VALID
     redis.pause()
     try:
-        times = []
         for n in range(1, 6):
             url = certs.route(f"/s{n}.pem", pki[0].chain_pem)
-            started = time.monotonic()
             assert check(node, sign(pki, url)) is Reason.VALID
-            times.append(time.monotonic() - started)
     finally:
         redis.resume()
-    assert shared.breaker_state == BREAKER_OPEN
-    assert max(times) < 1.5
-    assert times[-1] < 0.2  # breaker open: Redis not asked
+    stats = shared.stats()
+    assert stats["breaker"] == BREAKER_OPEN
+    assert stats["errors"] == 3  # each a timed-out call; then Redis is not asked
+    assert stats["skipped"] >= 2
 
 
 def test_redis_slow_async(
@@ -624,13 +620,12 @@ def test_lock_that_no_fetch_holds_is_ignored(
     url = certs.route("/badlock.pem", pki[0].chain_pem)
     key = shared._keys(node._policy_key, url)
     plant(_client(redis), key.lock)
-    started = time.monotonic()
     if mode == "sync":
         assert check(node, sign(pki, url)) is Reason.VALID
     else:
         assert asyncio.run(Verifier(node).acheck(sign(pki, url), orig_tn=ORIG)).ok
-    assert time.monotonic() - started < 1.0
     assert shared.stats()["refused"] == 1 and shared.stats()["lock_waits"] == 0
+    assert certs.count("/badlock.pem") == 1
 
 
 # -- the breaker, alone ------------------------------------------------------------------------
