@@ -125,3 +125,24 @@ def test_config_redis_problems(tmp_path: Path) -> None:
             build_state(load_config(None, overrides))
         assert any(message in p for p in exc.value.problems), exc.value.problems
         assert "tooshort" not in str(exc.value.problems)
+
+
+def test_toml_cache_redis(tmp_path: Path) -> None:
+    """In the TOML file: ``[cache] redis = URL`` turns the shared backend on (``backend``
+    follows), the workers' certificate source uses it and the secret from its file."""
+    from secsipid.service import build_state, load_config
+
+    secret = tmp_path / "secret"
+    secret.write_text("a-secret-of-enough-bytes\n")
+    toml = tmp_path / "serve.toml"
+    toml.write_text(
+        "[verification]\nverify_cert = false\n"
+        f'[cache]\nredis = "redis://127.0.0.1:1/0"\nredis_secret_file = "{secret}"\n'
+    )
+    config = load_config(str(toml))
+    assert config.cache_backend == "redis" and config.cache_redis == "redis://127.0.0.1:1/0"
+    state = build_state(config)
+    assert state.verifier is not None
+    shared = state.verifier.source.shared  # type: ignore[attr-defined]
+    assert shared is not None and shared.url == "redis://127.0.0.1:1/0"
+    assert shared._secret == b"a-secret-of-enough-bytes"
