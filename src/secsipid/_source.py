@@ -44,6 +44,7 @@ from ._fetch import (
     Fetcher,
     FetchPolicy,
     FetchResult,
+    TransientFetchError,
     _short,
     request_remaining,
 )
@@ -477,7 +478,8 @@ class CertificateSource:
         """Put a failure in the negative cache: until when (None: not remembered)."""
         # Refusals are instant anyway; a fetch cut short by its request's budget says nothing
         # about the server (the budget may have gone to another URL of the same request).
-        if isinstance(error, BudgetExhaustedError) or error.reason is Reason.CERT_URL_REFUSED:
+        # So does a fetch refused because this process has too many in flight.
+        if isinstance(error, TransientFetchError) or error.reason is Reason.CERT_URL_REFUSED:
             return None
         until = time.time() + self.cache_config.negative_ttl
         self.memory.put_negative((self._policy_key, url), error, until)
