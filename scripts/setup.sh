@@ -37,9 +37,10 @@ if [ "$want_test" = 1 ]; then
     # secsipidx/libsecsipid1: interop and baselines; openssl: keys and `openssl speed`;
     # kamailio + modules and sipp (sip-tester): the Kamailio integration tests; python3-pip:
     # to install secsipid for the system Python that Kamailio embeds; groff-base: to render the
-    # generated man page.
+    # generated man page; redis-server: the shared certificate cache tests (the tests start
+    # their own, never a system service).
     apt_install openssl secsipidx libsecsipid1 kamailio kamailio-python3-modules \
-        kamailio-secsipid-modules sip-tester python3-pip groff-base
+        kamailio-secsipid-modules sip-tester python3-pip groff-base redis-server
 fi
 
 PYTHON=${PYTHON:-python3}

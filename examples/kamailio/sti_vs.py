@@ -27,6 +27,7 @@ def mod_init():
         libopt=[o for o in stir.define("STIR_LIBOPT").split(",") if o.strip()],
         allow_http=lab,
         allow_private=lab,
+        redis=stir.define("STIR_REDIS"),  # e.g. redis://127.0.0.1:6379/0: a cluster's cache
     )
     cert = stir.define("STIR_CERT")
     if cert:

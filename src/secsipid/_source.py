@@ -7,7 +7,9 @@
 2. a recent failure for the URL (negative cache) is answered without asking the server again;
 3. the optional directory cache (parity with secsipidx ``cache_dir``): atomic writes, safe
    with several processes, corrupt files ignored;
-4. otherwise one fetch, shared by every caller that wants the same URL meanwhile (single
+4. with a shared cache (``shared=RedisCache(...)`` or ``redis=URL``, see ``_shared``): what
+   another process or node fetched, and one fetch for the whole cluster (a Redis lock);
+5. otherwise one fetch, shared by every caller that wants the same URL meanwhile (single
    flight, for threads and for asyncio tasks).
 
 Freshness: ``Cache-Control`` ``s-maxage``/``max-age`` (``no-cache`` = 0) and ``Expires``
@@ -43,10 +45,12 @@ from ._fetch import (
     FetchPolicy,
     FetchResult,
     TransientFetchError,
+    _short,
     request_remaining,
 )
 from ._keys import Credential, load_credential
 from ._reasons import Reason
+from ._shared import RedisCache, SharedLookup, SharedUnavailableError, redis_cache
 from ._trust import TrustPolicy, TrustValidator
 
 __all__ = ["CacheConfig", "CertificateSource", "MemoryCache"]
@@ -423,6 +427,11 @@ class CertificateSource:
     (libsecsipid's default, ``CertVerify=0``) -- an explicit choice, never a silent default.
     Shortcuts (``timeout``, ``allow_http``, ``allow_private``, ``cache_dir``,
     ``cache_expire``, ``cache_naming``) override the matching fields of ``fetch``/``cache``.
+
+    ``shared``: a cache shared by the processes and nodes of a cluster (:class:`RedisCache`),
+    asked after the memory and directory caches and before the network; ``redis`` is the
+    shortcut (a URL: the process's :class:`RedisCache` for it, default settings).  Whatever
+    happens to Redis, a credential is then obtained as without it.
     """
 
     def __init__(
@@ -439,6 +448,8 @@ class CertificateSource:
         cache_naming: str | None = None,
         memory: MemoryCache | None = None,
         fetcher: Fetcher | None = None,
+        shared: RedisCache | None = None,
+        redis: str | None = None,
     ) -> None:
         if trust is UNSET:
             raise TypeError(
@@ -471,6 +482,11 @@ class CertificateSource:
         self.disk = _directory_cache(cache)
         self.trust_policy = trust
         self.trust = TrustValidator(trust, self.fetcher) if trust is not None else None
+        if redis is not None:
+            if shared is not None:
+                raise TypeError("CertificateSource: give shared= or redis=, not both")
+            shared = redis_cache(redis)
+        self.shared = shared
         self._policy_key = repr(fetch.cache_key)
         # Fetches in progress, by URL: one map for threads and for every event loop (the
         # synchronous check runs several fetches on a private loop), so however a caller waits,
@@ -518,28 +534,34 @@ class CertificateSource:
             return entry
         return None
 
-    def _store(self, url: str, result: FetchResult) -> Credential:
+    def _store(self, url: str, result: FetchResult) -> tuple[_Entry, bool]:
+        """Remember a fetched chain (memory, directory): the entry, and whether it may be
+        stored outside the process (no ``no-store``)."""
         credential, body = parse_certificate_body(result.body, url)
         now = result.fetched_at
         ttl, storable = freshness(result.headers, now, self.cache_config.default_ttl)
         ttl = max(ttl, self.cache_config.min_ttl)
         assert credential.certificate is not None
         expires = min(now + ttl, credential.certificate.not_valid_after_utc.timestamp())
-        self.memory.put((self._policy_key, url), _Entry(credential, body, expires))
+        entry = _Entry(credential, body, expires)
+        self.memory.put((self._policy_key, url), entry)
         if self.disk is not None and storable and expires > now:
             self.disk.store(url, self._policy_key, body, expires)
-        return credential
+        return entry, storable
 
-    def _failed(self, url: str, error: VerificationError, stale: _Entry | None) -> Credential:
-        now = time.time()
+    def _remember_failure(self, url: str, error: VerificationError) -> float | None:
+        """Put a failure in the negative cache: until when (None: not remembered)."""
         # Refusals are instant anyway; a fetch cut short by its request's budget says nothing
         # about the server (the budget may have gone to another URL of the same request).
-        remember = not isinstance(error, TransientFetchError)
-        if remember and error.reason is not Reason.CERT_URL_REFUSED:
-            self.memory.put_negative(
-                (self._policy_key, url), error, now + self.cache_config.negative_ttl
-            )
-        usable = self._usable_stale(stale, now)
+        # So does a fetch refused because this process has too many in flight.
+        if isinstance(error, TransientFetchError) or error.reason is Reason.CERT_URL_REFUSED:
+            return None
+        until = time.time() + self.cache_config.negative_ttl
+        self.memory.put_negative((self._policy_key, url), error, until)
+        return until
+
+    def _stale_or_raise(self, error: VerificationError, stale: _Entry | None) -> Credential:
+        usable = self._usable_stale(stale, time.time())
         if usable is not None:
             return usable.credential
         raise error
@@ -548,6 +570,184 @@ class CertificateSource:
         """How long a caller waits for another caller's fetch of the same URL: its own
         request's budget, or the fetch timeout (plus slack) outside of a request."""
         return max(request_remaining(self.fetch_policy.timeout + 5), 0.0)
+
+    # -- fetching, alone or through the shared cache ----------------------------------------
+
+    def _fetch(self, info: str, stale: _Entry | None, token: str | None = None) -> Credential:
+        """Fetch ``info`` here and remember the outcome (in Redis too when holding its fetch
+        lock ``token``)."""
+        shared = self.shared
+        try:
+            entry, storable = self._store(info, self.fetcher.get(info))
+        except VerificationError as exc:
+            until = self._remember_failure(info, exc)
+            if token is not None and shared is not None and until is not None:
+                shared.store_negative(self._policy_key, info, exc.reason, exc.message,
+                                      exc._lib_code, until, token)  # fmt: skip
+            return self._stale_or_raise(exc, stale)
+        if token is not None and shared is not None and storable:
+            until = entry.expires + self.cache_config.stale_if_error
+            shared.store(self._policy_key, info, entry.body, entry.expires, until, token)
+        return entry.credential
+
+    async def _afetch(self, info: str, stale: _Entry | None, token: str | None = None
+                      ) -> Credential:  # fmt: skip
+        """:meth:`_fetch` for asyncio."""
+        shared = self.shared
+        try:
+            entry, storable = self._store(info, await self.fetcher.aget(info))
+        except VerificationError as exc:
+            until = self._remember_failure(info, exc)
+            if token is not None and shared is not None and until is not None:
+                await shared.astore_negative(self._policy_key, info, exc.reason, exc.message,
+                                             exc._lib_code, until, token)  # fmt: skip
+            return self._stale_or_raise(exc, stale)
+        if token is not None and shared is not None and storable:
+            until = entry.expires + self.cache_config.stale_if_error
+            await shared.astore(self._policy_key, info, entry.body, entry.expires, until, token)
+        return entry.credential
+
+    def _from_shared(self, info: str, found: SharedLookup, seen: set[str],
+                     stale: _Entry | None) -> tuple[Credential | None, _Entry | None]:  # fmt: skip
+        """What Redis said, validated like a download: (credential, stale entry).  A fresh
+        entry, or one written by a fetch this caller waited for (``seen`` lock tokens), is
+        used; a negative one raises its error (or gives the stale entry when allowed)."""
+        shared = self.shared
+        assert shared is not None
+        now = time.time()
+        key = (self._policy_key, info)
+        if found.entry is not None:
+            try:
+                credential, body = parse_certificate_body(found.entry.body, info)
+            except VerificationError:
+                shared.count("refused")
+            else:
+                assert credential.certificate is not None
+                expires = min(
+                    found.entry.expires, credential.certificate.not_valid_after_utc.timestamp()
+                )
+                entry = _Entry(credential, body, expires)
+                if now < expires or found.entry.token in seen:
+                    self.memory.put(key, entry)
+                    shared.count("hits")
+                    return credential, entry
+                if stale is None or stale.expires < expires:
+                    stale = entry
+        negative = found.negative
+        if negative is not None and (now < negative.until or negative.token in seen):
+            error = VerificationError(negative.reason, negative.message, lib_code=negative.lib_code)
+            self.memory.put_negative(
+                key, error, min(negative.until, now + self.cache_config.negative_ttl)
+            )
+            shared.count("negative_hits")
+            return self._stale_or_raise(error, stale), stale
+        return None, stale
+
+    def _waited_too_long(self, info: str) -> BudgetExhaustedError:
+        return BudgetExhaustedError(
+            Reason.CERT_FETCH_TIMEOUT,
+            f"{_short(info)}: waited too long for another process's fetch in progress",
+        )
+
+    def _obtain(self, info: str, stale: _Entry | None) -> Credential:
+        """The credential at ``info`` when the local caches had nothing: from the shared
+        cache, or fetched (by this caller when it holds the cluster's fetch lock, else by the
+        holder, waited for within the request's budget); fetched here whenever Redis cannot
+        be used."""
+        shared = self.shared
+        if shared is None:
+            return self._fetch(info, stale)
+        scope = self._policy_key
+        deadline = time.monotonic() + self._wait_timeout()
+        seen: set[str] = set()
+        delay = shared.poll_interval
+        waited = False
+        try:
+            found = shared.lookup(scope, info)
+            while True:
+                credential, stale = self._from_shared(info, found, seen, stale)
+                if credential is not None:
+                    return credential
+                if not waited:
+                    shared.count("misses")
+                if not found.lock_usable:
+                    return self._fetch(info, stale)
+                if found.lock is None:
+                    token = shared.acquire(scope, info)
+                    if token is not None:
+                        try:
+                            # A fetch may have ended between the lookup and the lock.
+                            found = shared.lookup(scope, info)
+                            credential, stale = self._from_shared(info, found, seen, stale)
+                            if credential is not None:
+                                return credential
+                            shared.count("fetches")
+                            if waited:
+                                shared.count("takeovers")
+                            return self._fetch(info, stale, token)
+                        finally:
+                            shared.release(scope, info, token)
+                else:
+                    seen.add(found.lock)
+                if not waited:
+                    waited = True
+                    shared.count("lock_waits")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._waited_too_long(info)
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, shared.max_poll_interval)
+                found = shared.lookup(scope, info)
+        except SharedUnavailableError:
+            return self._fetch(info, stale)
+
+    async def _aobtain(self, info: str, stale: _Entry | None) -> Credential:
+        """:meth:`_obtain` for asyncio."""
+        shared = self.shared
+        if shared is None:
+            return await self._afetch(info, stale)
+        scope = self._policy_key
+        deadline = time.monotonic() + self._wait_timeout()
+        seen: set[str] = set()
+        delay = shared.poll_interval
+        waited = False
+        try:
+            found = await shared.alookup(scope, info)
+            while True:
+                credential, stale = self._from_shared(info, found, seen, stale)
+                if credential is not None:
+                    return credential
+                if not waited:
+                    shared.count("misses")
+                if not found.lock_usable:
+                    return await self._afetch(info, stale)
+                if found.lock is None:
+                    token = await shared.aacquire(scope, info)
+                    if token is not None:
+                        try:
+                            found = await shared.alookup(scope, info)
+                            credential, stale = self._from_shared(info, found, seen, stale)
+                            if credential is not None:
+                                return credential
+                            shared.count("fetches")
+                            if waited:
+                                shared.count("takeovers")
+                            return await self._afetch(info, stale, token)
+                        finally:
+                            shared.arelease(scope, info, token)
+                else:
+                    seen.add(found.lock)
+                if not waited:
+                    waited = True
+                    shared.count("lock_waits")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._waited_too_long(info)
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, shared.max_poll_interval)
+                found = await shared.alookup(scope, info)
+        except SharedUnavailableError:
+            return await self._afetch(info, stale)
 
     def _join(self, info: str) -> tuple[Future[Credential], bool]:
         """The fetch of ``info`` in progress, or a new one: (future, this caller leads)."""
@@ -585,11 +785,7 @@ class CertificateSource:
             except FutureCancelled:
                 continue  # the fetching caller was cancelled: fetch (or wait) again
         try:
-            try:
-                result = self.fetcher.get(info)
-                credential = self._store(info, result)
-            except VerificationError as exc:
-                credential = self._failed(info, exc, stale)
+            credential = self._obtain(info, stale)
             future.set_result(credential)
             return credential
         except BaseException as exc:
@@ -628,11 +824,7 @@ class CertificateSource:
                     raise
                 # The fetching caller was cancelled, not this one: fetch (or wait) again.
         try:
-            try:
-                result = await self.fetcher.aget(info)
-                credential = self._store(info, result)
-            except VerificationError as exc:
-                credential = self._failed(info, exc, stale)
+            credential = await self._aobtain(info, stale)
             future.set_result(credential)
             return credential
         except asyncio.CancelledError:

@@ -237,6 +237,7 @@ class _LoggingSource:
         self._fetcher = _LoggingFetcher(source.fetcher)
         source.fetcher = self._fetcher  # type: ignore[assignment]
         self.fetcher = self._fetcher
+        self.fetch_policy = source.fetch_policy  # the verifier's time budget comes from it
         self.trust = _LoggingTrust(source.trust) if source.trust is not None else None
         where = source.cache_config.cache_dir
         log.info("certificates from info; directory cache: %s", where or "none (memory only)")
@@ -384,13 +385,17 @@ def _verifier_from_args(args: argparse.Namespace) -> Verifier:
         credential_from_file(key_path)  # refuse an unusable key up front, as a usage error
         log.info("key: %s (the info URL is not fetched)", key_path)
         return Verifier(key_path, policy=policy, trust=trust)
-    source = CertificateSource(
-        trust=trust,
-        fetch=_fetch_policy_from_args(args),
-        cache_dir=args.cache_dir,
-        cache_naming=args.cache_naming,
-        cache_expire=args.cache_expire,
-    )
+    try:
+        source = CertificateSource(
+            trust=trust,
+            fetch=_fetch_policy_from_args(args),
+            cache_dir=args.cache_dir,
+            cache_naming=args.cache_naming,
+            cache_expire=args.cache_expire,
+            redis=args.redis,
+        )
+    except (ValueError, ImportError) as exc:  # --redis: not a Redis URL, or no redis client
+        raise _UsageError(f"--redis: {exc}") from exc
     if log.isEnabledFor(logging.INFO):
         logged = _LoggingSource(source)
         return Verifier(logged, policy=policy, trust=logged.trust)  # type: ignore[arg-type]
@@ -835,6 +840,9 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--pubkey", help="public key of the signer (default: fetch from info)")
     _add_fetch_options(p)
     _add_cache_options(p)
+    p.add_argument(
+        "--redis", metavar="URL", help="certificate cache shared by a cluster (redis://host/0)"
+    )
     _add_trust_options(p)
     p.add_argument(
         "--expire",

@@ -53,7 +53,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ParamSpec, TypeVar
 
 from ._errors import KeyLoadError, SecSIPIDError, VerificationError
@@ -67,6 +67,7 @@ from ._keys import (
     private_key_from_file,
 )
 from ._reasons import Reason
+from ._shared import RedisCache
 from ._signer import Signer, identity_for_json
 from ._source import CertificateSource
 from ._trust import TrustPolicy
@@ -210,7 +211,8 @@ class Settings:
     ``CertVerify`` bitmask and files); ``x5u`` from ``libopt X5u`` is the default x5u when a
     signing call passes an empty one.  ``allow_http``/``allow_private`` let the certificate
     download use ``http://`` and private/loopback addresses (labs and tests; libsecsipid has no
-    such restriction, ours refuses both by default).
+    such restriction, ours refuses both by default).  ``redis``: the URL of the cluster's
+    shared certificate cache (:class:`~secsipid.RedisCache`; empty: none).
     """
 
     expire: int = 300
@@ -226,6 +228,7 @@ class Settings:
     allow_http: bool = False
     allow_private: bool = False
     libopt: tuple[str, ...] = field(default=())
+    redis: str = ""
 
 
 def _int_setting(name: str, value: object, *, minimum: int = 0) -> int:
@@ -375,6 +378,7 @@ class _State:
                 cache_naming=s.cache_naming,
                 allow_http=s.allow_http,
                 allow_private=s.allow_private,
+                redis=s.redis or None,
             )
         return self.source
 
@@ -445,6 +449,7 @@ def mod_init(
     allow_http: bool = False,
     allow_private: bool = False,
     cache_naming: str = "secsipid",
+    redis: str = "",
 ) -> Settings:
     """Configure the module once, from the script's ``mod_init()`` (Kamailio's main process).
 
@@ -452,7 +457,10 @@ def mod_init(
     list of them (``CertVerify``, ``CertCAFile``, ``CertCAInter``, ``CertCRLFile``,
     ``CacheDirPath``, ``CacheExpires``, ``X5u``).  ``cache_naming="libsecsipid"`` reads and
     writes ``cache_dir`` with the native module's file names, so both can share one directory
-    while a cluster migrates.  Raises :class:`ConfigError` for anything
+    while a cluster migrates.  ``redis`` (``"redis://host:6379/0"``) shares downloaded
+    certificates and their fetches with the other processes and nodes using the same Redis
+    (``pip install 'secsipid[redis]'``; Redis need not be up: without it each process
+    fetches for itself).  Raises :class:`ConfigError` for anything
     unusable -- let it propagate: Kamailio then refuses to start and logs the message.
     Calling it again replaces the settings (and drops the caches built on them).
     """
@@ -467,8 +475,22 @@ def mod_init(
         allow_private=bool(allow_private),
         cache_naming=cache_naming,
     )
+    if redis:
+        new = replace(new, redis=_check_redis(redis))
     _state = _State(new)
     return new
+
+
+def _check_redis(url: object) -> str:
+    """A usable Redis URL (its syntax and the client; nothing is connected here: a Redis
+    that is down at startup is a slower cluster, not a reason to refuse to start)."""
+    if not isinstance(url, str):
+        raise ConfigError(f"redis must be a URL string, not {url!r}")
+    try:
+        RedisCache(url).close()
+    except (ImportError, ValueError) as exc:
+        raise ConfigError(f"redis {url!r}: {exc}") from None
+    return url
 
 
 def child_init(rank: int) -> int:

@@ -531,3 +531,47 @@ def test_starts_with_another_python3_first_on_path(
     procs.append(kam.start())
     assert kam.alive()
     assert "undefined symbol" not in kam.log()
+
+
+# -- a cluster: the certificate cache shared through Redis (issue 11) --------------------------
+
+
+def test_two_verifiers_share_one_fetch_through_redis(
+    kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
+) -> None:
+    """Two STI-VS Kamailio instances (2 workers each) with mod_init(redis=...) on one real
+    redis-server: calls through both download the certificate once in all, where each
+    worker of each instance would download it once without Redis."""
+    from rediskit import RedisServer
+
+    redis = RedisServer(tmp_path / "redis")
+    try:
+        with kh.CertServer({"/sti.pem": pki.cert_pem}) as server:
+            for n in range(2):
+                uas_port = kh.free_port()
+                vs = _vs(tmp_path / f"vs{n}", uas_port, "", STIR_LAB=1, STIR_REDIS=redis.url)
+                native_as = _native(
+                    tmp_path / f"as{n}", "native-as", "as", vs.port,
+                    STIR_KEY=str(pki.key), STIR_X5U=server.url("/sti.pem"),
+                )  # fmt: skip
+                _chain(tmp_path / f"run{n}", procs, native_as, vs, uas_port, 20)
+            assert server.hits == ["/sti.pem"], server.hits
+    finally:
+        redis.stop()
+
+
+def test_verifier_with_redis_down_still_verifies(
+    kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
+) -> None:
+    """mod_init(redis=...) naming a Redis that is not running: Kamailio starts, and every
+    call verifies (each worker downloads for itself)."""
+    with kh.CertServer({"/sti.pem": pki.cert_pem}) as server:
+        uas_port = kh.free_port()
+        dead = f"redis://127.0.0.1:{kh.free_port()}/0"
+        vs = _vs(tmp_path, uas_port, "", STIR_LAB=1, STIR_REDIS=dead)
+        native_as = _native(
+            tmp_path, "native-as", "as", vs.port,
+            STIR_KEY=str(pki.key), STIR_X5U=server.url("/sti.pem"),
+        )  # fmt: skip
+        _chain(tmp_path, procs, native_as, vs, uas_port, 10)
+        assert 1 <= len(server.hits) <= vs.children, server.hits

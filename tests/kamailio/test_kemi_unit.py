@@ -457,12 +457,25 @@ def test_mod_init_maps_libopt(tmp_path: Path, pki: Pki) -> None:
         ({"timeout": 0}, "timeout must be between"),
         ({"timeout": "soon"}, "timeout must be a number"),
         ({"cache_naming": "native"}, "cache_naming must be 'secsipid' or 'libsecsipid'"),
+        ({"redis": "http://127.0.0.1:6379/"}, "redis 'http://127.0.0.1:6379/'"),
+        ({"redis": 6379}, "redis must be a URL"),
     ],
 )
 def test_mod_init_refuses_bad_settings(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(sk.ConfigError, match=message):
         sk.mod_init(**kwargs)
     sk.mod_init()
+
+
+def test_mod_init_redis_gives_the_certificate_source_a_shared_cache() -> None:
+    """mod_init(redis=URL) is checked (not connected: Redis may be down at start) and the
+    workers' certificate source uses the process's RedisCache for that URL."""
+    url = "redis://127.0.0.1:1/0"
+    assert sk.mod_init(redis=url).redis == url
+    source = sk._st().info_source()
+    assert source.shared is not None and source.shared.url == url
+    sk.mod_init()
+    assert sk._st().info_source().shared is None
 
 
 def test_preload_refuses_bad_keys(tmp_path: Path, pki: Pki) -> None:
