@@ -599,19 +599,13 @@ class Verifier:
         """Trust in the credential, then the signature."""
         trust = self.trust
         if trust is not None:
+            iat, orig_tn = decoded.claims["iat"], _orig_tn(decoded)
             try:
                 if trust.is_cached(credential, now):
-                    trust.check(
-                        credential, iat=decoded.claims["iat"], now=now, orig_tn=_orig_tn(decoded)
-                    )
+                    trust.check(credential, iat=iat, now=now, orig_tn=orig_tn)
                 else:  # building the chain may fetch CRLs: within the request's budget
                     with request_deadline(deadline):
-                        trust.check(
-                            credential,
-                            iat=decoded.claims["iat"],
-                            now=now,
-                            orig_tn=_orig_tn(decoded),
-                        )
+                        trust.check(credential, iat=iat, now=now, orig_tn=orig_tn)
             except VerificationError as exc:
                 exc.header, exc.claims = decoded.header, decoded.claims
                 raise
