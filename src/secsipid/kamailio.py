@@ -64,9 +64,11 @@ from ._keys import (
     load_private_key,
     private_key_from_file,
 )
+from ._passport import decode_token
 from ._reasons import Reason
 from ._signer import Signer, identity_for_json
 from ._source import CertificateSource
+from ._tn import canonical_tn
 from ._trust import TrustPolicy
 from ._verifier import Verdict, Verifier, VerifyPolicy
 
@@ -86,6 +88,7 @@ __all__ = [
     "preload_signing_key",
     "reason_header",
     "reply",
+    "secsipid_add_div_identity",
     "secsipid_add_identity",
     "secsipid_add_identity_prvkey",
     "secsipid_add_verstat",
@@ -819,6 +822,64 @@ def secsipid_add_identity(
     except Exception as exc:  # noqa: BLE001 - a worker must survive anything
         _log_err(f"secsipid_add_identity: {type(exc).__name__}: {exc}")
         return -1
+
+
+@_guard(-1)
+def secsipid_add_div_identity(dest_tn: str, x5u: str, key_path: str, div_tn: str = "$oU") -> int:
+    """On retargeting (call forwarding): append a ``div`` Identity header (RFC 8946) beside
+    the request's Identity header(s), never replacing them.
+
+    ``dest_tn`` is the new target (e.g. ``"$rU"`` after rewriting the Request-URI),
+    ``div_tn`` the number the call is diverted from (default ``"$oU"``, the user of the
+    original Request-URI).  For every Identity value of the request whose ``dest`` is
+    ``div_tn`` (a SHAKEN PASSporT, or the ``div`` of an earlier forwarding) one ``div``
+    PASSporT is signed per distinct caller, copying ``orig`` and ``iat`` (RFC 8946 §3, §4.1),
+    with the key at ``key_path`` (it needs authority over ``div_tn``).  Verify the request
+    first (``secsipid_check_identity``): the originals are copied, not checked, here.
+
+    Returns 1 when at least one header was added; -1 when the request has no Identity
+    header with that ``dest`` (RFC 8946 §4.1: no div without an original), the numbers do not
+    change, or the key cannot be used (logged at error).
+    """
+    dest, url, key, div = (expand(v) for v in (dest_tn, x5u, key_path, div_tn))
+    values = split_comma_values(_request_identities()) if _request_identities() else []
+    want = canonical_tn(div)
+    if not want:
+        _log_err(f"secsipid_add_div_identity: div_tn {div!r} holds no number")
+        return -1
+    signer = _st().signer_for_path(key)
+    added: list[str] = []
+    callers: set[str] = set()
+    for value in (v.strip() for v in values):
+        token = value.split(";", 1)[0].strip()
+        try:
+            claims = decode_token(token).claims
+        except SecSIPIDError:
+            continue
+        dest_claim, orig = claims.get("dest"), claims.get("orig")
+        if not isinstance(dest_claim, dict) or not isinstance(orig, dict):
+            continue
+        tns = dest_claim.get("tn", ())
+        if not isinstance(tns, list) or want not in [
+            canonical_tn(t) for t in tns if isinstance(t, str)
+        ]:
+            continue
+        caller = json.dumps(orig, sort_keys=True)
+        if caller in callers:
+            continue  # RFC 8946 §4.1: one div per distinct original
+        try:
+            added.append(signer.div_for(value, dest, div_tn=want, x5u=_x5u(url)))
+        except SecSIPIDError as exc:
+            _log_err(f"cannot sign div ({exc.code}): {exc.message}")
+            return -1
+        callers.add(caller)
+    if not added:
+        _log_err(f"secsipid_add_div_identity: no Identity header with dest {want}")
+        return -1
+    for value in added:
+        if _append_identity(value) < 0:
+            return -1
+    return 1
 
 
 @_guard(-1)
