@@ -76,6 +76,7 @@ __all__ = [
     "LIBOPT_NAMES",
     "ConfigError",
     "Settings",
+    "add_call_info",
     "add_verstat",
     "check_request",
     "child_init",
@@ -704,6 +705,7 @@ def verdict_fields(verdict: Verdict) -> dict[str, str | int]:
     dest = claims.get("dest") if isinstance(claims.get("dest"), dict) else {}
     assert isinstance(orig, dict) and isinstance(dest, dict)
     dests = [str(d) for d in (dest.get("tn") or [])] + [str(d) for d in (dest.get("uri") or [])]
+    rcd = verdict.rcd
     return {
         "ok": 1 if verdict.ok else 0,
         "ret": _code(verdict),
@@ -723,6 +725,10 @@ def verdict_fields(verdict: Verdict) -> dict[str, str | int]:
         "spc": verdict.spc or "",
         "header": json.dumps(verdict.header, separators=(",", ":")),
         "claims": json.dumps(verdict.claims, separators=(",", ":")),
+        "diverted": 1 if verdict.diverted else 0,
+        "chain": json.dumps([hop.to_dict() for hop in verdict.chain], separators=(",", ":")),
+        "rcd_nam": rcd.nam if rcd is not None else "",
+        "call_info": ", ".join(rcd.call_info()) if rcd is not None else "",
     }
 
 
@@ -739,18 +745,25 @@ def _store_xavp(name: str, fields: dict[str, str | int]) -> None:
 
 
 @_guard(-1)
-def secsipid_verdict(key_path: str = "", xavp: str = "secsipid") -> int:
+def secsipid_verdict(key_path: str = "", xavp: str = "secsipid", dest_tn: str = "") -> int:
     """:func:`secsipid_check_identity` that also stores the whole verdict in ``$xavp(xavp)``.
+
+    ``dest_tn`` (e.g. ``"$rU"``), when given, is the call target the PASSporT's ``dest`` --
+    or the outermost ``dest`` of a chain of div PASSporTs (RFC 8946 §4.2 step 1) -- must
+    match; a forwarded call is valid only through its chain then.
 
     Fields: ``ok`` (1/0), ``ret`` (the return code), ``reason`` (stable reason code),
     ``code``/``text`` (the SIP status and phrase to reject with; 0/"" when valid), ``verstat``,
     ``message``, ``index``, ``attest``, ``orig``, ``dest`` (comma-separated), ``origid``,
     ``iat``, ``x5u``, ``ppt``, ``spc`` (from the certificate's TNAuthList, when verified with
-    a certificate), ``header`` and ``claims`` (JSON).  Read them as
-    ``$xavp(secsipid=>reason)``; each call adds a new item on top (``[0]`` is the latest).
+    a certificate), ``header`` and ``claims`` (JSON), ``diverted`` (1 when valid through a div
+    chain), ``chain`` (JSON), ``rcd_nam`` and ``call_info`` (the verified Rich Call Data).
+    Read them as ``$xavp(secsipid=>reason)``; each call adds a new item on top (``[0]`` is
+    the latest).
     """
     state = _st()
-    verdict = state.verifier(expand(key_path)).check(_request_identities())
+    target = expand(dest_tn) if dest_tn else ""
+    verdict = state.verifier(expand(key_path)).check(_request_identities(), dest_tn=target or None)
     code = _checked(verdict)
     _store_xavp(expand(xavp), verdict_fields(verdict))
     return code
@@ -822,6 +835,24 @@ def secsipid_add_identity(
     except Exception as exc:  # noqa: BLE001 - a worker must survive anything
         _log_err(f"secsipid_add_identity: {type(exc).__name__}: {exc}")
         return -1
+
+
+@_guard(-1)
+def add_call_info(verdict: Verdict | None = None) -> int:
+    """Append ``Call-Info`` header(s) (RFC 9796) for the verified Rich Call Data of
+    ``verdict`` (default: the last one): the icon and the jCard URL with their integrity
+    digests and the call reason.  Returns the number of values added, -1 when the verdict
+    has no verified RCD with a URL to put there."""
+    verdict = verdict if verdict is not None else _st().last
+    rcd = verdict.rcd if verdict is not None else None
+    values = rcd.call_info() if rcd is not None else []
+    if not values:
+        return -1
+    hdr = _ksr().hdr
+    for value in values:
+        if hdr.append("Call-Info: " + value + "\r\n") < 0:
+            return -1
+    return len(values)
 
 
 @_guard(-1)
