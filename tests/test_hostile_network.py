@@ -290,6 +290,32 @@ def test_cancelled_fetcher_does_not_strand_its_waiters(
     assert server.hits()["/slow.pem"] == 2
 
 
+def test_single_flight_across_threads_and_private_loops(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """20 threads check requests with two cold URLs each (fetched on each call's private
+    event loop) while asyncio tasks want the same URLs: one request per URL in all."""
+    server = serve({"/a.pem": {"delay": 0.3, **chain(pki)}, "/b.pem": {"delay": 0.3, **chain(pki)}})
+    values = [sign(pki, server.url("/a.pem")), sign(pki, server.url("/b.pem"))]
+    verifier = Verifier(source_for(tls, pki, timeout=3.0))
+    verdicts: list[Any] = []
+
+    def sync_caller() -> None:
+        verdicts.append(verifier.check(list(reversed(values)) if len(verdicts) % 2 else values))
+
+    async def async_callers() -> list[Any]:
+        return list(await asyncio.gather(*(verifier.acheck(values) for _ in range(10))))
+
+    threads = [threading.Thread(target=sync_caller) for _ in range(20)]
+    for t in threads:
+        t.start()
+    verdicts += asyncio.run(async_callers())
+    for t in threads:
+        t.join()
+    assert len(verdicts) == 30 and all(v.ok for v in verdicts)
+    assert server.hits() == {"/a.pem": 1, "/b.pem": 1}
+
+
 # -- item 2: a slow name server delays only the fetches that need it --------------------------
 
 

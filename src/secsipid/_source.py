@@ -29,6 +29,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from concurrent.futures import CancelledError as FutureCancelled
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
@@ -389,8 +390,10 @@ class CertificateSource:
         self.trust_policy = trust
         self.trust = TrustValidator(trust, self.fetcher) if trust is not None else None
         self._policy_key = repr(fetch.cache_key)
+        # Fetches in progress, by URL: one map for threads and for every event loop (the
+        # synchronous check runs several fetches on a private loop), so however a caller waits,
+        # one request goes out per URL.
         self._inflight: dict[str, Future[Credential]] = {}
-        self._ainflight: dict[tuple[int, str], asyncio.Future[Credential]] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -464,6 +467,20 @@ class CertificateSource:
         request's budget, or the fetch timeout (plus slack) outside of a request."""
         return max(request_remaining(self.fetch_policy.timeout + 5), 0.0)
 
+    def _join(self, info: str) -> tuple[Future[Credential], bool]:
+        """The fetch of ``info`` in progress, or a new one: (future, this caller leads)."""
+        with self._lock:
+            future = self._inflight.get(info)
+            if future is not None and not future.done():
+                return future, False
+            future = self._inflight[info] = Future()
+            return future, True
+
+    def _leave(self, info: str, future: Future[Credential]) -> None:
+        with self._lock:
+            if self._inflight.get(info) is future:
+                del self._inflight[info]
+
     # -- sync --------------------------------------------------------------------------------
 
     def credential_for(self, info: str) -> Credential:
@@ -471,12 +488,10 @@ class CertificateSource:
         credential, stale = self._lookup(info, time.time())
         if credential is not None:
             return credential
-        with self._lock:
-            future = self._inflight.get(info)
-            leader = future is None
-            if future is None:
-                future = self._inflight[info] = Future()
-        if not leader:
+        while True:
+            future, leader = self._join(info)
+            if leader:
+                break
             try:
                 return future.result(timeout=self._wait_timeout())
             except VerificationError as exc:
@@ -485,6 +500,8 @@ class CertificateSource:
                 raise BudgetExhaustedError(
                     Reason.CERT_FETCH_TIMEOUT, f"{info}: waited too long for a fetch in progress"
                 ) from None
+            except FutureCancelled:
+                continue  # the fetching caller was cancelled: fetch (or wait) again
         try:
             try:
                 result = self.fetcher.get(info)
@@ -494,11 +511,11 @@ class CertificateSource:
             future.set_result(credential)
             return credential
         except BaseException as exc:
-            future.set_exception(exc)
+            if not future.done():
+                future.set_exception(exc)
             raise
         finally:
-            with self._lock:
-                self._inflight.pop(info, None)
+            self._leave(info, future)
 
     # -- async -------------------------------------------------------------------------------
 
@@ -509,12 +526,14 @@ class CertificateSource:
         credential, stale = self._lookup(info, time.time())
         if credential is not None:
             return credential
-        loop = asyncio.get_running_loop()
-        key = (id(loop), info)
-        while (future := self._ainflight.get(key)) is not None:
+        while True:
+            future, leader = self._join(info)
+            if leader:
+                break
             try:
                 async with asyncio.timeout(self._wait_timeout()):
-                    return await asyncio.shield(future)
+                    # shield: a waiter that is cancelled must not cancel the shared fetch
+                    return await asyncio.shield(asyncio.wrap_future(future))
             except VerificationError as exc:
                 raise _copy(exc) from None
             except TimeoutError:
@@ -526,7 +545,6 @@ class CertificateSource:
                 if not future.cancelled() or (task is not None and task.cancelling()):
                     raise
                 # The fetching caller was cancelled, not this one: fetch (or wait) again.
-        future = self._ainflight[key] = loop.create_future()
         try:
             try:
                 result = await self.fetcher.aget(info)
@@ -539,9 +557,8 @@ class CertificateSource:
             future.cancel()
             raise
         except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: no "never retrieved" warning without waiters
+            if not future.done():
+                future.set_exception(exc)
             raise
         finally:
-            if self._ainflight.get(key) is future:
-                del self._ainflight[key]
+            self._leave(info, future)
