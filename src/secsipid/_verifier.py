@@ -628,6 +628,8 @@ class Verifier:
                 Reason.PPT_MISMATCH,
                 f"PASSporT ppt {header.get('ppt')!r} is not {kind}"
                 f" (Identity ppt parameter {hdr.ppt!r})",
+                # libsecsipid refuses any ppt parameter but shaken (-303) before the header
+                lib_code=None if kind == "shaken" else -303,
             )
         x5u = header.get("x5u")
         if x5u is None:
@@ -872,20 +874,24 @@ class Verifier:
         deadline = time.monotonic() + self._budget()
         outcome = _Outcome(self.policy, identity, orig_tn, dest_tn)
         now = time.time() if now is None else now
-        if _extended(outcome.values):
-            return self._rcd_checked(self._check_all(outcome, now, deadline), deadline)
         waiting: list[_Waiting] = []
         for index, value in outcome.values:
             try:
-                hdr, decoded = self._examine(value, outcome.expected, now)
+                hdr, decoded = self._examine(value, outcome.expected, now, _EXTENDED)
+                if decoded.header["ppt"] != "shaken":  # div or rcd: every value is needed
+                    return self._rcd_checked(self._check_all(outcome, now, deadline), deadline)
                 credential = self._at_hand(hdr.info or "", deadline)
                 if credential is None:
                     waiting.append(_Waiting(index, hdr, decoded))
                     continue
                 passport = self._accept(hdr, decoded, credential, now, deadline)
             except Exception as exc:  # noqa: BLE001 - _Outcome separates bugs from failures
+                if _names_extension(exc):
+                    return self._rcd_checked(self._check_all(outcome, now, deadline), deadline)
                 outcome.fail(index, exc)
                 continue
+            if index + 1 < len(outcome.values) and _extended(outcome.values[index + 1 :]):
+                return self._rcd_checked(self._check_all(outcome, now, deadline), deadline)
             return self._rcd_checked(outcome.success(index, passport), deadline)
         if waiting:
             with request_deadline(deadline):
@@ -930,13 +936,13 @@ class Verifier:
         deadline = time.monotonic() + self._budget()
         outcome = _Outcome(self.policy, identity, orig_tn, dest_tn)
         now = time.time() if now is None else now
-        if _extended(outcome.values):
-            verdict = await self._acheck_all(outcome, now, deadline)
-            return await self._arcd_checked(verdict, deadline)
         waiting: list[_Waiting] = []
         for index, value in outcome.values:
             try:
-                hdr, decoded = self._examine(value, outcome.expected, now)
+                hdr, decoded = self._examine(value, outcome.expected, now, _EXTENDED)
+                if decoded.header["ppt"] != "shaken":  # div or rcd: every value is needed
+                    verdict = await self._acheck_all(outcome, now, deadline)
+                    return await self._arcd_checked(verdict, deadline)
                 if self._local or self._peek is not None:
                     credential = self._at_hand(hdr.info or "", deadline)
                 else:
@@ -946,8 +952,14 @@ class Verifier:
                     continue
                 passport = await self._aaccept(hdr, decoded, credential, now, deadline)
             except Exception as exc:  # noqa: BLE001 - _Outcome separates bugs from failures
+                if _names_extension(exc):
+                    verdict = await self._acheck_all(outcome, now, deadline)
+                    return await self._arcd_checked(verdict, deadline)
                 outcome.fail(index, exc)
                 continue
+            if index + 1 < len(outcome.values) and _extended(outcome.values[index + 1 :]):
+                verdict = await self._acheck_all(outcome, now, deadline)
+                return await self._arcd_checked(verdict, deadline)
             return await self._arcd_checked(outcome.success(index, passport), deadline)
         if waiting:
             with request_deadline(deadline):
@@ -1024,7 +1036,10 @@ class Verifier:
     def _examine_all(self, outcome: _Outcome, now: float) -> tuple[list[_Waiting], list[Hop]]:
         """Step one of the extended path: every value examined (no dest check: a chain is
         judged on its outermost dest); the failures recorded, and kept as chain hops when
-        their claims could be read."""
+        their claims were valid.  Starts afresh: what the single-value path recorded before
+        it met a div or rcd PASSporT is examined again."""
+        outcome.errors.clear()
+        outcome.failures.clear()
         expected = outcome.expected
         plain = None if expected is None else expected.without_dest()
         examined: list[_Waiting] = []
@@ -1305,10 +1320,20 @@ def _extended(values: list[tuple[int, str]]) -> bool:
     return False
 
 
+def _names_extension(exc: BaseException) -> bool:
+    """Whether a value that failed its checks is a div or rcd PASSporT (by its header)."""
+    return isinstance(exc, VerificationError) and exc.header.get("ppt") in _EXTENDED
+
+
+# Failures of a value whose header and claims were fine: it can still be placed in a chain
+# (and reported there); a value with a bad header or bad claims cannot be linked reliably.
+_HOP_FAILURES = frozenset({Reason.STALE, Reason.IAT_IN_FUTURE, Reason.ORIG_MISMATCH})
+
+
 def _failed_hop(index: int, value: str, error: VerificationError) -> Hop | None:
-    """A value that failed its own checks, as a chain hop when its claims were read."""
+    """A value that failed its own checks, as a chain hop when its claims were valid."""
     claims = error.claims
-    if not claims or not isinstance(claims.get("orig"), dict):
+    if error.reason not in _HOP_FAILURES or not isinstance(claims.get("orig"), dict):
         return None
     ppt = error.header.get("ppt")
     if ppt not in ("shaken", "div"):
