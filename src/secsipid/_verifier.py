@@ -640,8 +640,9 @@ class Verifier:
             )
         if kind == "shaken":
             check_shaken_claims(claims)
-            if "rcd" in claims or "rcdi" in claims or "crn" in claims:
-                check_rcd_claims(claims)  # RFC 9795 claims in a SHAKEN PASSporT
+            # RFC 9795 claims in a SHAKEN PASSporT (which has five claims without them)
+            if len(claims) != 5 and ("rcd" in claims or "rcdi" in claims or "crn" in claims):
+                check_rcd_claims(claims)
         elif kind == "div":
             check_div_claims(claims)  # RFC 8946 §3
         else:
@@ -892,7 +893,8 @@ class Verifier:
                 continue
             if index + 1 < len(outcome.values) and _extended(outcome.values[index + 1 :]):
                 return self._rcd_checked(self._check_all(outcome, now, deadline), deadline)
-            return self._rcd_checked(outcome.success(index, passport), deadline)
+            verdict = outcome.success(index, passport)
+            return self._rcd_checked(verdict, deadline) if self.policy.fetch_rcd else verdict
         if waiting:
             with request_deadline(deadline):
                 found = self._fetch_and_check(waiting, outcome, now, deadline)
