@@ -155,3 +155,24 @@ def test_sign_refusals_are_one_line_errors(
     status, out, err = run_cli(capsys, "sign", "--key", str(key_files.key_pem), "--x5u", X5U, *args)
     assert status == 2 and out == ""
     assert fragment in err and "Traceback" not in err
+
+
+def test_check_fetch_rcd_goes_through_the_fetch_policy(
+    capsys: pytest.CaptureFixture[str], key_files: KeyFiles
+) -> None:
+    """--fetch-rcd fetches the RCD URLs rcdi covers under the default fetch policy: a
+    loopback URL is refused, the call stays valid and the RCD is withheld with the reason."""
+    url = "https://127.0.0.1:9/icon.png"
+    icon = key_files.dir / "icon.bin"
+    icon.write_bytes(b"x")
+    value = _sign(
+        capsys, key_files, "--orig-tn", CALLER, "--dest-tn", FIRST, "--attest", "A",
+        "--rcd-nam", "Example Bank", "--rcd-icn", url, "--rcd-content", f"{url}={icon}",
+    )  # fmt: skip
+    args = ("check", value, "--pubkey", str(key_files.pub_pem), "--now", str(NOW))
+    status, out, _ = run_cli(capsys, *args)
+    assert status == 0 and "rcd: nam 'Example Bank'" in out and "rcd failure" not in out
+    status, out, _ = run_cli(capsys, *args, "--fetch-rcd", "--json")
+    data = json.loads(out)
+    assert status == 0 and data["valid"] is True and data["rcd"] is None
+    assert data["rcd_failure"]["reason"] == "rcd-fetch-failed"

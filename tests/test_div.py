@@ -19,16 +19,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import NOW, assert_verdict
+from helpers import NOW, KeyFiles, assert_verdict
 from secsipid import (
     Credential,
     Reason,
+    RichCallData,
     Signer,
     SigningError,
     TrustPolicy,
     VerificationError,
     Verifier,
     b64url_decode,
+    check_identity,
     decode_token,
     load_private_key,
 )
@@ -588,3 +590,55 @@ def test_div_claims_checker_only_raises_verification_errors(claims: dict[str, ob
         check_div_claims(claims)
     except VerificationError as exc:
         assert exc.reason in (Reason.MISSING_CLAIM, Reason.INVALID_CLAIM)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_any_order_of_a_mixed_request(rng: random.Random) -> None:
+    """A chain, an rcd PASSporT of the caller and a forged SHAKEN value, in any order, sync
+    and async: the same verdict (the single-value path hands such a request over, whatever
+    comes first)."""
+    carriers = (
+        [
+            Carrier(f"m{n}", ec.generate_private_key(ec.SECP256R1()), f"https://m{n}.example/a.pem")
+            for n in range(3)
+        ]
+        if not _MIXED
+        else _MIXED[0]
+    )
+    if not _MIXED:
+        _MIXED.append(carriers)
+    verifier = Verifier(KeySource(carriers))
+    values = chain(carriers, 2)
+    rcd = carriers[2].signer.rcd_identity(CALLER, number(2), RichCallData(nam="Bank"), iat=NOW)
+    forged = Signer(carriers[1].key, carriers[0].x5u).identity(CALLER, number(2), "A", iat=NOW)
+    request = [*values, rcd, forged]
+    rng.shuffle(request)
+    verdict = verifier.check(request, orig_tn=CALLER, dest_tn=number(2), now=NOW)
+    assert verdict.ok and verdict.diverted, (verdict.reason, verdict.message)
+    assert verdict.index == request.index(values[0])
+    assert verdict.rcd is not None and verdict.rcd.nam == "Bank"
+    assert [f.reason for f in verdict.failures] == [Reason.BAD_SIGNATURE]
+    again = asyncio.run(verifier.acheck(request, orig_tn=CALLER, dest_tn=number(2), now=NOW))
+    assert (again.ok, again.index, again.diverted, again.failures) == (
+        verdict.ok,
+        verdict.index,
+        verdict.diverted,
+        verdict.failures,
+    )
+
+
+_MIXED: list[list[Carrier]] = []
+
+
+def test_check_identity_verifies_a_chain(key_files: KeyFiles) -> None:
+    """The seed function takes the request's values and the call target."""
+    signer = Signer.from_file(key_files.key_pem, "https://a.example/c.pem")
+    values = [
+        signer.identity(CALLER, FIRST, "A", iat=NOW),
+        signer.div_identity(CALLER, number(1), FIRST, iat=NOW),
+    ]
+    verdict = check_identity(values, key_files.cert_pem, dest_tn=number(1), now=NOW)
+    assert verdict.ok and verdict.diverted
+    verdict = check_identity(values[1:], key_files.cert_pem, dest_tn=number(1), now=NOW)
+    assert_verdict(verdict, Reason.DIV_WITHOUT_SHAKEN)
