@@ -7,6 +7,7 @@ small credential source maps each URL to its key.  Times are fixed (``NOW``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import random
@@ -592,22 +593,21 @@ def test_div_claims_checker_only_raises_verification_errors(claims: dict[str, ob
         assert exc.reason in (Reason.MISSING_CLAIM, Reason.INVALID_CLAIM)
 
 
+@functools.cache
+def _mixed_carriers() -> list[Carrier]:
+    return [
+        Carrier(f"m{n}", ec.generate_private_key(ec.SECP256R1()), f"https://m{n}.example/a.pem")
+        for n in range(3)
+    ]
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.randoms(use_true_random=False))
 def test_any_order_of_a_mixed_request(rng: random.Random) -> None:
     """A chain, an rcd PASSporT of the caller and a forged SHAKEN value, in any order, sync
     and async: the same verdict (the single-value path hands such a request over, whatever
     comes first)."""
-    carriers = (
-        [
-            Carrier(f"m{n}", ec.generate_private_key(ec.SECP256R1()), f"https://m{n}.example/a.pem")
-            for n in range(3)
-        ]
-        if not _MIXED
-        else _MIXED[0]
-    )
-    if not _MIXED:
-        _MIXED.append(carriers)
+    carriers = _mixed_carriers()
     verifier = Verifier(KeySource(carriers))
     values = chain(carriers, 2)
     rcd = carriers[2].signer.rcd_identity(CALLER, number(2), RichCallData(nam="Bank"), iat=NOW)
@@ -626,9 +626,6 @@ def test_any_order_of_a_mixed_request(rng: random.Random) -> None:
         verdict.diverted,
         verdict.failures,
     )
-
-
-_MIXED: list[list[Carrier]] = []
 
 
 def test_check_identity_verifies_a_chain(key_files: KeyFiles) -> None:
