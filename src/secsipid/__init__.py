@@ -27,6 +27,7 @@ from ._keys import (
 from ._passport import DecodedPassport, decode_token
 from ._rcd import RichCallData, rcd_digest
 from ._reasons import Reason
+from ._shared import RedisCache
 from ._signer import Signer, new_origid
 from ._source import CacheConfig, CertificateSource, MemoryCache, shared_memory_cache
 from ._tn import canonical_tn, canonical_uri
@@ -61,6 +62,7 @@ __all__ = [
     "KeyLoadError",
     "MemoryCache",
     "Reason",
+    "RedisCache",
     "RichCallData",
     "SecSIPIDError",
     "Signer",
