@@ -3,12 +3,19 @@
 Same machine, same load generator (Debian ``wrk``, a Lua script for each POST body,
 ``-t1 -c32``), same run, interleaved round by round:
 
-* ``floor``: the same Granian settings serving a constant body from a plain ASGI app (the HTTP
-  cost alone: what no endpoint of ours can beat);
+* ``floor``: the same Granian settings serving a constant body from a plain RSGI app (the
+  interface ``secsipid serve`` uses) and from a plain ASGI app: the HTTP cost alone, what no
+  endpoint of ours can beat;
 * ``/v1/sign-csv`` and ``/v1/check`` (certificate file on both sides), ours and secsipidx;
 * ``/stir/v1/signing`` and ``/stir/v1/verification`` (ours only: secsipidx has no ATIS API);
 * the core's sign and verify rate in this process (one core), and the ceiling they leave:
   one request costs the floor's time plus the core operation, spread over the workers.
+
+Besides requests per second and p99, each run reports the servers' CPU time per request (user +
+system time of the server's processes, read from ``/proc`` before and after, divided by the
+requests answered): on a machine that other jobs share, requests per second move with their
+load, CPU time per request much less.  Every target is checked to give the expected answer
+(200, and ``TN-Validation-Passed`` for the ATIS verification) before the runs.
 
 ``--soak MINUTES`` then runs ``/v1/check`` at about half the measured rate for that long
 (the issue asks 10 minutes) and prints the errors and the servers' RSS at start and end.
@@ -18,6 +25,11 @@ Run from the repository root (``apt-get install wrk secsipidx`` first)::
     .venv/bin/python bench/bench_service.py                # 3 rounds of 10 s per target
     .venv/bin/python bench/bench_service.py --quick        # 1 round of 3 s
     .venv/bin/python bench/bench_service.py --soak 10      # plus the 10-minute soak
+    .venv/bin/python bench/bench_service.py --base-src /tmp/base/src   # A/B: + another tree
+
+``--base-src DIR`` also runs ``secsipid serve`` from another source tree (e.g. ``git archive
+main src | tar -x -C /tmp/base``) on ``/v1/sign-csv`` and ``/v1/check``, interleaved with the
+rest: a before/after in one run.
 
 It reports medians over the rounds (min-max in brackets) and exits 0 whatever the figures
 are; a non-zero exit means a run failed (a server did not start, wrk reported errors).
@@ -37,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,6 +65,12 @@ X5U = "https://cert.example.org/sti.pem"
 FLOOR_APP = """
 BODY = b"OK\\n"
 HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
+RSGI_HEADERS = [("content-type", "text/plain; charset=utf-8")]
+class RSGIApp:
+    async def __rsgi__(self, scope, proto):
+        await proto()
+        proto.response_bytes(200, RSGI_HEADERS, BODY)
+rsgi_app = RSGIApp()
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         while True:
@@ -90,9 +109,15 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> 
 
 
 @contextmanager
-def process(args: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    args: list[str], port: int, log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes] | None]:
+    """Run a server until the block ends (nothing when ``args`` is empty)."""
+    if not args:
+        yield None
+        return
     with open(log, "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
             wait_port(port, proc)
             time.sleep(0.5)  # every worker up
@@ -120,12 +145,39 @@ class Run:
     rps: float
     p99_ms: float
     errors: int
+    cpu_us: float = float("nan")  # server CPU time per request
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def wrk(url: str, script: Path, duration: float, connections: int = 32) -> Run:
+def process_tree(pid: int) -> list[int]:
+    """A process and its descendants (the server's workers)."""
+    found = [pid]
+    children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                              text=True).stdout.split()  # fmt: skip
+    for child in children:
+        found += process_tree(int(child))
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes (all their threads), from /proc."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(
+    url: str, script: Path, duration: float, connections: int = 32, server: int | None = None
+) -> Run:
+    pids = process_tree(server) if server is not None else []
+    cpu_before = cpu_seconds(pids)
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", str(script),
          url],
@@ -140,7 +192,22 @@ def wrk(url: str, script: Path, duration: float, connections: int = 32) -> Run:
         found = re.search(pattern, out)
         if found:
             errors += sum(int(g) for g in found.groups())
-    return Run(rps, p99, errors)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    cpu_us = (cpu_seconds(pids) - cpu_before) / requests * 1e6 if pids and requests else nan
+    return Run(rps, p99, errors, cpu_us)
+
+
+nan = float("nan")
+
+
+def preflight(url: str, body: str, headers: dict[str, str], expect: bytes) -> None:
+    """One request: the target must answer 200 with ``expect`` in the body (so that a run
+    never measures an error path by mistake)."""
+    req = urllib.request.Request(url, body.encode(), headers, method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        answer = resp.read()
+    if expect not in answer:
+        raise SystemExit(f"{url}: unexpected answer {answer[:200]!r}")
 
 
 @dataclass
@@ -154,7 +221,7 @@ class Series:
         values = [getattr(r, attr) for r in self.runs]
         return (
             f"[{min(values):,.0f}-{max(values):,.0f}]"
-            if attr == "rps"
+            if attr in ("rps", "cpu_us")
             else (f"[{min(values):.1f}-{max(values):.1f}]")
         )
 
@@ -207,6 +274,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--soak", type=float, default=0.0, metavar="MINUTES")
     parser.add_argument("--json", help="also write the raw figures to this file")
+    parser.add_argument("--base-src", metavar="DIR", help="also serve from this src tree (A/B)")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.duration = 1, 3.0
@@ -221,62 +289,100 @@ def main() -> int:
         from secsipid import Signer
 
         value = Signer.from_file(creds.key_path, X5U).identity(ORIG, DEST, "A")
-        now = int(time.time())
         csv = f"{ORIG},{DEST},A,,{X5U}"
+        text_hdr = {"Content-Type": "text/plain"}
         json_hdr = {"Content-Type": "application/json"}
-        atis_sign = json.dumps({"signingRequest": {"attest": "A", "dest": {"tn": [DEST]},
-                                "iat": now, "orig": {"tn": ORIG}}})  # fmt: skip
-        atis_verify = json.dumps(
-            {"verificationRequest": {"from": {"tn": ORIG}, "to": {"tn": [DEST]}, "time": now,
-                                     "identity": value}}
-        )  # fmt: skip
-        scripts = {
-            "csv": lua_post(csv, {"Content-Type": "text/plain"}),
-            "check": lua_post(value, {"Content-Type": "text/plain"}),
-            "atis_sign": lua_post(atis_sign, json_hdr),
-            "atis_verify": lua_post(atis_verify, json_hdr),
+
+        def atis_sign() -> str:
+            return json.dumps({"signingRequest": {"attest": "A", "dest": {"tn": [DEST]},
+                               "iat": int(time.time()), "orig": {"tn": ORIG}}})  # fmt: skip
+
+        def atis_verify() -> str:
+            # "time" must be within 60 s of the server's clock (ATIS-1000082 E3): the body is
+            # written afresh before every run, or the later rounds would measure 403 Stale Date.
+            return json.dumps({"verificationRequest": {
+                "from": {"tn": ORIG}, "to": {"tn": [DEST]}, "time": int(time.time()),
+                "identity": value}})  # fmt: skip
+
+        bodies = {
+            "csv": (lambda: csv, text_hdr, b"eyJ"),
+            "check": (lambda: value, text_hdr, b"OK"),
+            "atis_sign": (atis_sign, json_hdr, b'"identity":"eyJ'),
+            "atis_verify": (atis_verify, json_hdr, b"TN-Validation-Passed"),
         }
-        for name, text in scripts.items():
-            (tmp / f"{name}.lua").write_text(text)
-        ours_port, sx_port, floor_port = free_port(), free_port(), free_port()
+
+        def script(name: str) -> Path:
+            make, headers, _ = bodies[name]
+            path = tmp / f"{name}.lua"
+            path.write_text(lua_post(make(), headers))
+            return path
+
+        ours_port, sx_port, base_port = free_port(), free_port(), free_port()
+        floor_port, floor_asgi_port = free_port(), free_port()
         workers = str(args.workers)
         ours_cmd = [python, "-m", "secsipid", "serve", "--listen", f"127.0.0.1:{ours_port}",
                     "--workers", workers, "--key", str(creds.key_path), "--x5u", X5U,
                     "--cert", str(creds.cert_path), "--expire", "3600"]  # fmt: skip
+        base_cmd, base_env = [], None
+        if args.base_src:
+            base_cmd = [*ours_cmd[:4], "--listen", f"127.0.0.1:{base_port}", *ours_cmd[6:]]
+            base_env = {**os.environ, "PYTHONPATH": os.path.abspath(args.base_src)}
         sx_cmd = [
             "secsipidx", "-http-srv", f"127.0.0.1:{sx_port}", "-fprvkey", str(creds.key_path),
             "-fpubkey", str(creds.cert_path), "-expire", "3600",
         ]  # fmt: skip
         granian = str(Path(python).with_name("granian"))
-        floor_cmd = [granian, "--interface", "asgi", "--host", "127.0.0.1", "--port",
-                     str(floor_port), "--workers", workers, "--runtime-mode", "st", "--loop",
-                     "uvloop", "--http", "1", "--no-ws", "--log-level", "warning",
-                     "--working-dir", str(tmp), "floorapp:app"]  # fmt: skip
-        targets = [
-            ("floor (constant body)", floor_port, "/", "csv"),
-            ("ours /v1/sign-csv", ours_port, "/v1/sign-csv", "csv"),
-            ("secsipidx /v1/sign-csv", sx_port, "/v1/sign-csv", "csv"),
-            ("ours /v1/check", ours_port, "/v1/check", "check"),
-            ("secsipidx /v1/check", sx_port, "/v1/check", "check"),
-            ("ours /stir/v1/signing", ours_port, "/stir/v1/signing", "atis_sign"),
-            ("ours /stir/v1/verification", ours_port, "/stir/v1/verification", "atis_verify"),
-        ]
-        series = {name: Series() for name, *_ in targets}
+
+        def floor_cmd(interface: str, port: int, target: str) -> list[str]:
+            return [granian, "--interface", interface, "--host", "127.0.0.1", "--port",
+                    str(port), "--workers", workers, "--runtime-mode", "st", "--loop",
+                    "uvloop", "--http", "1", "--no-ws", "--log-level", "warning",
+                    "--working-dir", str(tmp), target]  # fmt: skip
+
         with (
             process(ours_cmd, ours_port, tmp / "ours.log") as ours,
-            process(sx_cmd, sx_port, tmp / "secsipidx.log"),
-            process(floor_cmd, floor_port, tmp / "floor.log"),
+            process(sx_cmd, sx_port, tmp / "secsipidx.log") as sx,
+            process(
+                floor_cmd("rsgi", floor_port, "floorapp:rsgi_app"), floor_port, tmp / "floor.log"
+            ) as floor,
+            process(
+                floor_cmd("asgi", floor_asgi_port, "floorapp:app"),
+                floor_asgi_port,
+                tmp / "floor-asgi.log",
+            ) as floor_asgi,
+            process(base_cmd, base_port, tmp / "base.log", base_env) as base,
         ):
-            for _, port, path, script in targets:  # warm-up
-                wrk(f"http://127.0.0.1:{port}{path}", tmp / f"{script}.lua", 1)
+            targets = [
+                ("floor RSGI (constant body)", floor, floor_port, "/", "csv"),
+                ("floor ASGI (constant body)", floor_asgi, floor_asgi_port, "/", "csv"),
+                ("ours /v1/sign-csv", ours, ours_port, "/v1/sign-csv", "csv"),
+                ("secsipidx /v1/sign-csv", sx, sx_port, "/v1/sign-csv", "csv"),
+                ("ours /v1/check", ours, ours_port, "/v1/check", "check"),
+                ("secsipidx /v1/check", sx, sx_port, "/v1/check", "check"),
+                ("ours /stir/v1/signing", ours, ours_port, "/stir/v1/signing", "atis_sign"),
+                ("ours /stir/v1/verification", ours, ours_port, "/stir/v1/verification",
+                 "atis_verify"),
+            ]  # fmt: skip
+            if base is not None:
+                targets[3:3] = [("base /v1/sign-csv", base, base_port, "/v1/sign-csv", "csv")]
+                targets[6:6] = [("base /v1/check", base, base_port, "/v1/check", "check")]
+            series = {name: Series() for name, *_ in targets}
+            for name, _, port, path, kind in targets:
+                if not name.startswith("floor"):
+                    make, headers, expect = bodies[kind]
+                    preflight(f"http://127.0.0.1:{port}{path}", make(), headers, expect)
+            for _, _, port, path, kind in targets:  # warm-up
+                wrk(f"http://127.0.0.1:{port}{path}", script(kind), 1)
             for round_no in range(args.rounds):
                 order = targets if round_no % 2 == 0 else targets[::-1]
-                for name, port, path, script in order:
-                    run = wrk(f"http://127.0.0.1:{port}{path}", tmp / f"{script}.lua",
-                              args.duration)  # fmt: skip
+                for name, proc, port, path, kind in order:
+                    assert proc is not None
+                    run = wrk(f"http://127.0.0.1:{port}{path}", script(kind), args.duration,
+                              server=proc.pid)  # fmt: skip
                     series[name].runs.append(run)
                     print(f"  round {round_no + 1}: {name:28} {run.rps:10,.0f} req/s  "
-                          f"p99 {run.p99_ms:6.1f} ms  errors {run.errors}", flush=True)  # fmt: skip
+                          f"p99 {run.p99_ms:6.1f} ms  CPU {run.cpu_us:6.1f} us/req  "
+                          f"errors {run.errors}", flush=True)  # fmt: skip
             sign_rate, verify_rate = core_rates(creds.key_path, creds.cert_path)
             print()
             print(f"wrk -t1 -c32 -d{args.duration:g}s, {args.rounds} round(s), "
@@ -285,10 +391,11 @@ def main() -> int:
                 s = series[name]
                 print(f"  {name:28} {s.median('rps'):10,.0f} req/s {s.spread('rps'):>17}  "
                       f"p99 {s.median('p99_ms'):6.1f} ms {s.spread('p99_ms'):>13}  "
+                      f"CPU {s.median('cpu_us'):6.1f} us/req {s.spread('cpu_us'):>11}  "
                       f"errors {s.errors}")  # fmt: skip
                 if name != "secsipidx /v1/check" and s.errors:
                     status = 1
-            floor = series["floor (constant body)"].median("rps")
+            floor_rps = series["floor RSGI (constant body)"].median("rps")
             print(f"\ncore, one process: sign {sign_rate:,.0f}/s, verify {verify_rate:,.0f}/s")
             n = args.workers
             for ours_name, sx_name, rate in (
@@ -297,29 +404,33 @@ def main() -> int:
             ):
                 ours_rps = series[ours_name].median("rps")
                 sx_rps = series[sx_name].median("rps")
-                ceiling = 1 / (1 / floor + 1 / (rate * n))
+                ceiling = 1 / (1 / floor_rps + 1 / (rate * n))
                 print(f"  {ours_name}: {ours_rps / sx_rps:.2f}x secsipidx "
                       f"(p99 {series[ours_name].median('p99_ms'):.1f} vs "
-                      f"{series[sx_name].median('p99_ms'):.1f} ms); ceiling from floor + core "
-                      f"{ceiling:,.0f} req/s, reached {ours_rps / ceiling:.0%}")  # fmt: skip
+                      f"{series[sx_name].median('p99_ms'):.1f} ms, CPU "
+                      f"{series[ours_name].median('cpu_us'):.0f} vs "
+                      f"{series[sx_name].median('cpu_us'):.0f} us/req); ceiling from floor + "
+                      f"core {ceiling:,.0f} req/s, reached {ours_rps / ceiling:.0%}")  # fmt: skip
             soak = None
             if args.soak > 0:
                 target = series["ours /v1/check"].median("rps") / 2
                 # 32 connections, each pausing so that together they send ~half the rate.
                 delay = max(32 / target * 1000 - 1000 / verify_rate, 0.1)
-                (tmp / "soak.lua").write_text(lua_post(value, {"Content-Type": "text/plain"},
-                                                       delay))  # fmt: skip
+                (tmp / "soak.lua").write_text(lua_post(value, text_hdr, delay))
+                assert ours is not None
                 rss_start = rss_kib(ours.pid)
                 print(f"\nsoak: /v1/check at ~{target:,.0f} req/s for {args.soak:g} min, "
                       f"RSS at start {rss_start / 1024:.1f} MiB", flush=True)  # fmt: skip
                 run = wrk(f"http://127.0.0.1:{ours_port}/v1/check", tmp / "soak.lua",
-                          args.soak * 60)  # fmt: skip
+                          args.soak * 60, server=ours.pid)  # fmt: skip
                 rss_end = rss_kib(ours.pid)
-                print(f"soak: {run.rps:,.0f} req/s, p99 {run.p99_ms:.1f} ms, errors "
-                      f"{run.errors}, RSS at end {rss_end / 1024:.1f} MiB "
-                      f"({(rss_end - rss_start) / 1024:+.1f} MiB)")  # fmt: skip
+                growth = (rss_end - rss_start) / 1024
+                print(f"soak: {run.rps:,.0f} req/s, p99 {run.p99_ms:.1f} ms, CPU "
+                      f"{run.cpu_us:.1f} us/req, errors {run.errors}, RSS at end "
+                      f"{rss_end / 1024:.1f} MiB ({growth:+.1f} MiB)")  # fmt: skip
                 soak = {"rps": run.rps, "p99_ms": run.p99_ms, "errors": run.errors,
-                        "rss_start_kib": rss_start, "rss_end_kib": rss_end}  # fmt: skip
+                        "cpu_us": run.cpu_us, "rss_start_kib": rss_start,
+                        "rss_end_kib": rss_end}  # fmt: skip
                 if run.errors:
                     status = 1
         if args.json:
