@@ -1,5 +1,9 @@
-"""Helpers for the service tests: an in-process ASGI client and a real ``secsipid serve``
-process on a loopback port (stopped by PID).
+"""Helpers for the service tests: in-process clients for the app's two interfaces (ASGI, and
+RSGI as Granian drives it) and a real ``secsipid serve`` process on a loopback port (stopped
+by PID).
+
+``call()`` uses the interface named by :data:`INTERFACE` (a test module may switch it, as
+test_service_app.py does to run every contract test through both).
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from typing import Any
 
 from secsipid.service import ServiceApp
 
+#: The interface ``call``/``acall`` drive: "asgi" or "rsgi".
+INTERFACE = "asgi"
+
 
 @dataclass
 class Reply:
@@ -35,7 +42,13 @@ class Reply:
         return json.loads(self.body)
 
 
-async def acall(
+async def acall(app: ServiceApp, method: str, path: str, *args: Any, **kwargs: Any) -> Reply:
+    if INTERFACE == "rsgi":
+        return await rsgi_call(app, method, path, *args, **kwargs)
+    return await asgi_call(app, method, path, *args, **kwargs)
+
+
+async def asgi_call(
     app: ServiceApp,
     method: str,
     path: str,
@@ -49,7 +62,7 @@ async def acall(
     ``more_body``); ``content_length=False`` leaves the header out (chunked upload);
     ``stall=True`` never delivers the end of the body."""
     chunks = [body] if isinstance(body, bytes) else list(body)
-    raw = [(k.lower().encode(), v.encode()) for k, v in headers]
+    raw = [(k.lower().encode(), v.encode("latin-1")) for k, v in headers]
     if content_length and not any(k == b"content-length" for k, _ in raw):
         raw.append((b"content-length", str(sum(len(c) for c in chunks)).encode()))
     scope = {
@@ -85,6 +98,100 @@ async def acall(
 
 def call(app: ServiceApp, method: str, path: str, *args: Any, **kwargs: Any) -> Reply:
     return asyncio.run(acall(app, method, path, *args, **kwargs))
+
+
+# -- RSGI, as Granian drives it ----------------------------------------------------------------
+
+
+class RSGIProtocolClosed(RuntimeError):  # noqa: N818 - Granian's name
+    """Granian's ``RSGIProtocolClosed`` (a RuntimeError): the client is gone."""
+
+
+class RSGIHeaders:
+    """Granian's RSGI header map: lower-case names; a value that is not ASCII text never
+    reaches the app (Granian leaves it out, as observed with Granian 2.8)."""
+
+    def __init__(self, raw: list[tuple[str, str]]) -> None:
+        self._items = [(k.lower(), v) for k, v in raw if v.isascii()]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        for name, value in self._items:
+            if name == key:
+                return value
+        return default
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def __contains__(self, key: str) -> bool:
+        return any(name == key for name, _ in self._items)
+
+
+class RSGIScope:
+    def __init__(self, method: str, path: str, headers: RSGIHeaders) -> None:
+        self.proto = "http"
+        self.http_version = "1.1"
+        self.method = method
+        self.path = path
+        self.query_string = ""
+        self.client = "127.0.0.1:40000"
+        self.headers = headers
+
+
+class RSGIProtocol:
+    """The request side as Granian 2.8 behaves: ``await proto()`` returns the whole body, or
+    raises RSGIProtocolClosed when the client leaves before its end; ``async for`` yields the
+    chunks and ends quietly when the client leaves; ``stall`` never delivers the end."""
+
+    def __init__(self, chunks: list[bytes], *, stall: bool, gone: bool) -> None:
+        self.chunks = chunks
+        self.stall = stall
+        self.gone = gone
+        self.response: tuple[int, list[tuple[str, str]], bytes] | None = None
+
+    async def __call__(self) -> bytes:
+        if self.gone:
+            raise RSGIProtocolClosed("RSGI transport is closed")
+        if self.stall:
+            await asyncio.sleep(3600)
+        return b"".join(self.chunks)
+
+    def __aiter__(self) -> Any:
+        return self._iterate()
+
+    async def _iterate(self) -> Any:
+        for chunk in self.chunks:
+            yield chunk
+        if self.stall:
+            await asyncio.sleep(3600)
+
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        assert self.response is None, "two responses"
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in headers), headers
+        self.response = (status, headers, body)
+
+
+async def rsgi_call(
+    app: ServiceApp,
+    method: str,
+    path: str,
+    body: bytes | Iterable[bytes] = b"",
+    headers: Iterable[tuple[str, str]] = (),
+    *,
+    content_length: bool = True,
+    stall: bool = False,
+    gone: bool = False,
+) -> Reply:
+    """One request through ``app.__rsgi__`` (same arguments as :func:`asgi_call`)."""
+    chunks = [body] if isinstance(body, bytes) else list(body)
+    raw = list(headers)
+    if content_length and not any(k.lower() == "content-length" for k, _ in raw):
+        raw.append(("content-length", str(sum(len(c) for c in chunks))))
+    proto = RSGIProtocol(chunks, stall=stall, gone=gone)
+    await app.__rsgi__(RSGIScope(method, path, RSGIHeaders(raw)), proto)
+    assert proto.response is not None, "the app sent nothing"
+    status, hdrs, body_out = proto.response
+    return Reply(status, dict(hdrs), body_out)
 
 
 # -- a real server process ---------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""HTTP contract of ``secsipid serve`` (the ASGI app in-process): every endpoint, every
-status and every error body.  Real server processes are in test_service_server.py."""
+"""HTTP contract of ``secsipid serve`` (the app in-process): every endpoint, every status and
+every error body, each through both server interfaces (ASGI, and RSGI as Granian drives it,
+which ``secsipid serve`` uses).  Real server processes are in test_service_server.py."""
 
 from __future__ import annotations
 
@@ -13,13 +14,21 @@ from typing import Any
 
 import pytest
 
+import servicekit
 from helpers import DEST, ORIG, ORIGID, X5U, KeyFiles
 from secsipid import Reason, Signer, Verifier, VerifyPolicy, decode_token
 from secsipid.service import ServiceApp, create_app, load_config
 from secsipid.service.app import http_status
-from servicekit import Reply, call
+from servicekit import Reply, RSGIHeaders, RSGIProtocol, RSGIScope, call
 
 TOKEN = "s3cret-token-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True, params=["asgi", "rsgi"])
+def interface(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test of this module runs through both interfaces of the app."""
+    monkeypatch.setattr(servicekit, "INTERFACE", request.param)
+    return str(request.param)
 
 
 def _now() -> int:
@@ -152,8 +161,76 @@ def test_check_body_timeout(key_files: KeyFiles) -> None:
     assert time.monotonic() - started < 5
 
 
-def test_check_client_gone(app: ServiceApp) -> None:
+def test_body_deadlines_each_request_its_own(key_files: KeyFiles) -> None:
+    """Stalled bodies are answered 408 at their own deadline, a shorter one (after a reload
+    shortened server.body_timeout) before a longer one that started earlier, and a request
+    whose body arrives meanwhile is answered as usual."""
+    app = make_app(key_files, body_timeout=0.8)
+    shorter = make_app(key_files, body_timeout=0.1)
+
+    async def run() -> None:
+        def stalled() -> asyncio.Task[Reply]:
+            return asyncio.create_task(
+                servicekit.acall(
+                    app, "POST", "/v1/check", [b"eyJ"], content_length=False, stall=True
+                )
+            )
+
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        slow = stalled()
+        await asyncio.sleep(0.05)
+        app.state = shorter.state
+        quick = stalled()
+        normal = await servicekit.acall(app, "POST", "/v1/check", b"garbage")
+        assert normal.status == 400 and "missing-info" in normal.text
+        done, _ = await asyncio.wait({slow, quick}, return_when=asyncio.FIRST_COMPLETED)
+        assert done == {quick} and not slow.done()  # the timer was re-armed for it
+        assert quick.result().status == 408
+        reply = await slow
+        assert reply.status == 408 and "within 0.8 s" in reply.text
+        assert loop.time() - started >= 0.8  # never before its deadline
+        assert not app._deadlines._reading and not app._deadlines._expired
+
+    asyncio.run(run())
+
+
+def test_body_read_cancelled_by_the_server(key_files: KeyFiles) -> None:
+    """A cancellation that is not the body deadline's (the server stopping the request) goes
+    on as a cancellation, not as a 408."""
+    app = make_app(key_files, body_timeout=5)
+
+    async def run() -> None:
+        task = asyncio.create_task(
+            servicekit.acall(app, "POST", "/v1/check", [b"eyJ"], content_length=False, stall=True)
+        )
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not app._deadlines._reading and not app._deadlines._expired
+
+    asyncio.run(run())
+
+
+def test_content_length_not_ascii_digits(app: ServiceApp, interface: str) -> None:
+    """A Content-Length of non-ASCII "digits" (str.isdigit() accepts "²") is a bad request,
+    never an int() error (ASGI hands the bytes over; Granian's RSGI drops such a value)."""
+    reply = call(app, "POST", "/v1/check", b"", [("Content-Length", "\u00b2")])
+    assert reply.status == 400
+    if interface == "asgi":
+        assert "bad-content-length" in reply.text
+
+
+def test_check_client_gone(app: ServiceApp, interface: str) -> None:
     """A client that disconnects mid-body gets no response (and nothing breaks)."""
+    if interface == "rsgi":
+        proto = RSGIProtocol([b"eyJ"], stall=False, gone=True)
+        headers = RSGIHeaders([("content-length", "100")])
+        asyncio.run(app.__rsgi__(RSGIScope("POST", "/v1/check", headers), proto))
+        assert proto.response is None
+        assert 'endpoint="v1_check",status="499"' in call(app, "GET", "/metrics").text
+        return
 
     async def run() -> list[Any]:
         sent: list[Any] = []
@@ -380,6 +457,16 @@ def test_atis_request_id_echoed(app: ServiceApp) -> None:
     )
     reply = call(app, "GET", "/stir/v1/signing", b"", [("X-RequestID", "req-43")])
     assert reply.headers["x-requestid"] == "req-43"
+
+
+@pytest.mark.parametrize("given", ["x" * 129, "a\tb", "caf\u00e9"])
+def test_atis_request_id_not_echoed_when_unfit(app: ServiceApp, given: str) -> None:
+    """An X-RequestID that is long, not printable or not ASCII is not echoed: a new one is
+    generated (a header value we send back must be safe to send)."""
+    headers = [*JSON_HDRS, ("X-RequestID", given)]
+    reply = call(app, "POST", "/stir/v1/signing", _signing_body(), headers)
+    assert reply.status == 200
+    assert len(reply.headers["x-requestid"]) == 36 and reply.headers["x-requestid"] != given
 
 
 def test_atis_signing_origid_generated_lowercase_attest(
@@ -730,6 +817,148 @@ def test_metrics_disabled(key_files: KeyFiles) -> None:
     assert call(make_app(key_files, metrics=False), "GET", "/metrics").status == 404
 
 
+def _latency_samples(text: str) -> dict[str, float]:
+    s = _samples(text)
+    prefix = "secsipid_http_request_duration_seconds"
+    return {
+        k[len(prefix) :]: v
+        for k, v in s.items()
+        if k.startswith(prefix) and not k.startswith(prefix + "_created")
+    }
+
+
+def test_metrics_batches_add_up() -> None:
+    """Batched samples render exactly as one observation at a time would: counters, and the
+    latency histogram's buckets, count and sum."""
+    from secsipid.service.metrics import Metrics
+
+    m = Metrics()
+    for _ in range(3):
+        m.request("v1_check", 200, 0.003)
+    m.request("v1_check", 200, 7.0)
+    m.request("v1_check", 400, 0.0005)
+    m.verdict("valid")
+    m.signature("signed")
+    text = m.render().decode()
+    s = _samples(text)
+    assert s['secsipid_http_requests_total{endpoint="v1_check",status="200"}'] == 4
+    assert s['secsipid_http_requests_total{endpoint="v1_check",status="400"}'] == 1
+    assert s['secsipid_verdicts_total{reason="valid"}'] == 1
+    assert s['secsipid_signatures_total{result="signed"}'] == 1
+    lat = _latency_samples(text)
+    assert lat['_bucket{endpoint="v1_check",le="0.0005"}'] == 1  # le is inclusive
+    assert lat['_bucket{endpoint="v1_check",le="0.0025"}'] == 1
+    assert lat['_bucket{endpoint="v1_check",le="0.005"}'] == 4
+    assert lat['_bucket{endpoint="v1_check",le="5.0"}'] == 4
+    assert lat['_bucket{endpoint="v1_check",le="10.0"}'] == 5
+    assert lat['_bucket{endpoint="v1_check",le="+Inf"}'] == 5
+    assert lat['_count{endpoint="v1_check"}'] == 5
+    assert lat['_sum{endpoint="v1_check"}'] == pytest.approx(7.0095)
+    m.request("v1_check", 200, 0.003)  # a second batch adds to the first
+    again = _latency_samples(m.render().decode())
+    assert again['_bucket{endpoint="v1_check",le="0.005"}'] == 5
+    assert again['_count{endpoint="v1_check"}'] == 6
+
+
+def test_metrics_unbatched_histogram_same_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should prometheus-client's histogram internals ever change, observations go to it one
+    by one, with the same figures."""
+    from secsipid.service import metrics
+
+    def load(m: metrics.Metrics) -> None:
+        for seconds in (0.003, 0.003, 7.0, 0.0005, 42.0):
+            m.request("v1_sign_csv", 200, seconds)
+
+    batched = metrics.Metrics()
+    load(batched)
+    monkeypatch.setattr(metrics, "_batchable", lambda child: False)
+    direct = metrics.Metrics()
+    load(direct)
+    assert direct._latency_batched is False and batched._latency_batched is True
+    assert _latency_samples(direct.render().decode()) == _latency_samples(batched.render().decode())
+
+
+def test_histogram_internals_for_batching() -> None:
+    """The installed prometheus-client has the per-bucket values batches are added to (if a
+    new version drops them the service still counts right, one observation at a time, but
+    slower: this test says so)."""
+    from secsipid.service.metrics import Metrics, _batchable
+
+    m = Metrics()
+    assert _batchable(m._latency.labels("probe"))
+
+
+def test_metrics_handed_over_every_256_requests() -> None:
+    from secsipid.service.metrics import FLUSH_EVERY, Metrics
+
+    m = Metrics()
+    labels = {"endpoint": "v1_check", "status": "200"}
+    for _ in range(FLUSH_EVERY - 1):
+        m.request("v1_check", 200, 0.001)
+    assert not m.registry.get_sample_value("secsipid_http_requests_total", labels)
+    m.request("v1_check", 200, 0.001)
+    assert m.registry.get_sample_value("secsipid_http_requests_total", labels) == FLUSH_EVERY
+
+
+def test_metrics_handed_over_by_housekeeping_and_at_stop(
+    key_files: KeyFiles, interface: str, monkeypatch: pytest.MonkeyPatch, fresh: str
+) -> None:
+    """Each worker hands its batch over once a second (here: sped up) without a /metrics
+    request, and when it stops (ASGI lifespan shutdown, RSGI __rsgi_del__)."""
+    from secsipid.service import app as app_module
+
+    monkeypatch.setattr(app_module, "RELOAD_INTERVAL", 0.02)
+    app = make_app(key_files)
+    labels = {"endpoint": "v1_check", "status": "200"}
+
+    def handed_over() -> float:
+        return (
+            app.metrics.registry.get_sample_value(  # type: ignore[attr-defined]
+                "secsipid_http_requests_total", labels
+            )
+            or 0.0
+        )
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        shutdown = asyncio.Event()
+        lifespan: asyncio.Task[None] | None = None
+        if interface == "rsgi":
+            app.__rsgi_init__(loop)
+        else:
+            events = [{"type": "lifespan.startup"}]
+
+            async def receive() -> dict[str, Any]:
+                if events:
+                    return events.pop(0)
+                await shutdown.wait()
+                return {"type": "lifespan.shutdown"}
+
+            async def send(message: dict[str, Any]) -> None:
+                pass
+
+            lifespan = asyncio.create_task(app({"type": "lifespan"}, receive, send))
+            await asyncio.sleep(0)
+        assert (await servicekit.acall(app, "POST", "/v1/check", fresh.encode())).status == 200
+        for _ in range(100):
+            if handed_over() == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert handed_over() == 1
+        assert (await servicekit.acall(app, "POST", "/v1/check", fresh.encode())).status == 200
+        assert handed_over() == 1  # batched
+        if interface == "rsgi":
+            app.__rsgi_del__(loop)
+        else:
+            shutdown.set()
+            assert lifespan is not None
+            await lifespan
+        assert handed_over() == 2
+        assert not app._tasks
+
+    asyncio.run(run())
+
+
 def test_access_log(key_files: KeyFiles, tmp_path: Path, fresh: str) -> None:
     """One JSON line per request; never the token, the body or the query string."""
     tokens = tmp_path / "tokens"
@@ -780,12 +1009,12 @@ def test_lifespan_and_watch(key_files: KeyFiles) -> None:
     assert asyncio.run(run()) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
 
 
-def test_state_swap_between_requests(key_files: KeyFiles, fresh: str) -> None:
+def test_state_swap_between_requests(key_files: KeyFiles, fresh: str, interface: str) -> None:
     """A request keeps the state it started with when a reload swaps it meanwhile."""
     app = make_app(key_files)
     other = make_app(key_files, cert=None)  # verification not configured: would answer 500
 
-    async def run() -> list[Any]:
+    async def run() -> int:
         gate = asyncio.Event()
         parts = [fresh.encode()[:10], fresh.encode()[10:]]
         sent: list[Any] = []
@@ -798,16 +1027,26 @@ def test_state_swap_between_requests(key_files: KeyFiles, fresh: str) -> None:
         async def send(message: Any) -> None:
             sent.append(message)
 
-        scope = {"type": "http", "method": "POST", "path": "/v1/check", "headers": []}
-        task = asyncio.create_task(app(scope, receive, send))
+        class GatedProtocol(RSGIProtocol):
+            async def __call__(self) -> bytes:
+                await gate.wait()
+                return b"".join(parts)
+
+        proto = GatedProtocol([], stall=False, gone=False)
+        if interface == "rsgi":
+            headers = RSGIHeaders([("content-length", str(len(fresh)))])
+            task = asyncio.create_task(app.__rsgi__(RSGIScope("POST", "/v1/check", headers), proto))
+        else:
+            scope = {"type": "http", "method": "POST", "path": "/v1/check", "headers": []}
+            task = asyncio.create_task(app(scope, receive, send))
         await asyncio.sleep(0.01)
-        assert not sent  # still waiting for its body
+        assert not sent and proto.response is None  # still waiting for its body
         app.state = other.state
         gate.set()
         await task
-        return sent
+        return int(proto.response[0] if proto.response else sent[0]["status"])
 
-    assert asyncio.run(run())[0]["status"] == 200
+    assert asyncio.run(run()) == 200
     assert call(app, "POST", "/v1/check", fresh.encode()).status == 500  # the new state
 
 

@@ -1,4 +1,4 @@
-"""The HTTP service as a plain ASGI application (no framework: see docs/service.md for the
+"""The HTTP service as a plain application (no framework: see docs/service.md for the
 measurements behind that choice).
 
 Endpoints::
@@ -16,6 +16,11 @@ The app is a thin shell: verification is ``Verifier.acheck`` and its :class:`Ver
 ``Signer.identity``; this module only translates HTTP into those calls and back.  Every
 request takes the :class:`ServiceState` once, so a reload (SIGHUP or a changed file) swaps the
 state between requests, never under one.
+
+One dispatcher serves two server interfaces: ASGI (``__call__``: uvicorn or any ASGI server,
+and the tests) and RSGI (``__rsgi__``: Granian's native interface, which ``secsipid serve``
+uses because it costs markedly less CPU per request than Granian's ASGI, docs/service.md).
+Each interface only reads the request and writes the response.
 """
 
 from __future__ import annotations
@@ -64,9 +69,12 @@ SPEC_ENV = "SECSIPID_SERVE_SPEC"
 RELOAD_INTERVAL = 1.0
 MAX_PUB_FILE = 1 << 20
 
-_TEXT = (b"content-type", b"text/plain; charset=utf-8")
-_JSON = (b"content-type", b"application/json")
-_NOSNIFF = (b"x-content-type-options", b"nosniff")
+Header = tuple[str, str]
+_TEXT: Header = ("content-type", "text/plain; charset=utf-8")
+_JSON: Header = ("content-type", "application/json")
+_NOSNIFF: Header = ("x-content-type-options", "nosniff")
+# An X-RequestID is echoed when it is this short and printable ASCII; else one is generated.
+MAX_REQUEST_ID = 128
 
 # Reasons whose failure is the certificate server's, not the request's: 502/504 for /v1/check.
 _UPSTREAM = {
@@ -89,23 +97,19 @@ def http_status(reason: Reason) -> int:
 class Response:
     __slots__ = ("body", "headers", "reason", "status")
 
-    def __init__(
-        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, reason: str = ""
-    ) -> None:
+    def __init__(self, status: int, headers: list[Header], body: bytes, reason: str = "") -> None:
         self.status = status
         self.headers = headers
         self.body = body
         self.reason = reason
 
 
-def _text(
-    status: int, text: str, reason: str = "", extra: tuple[tuple[bytes, bytes], ...] = ()
-) -> Response:
+def _text(status: int, text: str, reason: str = "", extra: tuple[Header, ...] = ()) -> Response:
     return Response(status, [_TEXT, _NOSNIFF, *extra], text.encode(), reason)
 
 
 class _Headers:
-    """The request headers the service reads, found in one pass."""
+    """The request headers the service reads (values as text; None when absent)."""
 
     __slots__ = (
         "accept",
@@ -114,32 +118,48 @@ class _Headers:
         "content_type",
         "request_id",
         "spc",
-        "transfer_encoding",
     )
 
-    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self.accept: bytes | None = None
-        self.authorization: bytes | None = None
-        self.content_length: bytes | None = None
-        self.content_type: bytes | None = None
-        self.request_id: bytes | None = None
-        self.spc: bytes | None = None
-        self.transfer_encoding: bytes | None = None
+    def __init__(self) -> None:
+        self.accept: str | None = None
+        self.authorization: str | None = None
+        self.content_length: str | None = None
+        self.content_type: str | None = None
+        self.request_id: str | None = None
+        self.spc: str | None = None
+
+    @classmethod
+    def from_asgi(cls, raw: list[tuple[bytes, bytes]]) -> _Headers:
+        """From ASGI's (name, value) byte pairs, in one pass."""
+        h = cls()
         for name, value in raw:
             if name == b"content-length":
-                self.content_length = value
+                h.content_length = value.decode("latin-1")
             elif name == b"content-type":
-                self.content_type = value
+                h.content_type = value.decode("latin-1")
             elif name == b"authorization":
-                self.authorization = value
+                h.authorization = value.decode("latin-1")
             elif name == b"accept":
-                self.accept = value
+                h.accept = value.decode("latin-1")
             elif name == b"x-requestid":
-                self.request_id = value
+                h.request_id = value.decode("latin-1")
             elif name == b"x-spc":
-                self.spc = value
-            elif name == b"transfer-encoding":
-                self.transfer_encoding = value
+                h.spc = value.decode("latin-1")
+        return h
+
+    @classmethod
+    def from_rsgi(cls, headers: Any) -> _Headers:
+        """From Granian's RSGI header map (lower-case names; values that are not ASCII text
+        never reach the app)."""
+        h = cls()
+        get = headers.get
+        h.content_length = get("content-length")
+        h.content_type = get("content-type")
+        h.authorization = get("authorization")
+        h.accept = get("accept")
+        h.request_id = get("x-requestid")
+        h.spc = get("x-spc")
+        return h
 
 
 class _BodyError(Exception):
@@ -152,6 +172,170 @@ class _BodyError(Exception):
 
 class _DisconnectedError(Exception):
     pass
+
+
+class _Request:
+    """A request as the handlers see it, whatever the server interface: method, path, the
+    headers they read, and a way to read the body (:meth:`read`, interface-specific)."""
+
+    __slots__ = ("hdrs", "method", "path")
+
+    def __init__(self, method: str, path: str, hdrs: _Headers) -> None:
+        self.method = method
+        self.path = path
+        self.hdrs = hdrs
+
+    async def read(self, limit: int) -> bytes:
+        """The whole body; :class:`_BodyError` past ``limit`` bytes, :class:`_DisconnectedError`
+        when the client leaves before it ends."""
+        raise NotImplementedError
+
+    def remote(self) -> str | None:
+        """The client's address, for the access log."""
+        raise NotImplementedError
+
+
+def _too_large(limit: int) -> _BodyError:
+    return _BodyError(413, "too-large", f"the body exceeds {limit} bytes")
+
+
+class _ASGIRequest(_Request):
+    __slots__ = ("_receive", "_scope")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        super().__init__(scope["method"], scope["path"], _Headers.from_asgi(scope["headers"]))
+        self._scope = scope
+        self._receive = receive
+
+    async def read(self, limit: int) -> bytes:
+        chunks = []
+        size = 0
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise _DisconnectedError
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def remote(self) -> str | None:
+        client = self._scope.get("client")
+        return str(client[0]) if client else None
+
+
+class _RSGIRequest(_Request):
+    __slots__ = ("_proto", "_scope")
+
+    def __init__(self, scope: Any, proto: Any) -> None:
+        super().__init__(scope.method, scope.path, _Headers.from_rsgi(scope.headers))
+        self._scope = scope
+        self._proto = proto
+
+    async def read(self, limit: int) -> bytes:
+        try:
+            if self.hdrs.content_length is not None:
+                # Known length, already checked against the limit: one read of the whole body
+                # (Granian raises RSGIProtocolClosed when the client leaves before its end).
+                body: bytes = await self._proto()
+                if len(body) > limit:
+                    raise _too_large(limit)
+                return body
+            # Chunked: counted as it arrives, never buffered past the limit.  (Granian ends
+            # the iteration quietly when the client leaves; the answer then goes nowhere.)
+            chunks = []
+            size = 0
+            async for chunk in self._proto:
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+            return b"".join(chunks)
+        except RuntimeError:  # RSGIProtocolClosed, RSGIProtocolError
+            raise _DisconnectedError from None
+
+    def remote(self) -> str | None:
+        client = self._scope.client
+        return client.rsplit(":", 1)[0].strip("[]") if client else None
+
+
+class _Deadlines:
+    """The body deadline (``server.body_timeout``) of every request still reading its body,
+    enforced by one timer per event loop.
+
+    ``asyncio.timeout()`` around each body read costs a timer handle per request (about a
+    fifth of the app's own per-request cost, measured with bench/profile_service.py); here a
+    request costs a dictionary entry, and the one timer is re-armed only when it fires or a
+    deadline earlier than its own comes in.  A request past its deadline is cancelled like
+    ``asyncio.timeout`` does it, and :meth:`expired` tells the reader that the cancellation
+    was ours (then undone with ``uncancel``), so that it answers 408; any other cancellation
+    (the server's) goes on as it came.
+    """
+
+    __slots__ = ("_expired", "_handle", "_loop", "_reading", "_wake")
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reading: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._handle: asyncio.TimerHandle | None = None
+        self._wake = 0.0
+
+    def start(self, timeout: float) -> asyncio.Task[Any] | None:
+        """Watch the current task for ``timeout`` seconds; returns it (None outside a task)."""
+        task = asyncio.current_task()
+        if task is None:
+            return None
+        loop = task.get_loop()
+        if loop is not self._loop:  # the first request, or a new event loop (tests)
+            self._loop = loop
+            self._reading = {}
+            self._expired = set()
+            self._handle = None
+        deadline = loop.time() + timeout
+        self._reading[task] = deadline
+        if self._handle is None or deadline < self._wake:
+            self._arm(deadline)
+        return task
+
+    def done(self, task: asyncio.Task[Any] | None) -> None:
+        if task is not None:
+            self._reading.pop(task, None)
+
+    def expired(self, task: asyncio.Task[Any] | None) -> bool:
+        """Whether ``task`` was cancelled for its deadline (and if so, undo that)."""
+        if task is None or task not in self._expired:
+            return False
+        self._expired.discard(task)
+        task.uncancel()
+        return True
+
+    def _arm(self, when: float) -> None:
+        assert self._loop is not None
+        if self._handle is not None:
+            self._handle.cancel()
+        self._wake = when
+        self._handle = self._loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        assert self._loop is not None
+        self._handle = None
+        now = self._loop.time()
+        upcoming = None
+        for task, deadline in list(self._reading.items()):
+            if deadline <= now:
+                del self._reading[task]
+                if not task.done():
+                    self._expired.add(task)
+                    task.cancel()
+            elif upcoming is None or deadline < upcoming:
+                upcoming = deadline
+        if upcoming is not None:
+            self._arm(upcoming)
 
 
 # -- reloading ---------------------------------------------------------------------------------
@@ -203,19 +387,11 @@ class Reloader:
     def check(self) -> bool:
         return self.reload() if self.changed() else False
 
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(RELOAD_INTERVAL)
-            try:
-                self.check()
-            except Exception:  # a bug must not stop the watcher
-                log.exception("secsipid serve: reload check failed")
-
 
 # -- the app -----------------------------------------------------------------------------------
 
 
-Handler = Callable[["ServiceApp", ServiceState, Scope, _Headers, Receive], Awaitable[Response]]
+Handler = Callable[["ServiceApp", ServiceState, _Request], Awaitable[Response]]
 
 
 class _Route:
@@ -229,7 +405,7 @@ class _Route:
 
 
 class ServiceApp:
-    """The ASGI application.  ``state`` may be replaced at any time (reload)."""
+    """The application (ASGI and RSGI).  ``state`` may be replaced at any time (reload)."""
 
     def __init__(
         self,
@@ -248,44 +424,94 @@ class ServiceApp:
         self.reloader = Reloader(self, stamp_file)
         self.watch = watch
         self._tasks: set[asyncio.Task[None]] = set()
+        self._deadlines = _Deadlines()
         self._openapi = json.dumps(openapi_document(), indent=1).encode()
 
+    # -- the two server interfaces ------------------------------------------------------------
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI 3."""
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            start = time.perf_counter()
+            req = _ASGIRequest(scope, receive)
+            route, response = await self._dispatch(req)
+            if response is None:  # the client left
+                self.metrics.request(route.name, 499, time.perf_counter() - start)
+                return
+            headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+            await send({"type": "http.response.start", "status": response.status,
+                        "headers": headers})  # fmt: skip
+            await send({"type": "http.response.body", "body": response.body})
+            self._done(req, route, response, start)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        """RSGI (Granian's interface): HTTP only (the service has no websocket)."""
+        if scope.proto != "http":
+            return
+        start = time.perf_counter()
+        req = _RSGIRequest(scope, proto)
+        route, response = await self._dispatch(req)
+        if response is None:
+            self.metrics.request(route.name, 499, time.perf_counter() - start)
+            return
+        proto.response_bytes(response.status, response.headers, response.body)
+        self._done(req, route, response, start)
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        """RSGI worker start (the loop is not running yet)."""
+        self._start_background(loop)
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        """RSGI worker end."""
+        self._stop_background()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                if self.watch:
-                    self._start_watching()
+                self._start_background(asyncio.get_running_loop())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                for task in self._tasks:
-                    task.cancel()
+                self._stop_background()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def _start_watching(self) -> None:
-        loop = asyncio.get_running_loop()
-        task = loop.create_task(self.reloader.run())
+    def _start_background(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Each worker's housekeeping: metrics handed to prometheus-client and, when watching,
+        changed files reloaded, once a second."""
+        task = loop.create_task(self._housekeeping())
         self._tasks.add(task)
-        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
-            # SIGHUP sent to a worker itself reloads it at once (the main process's SIGHUP
-            # reaches the workers through the stamp file).
-            loop.add_signal_handler(signal.SIGHUP, self.reloader.reload)
+        if self.watch:
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+                # SIGHUP sent to a worker itself reloads it at once (the main process's SIGHUP
+                # reaches the workers through the stamp file).
+                loop.add_signal_handler(signal.SIGHUP, self.reloader.reload)
+
+    def _stop_background(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+        self.metrics.flush()
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(RELOAD_INTERVAL)
+            try:
+                self.metrics.flush()
+                if self.watch:
+                    self.reloader.check()
+            except Exception:  # a bug must not stop the housekeeping
+                log.exception("secsipid serve: housekeeping failed")
 
     # -- dispatch ------------------------------------------------------------------------------
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        start = time.perf_counter()
+    async def _dispatch(self, req: _Request) -> tuple[_Route, Response | None]:
+        """The route and the response of a request (None when the client left)."""
         state = self.state
-        path: str = scope["path"]
-        method: str = scope["method"]
+        path = req.path
         route = _ROUTES.get(path)
         if route is None:
             if path.startswith("/v1/pub/"):
@@ -294,41 +520,36 @@ class ServiceApp:
                 route = _STIR_OTHER
             else:
                 route = _OTHER
-        hdrs = _Headers(scope["headers"])
-        request_id = b""
         try:
-            if route.atis:
-                request_id = hdrs.request_id or new_origid().encode()
-            if route.methods and method not in route.methods:
-                response = self._not_allowed(route, method)
+            if route.methods and req.method not in route.methods:
+                response = self._not_allowed(route, req.method)
             else:
-                response = await route.handler(self, state, scope, hdrs, receive)
+                response = await route.handler(self, state, req)
         except AtisError as exc:
             response = Response(exc.status, [_JSON], exc.body(), exc.message_id)
         except _BodyError as exc:
             response = self._body_error(route, exc)
         except _DisconnectedError:
-            self.metrics.request(route.name, 499, time.perf_counter() - start)
-            return
+            return route, None
         except Exception:
-            log.exception("secsipid serve: unexpected error on %s %s", method, path)
+            log.exception("secsipid serve: unexpected error on %s %s", req.method, path)
             if route.atis:
                 exc2 = AtisError.internal()
                 response = Response(500, [_JSON], exc2.body(), exc2.message_id)
             else:
                 response = _text(500, "FAILED\ninternal-error\n", "internal-error")
-        headers = response.headers
-        if request_id:
-            headers = [*headers, (b"x-requestid", request_id)]
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        await send({"type": "http.response.body", "body": response.body})
+        if route.atis:
+            response.headers.append(("x-requestid", _request_id(req.hdrs.request_id)))
+        return route, response
+
+    def _done(self, req: _Request, route: _Route, response: Response, start: float) -> None:
         elapsed = time.perf_counter() - start
         self.metrics.request(route.name, response.status, elapsed)
         if self.access_log is not None:
-            self._log_access(scope, route, response, elapsed, request_id)
+            self._log_access(req, route, response, elapsed)
 
     def _not_allowed(self, route: _Route, method: str) -> Response:
-        allow = (b"allow", ", ".join(route.methods).encode())
+        allow = ("allow", ", ".join(route.methods))
         if route.atis:
             exc = AtisError.method_not_allowed(method)
             return Response(405, [_JSON, allow], exc.body(), exc.message_id)
@@ -343,21 +564,19 @@ class ServiceApp:
             return Response(err.status, [_JSON], err.body(), err.message_id)
         return _text(exc.status, f"FAILED\n{exc.code}: {exc.message}\n", exc.code)
 
-    def _log_access(
-        self, scope: Scope, route: _Route, response: Response, elapsed: float, request_id: bytes
-    ) -> None:
-        client = scope.get("client")
+    def _log_access(self, req: _Request, route: _Route, response: Response, elapsed: float) -> None:
+        request_id = next((v for k, v in response.headers if k == "x-requestid"), None)
         entry = {
             "time": round(self.clock(), 3),
-            "remote": client[0] if client else None,
-            "method": scope["method"],
-            "path": scope["path"],  # never the query string or a header: no secrets here
+            "remote": req.remote(),
+            "method": req.method,
+            "path": req.path,  # never the query string or a header: no secrets here
             "endpoint": route.name,
             "status": response.status,
             "bytes": len(response.body),
             "ms": round(elapsed * 1000, 3),
             "reason": response.reason or None,
-            "request_id": request_id.decode("latin-1") or None,
+            "request_id": request_id,
         }
         stream = self.access_log
         assert stream is not None
@@ -367,48 +586,35 @@ class ServiceApp:
     # -- body ----------------------------------------------------------------------------------
 
     async def _body(
-        self, state: ServiceState, hdrs: _Headers, receive: Receive, *, need_length: bool = False
+        self, state: ServiceState, req: _Request, *, need_length: bool = False
     ) -> bytes:
         """The request body, within ``server.max_body`` bytes and ``server.body_timeout``."""
         limit = state.config.max_body
-        length = hdrs.content_length
+        length = req.hdrs.content_length
         if length is not None:
-            if not length.isdigit():
+            if not (length.isascii() and length.isdigit()):
                 raise _BodyError(400, "bad-content-length", "Content-Length is not a number")
             if int(length) > limit:
-                raise _BodyError(413, "too-large", f"the body exceeds {limit} bytes")
+                raise _too_large(limit)
         elif need_length:
             raise _BodyError(411, "length-required", "Content-Length is required")
-        chunks = []
-        size = 0
+        timeout = state.config.body_timeout
+        task = self._deadlines.start(timeout)
         try:
-            async with asyncio.timeout(state.config.body_timeout):
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        raise _DisconnectedError
-                    chunk = message.get("body", b"")
-                    if chunk:
-                        size += len(chunk)
-                        if size > limit:
-                            raise _BodyError(413, "too-large", f"the body exceeds {limit} bytes")
-                        chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        break
-        except TimeoutError:
-            raise _BodyError(
-                408,
-                "body-timeout",
-                f"the body did not arrive within {state.config.body_timeout:g} s",
-            ) from None
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return await req.read(limit)
+        except asyncio.CancelledError:
+            if self._deadlines.expired(task):
+                raise _BodyError(
+                    408, "body-timeout", f"the body did not arrive within {timeout:g} s"
+                ) from None
+            raise
+        finally:
+            self._deadlines.done(task)
 
     # -- secsipidx-compatible endpoints -------------------------------------------------------
 
-    async def check_v1(
-        self, state: ServiceState, scope: Scope, hdrs: _Headers, receive: Receive
-    ) -> Response:
-        body = await self._body(state, hdrs, receive)
+    async def check_v1(self, state: ServiceState, req: _Request) -> Response:
+        body = await self._body(state, req)
         text = body.decode("utf-8", "replace")
         values = [line for line in text.splitlines() if line.strip()]
         if state.verifier is None:
@@ -420,12 +626,7 @@ class ServiceApp:
         reason = verdict.reason
         self.metrics.verdict(reason.value)
         if verdict.ok:
-            return Response(
-                200,
-                [_TEXT, (b"x-secsipid-reason", b"valid"), (b"x-secsipid-verstat", _PASSED)],
-                b"OK\n",
-                "valid",
-            )
+            return Response(200, [_TEXT, *_VALID_HEADERS], b"OK\n", "valid")
         sip = f"{verdict.sip_status} {verdict.sip_reason}"
         body_text = (
             f"FAILED\nreason: {reason.value}\nsip: {sip}\nverstat: {verdict.verstat}\n"
@@ -434,28 +635,27 @@ class ServiceApp:
         headers = [
             _TEXT,
             _NOSNIFF,
-            (b"x-secsipid-reason", reason.value.encode()),
-            (b"x-secsipid-sip-status", str(verdict.sip_status).encode()),
-            (b"x-secsipid-sip-reason", verdict.sip_reason.encode()),
-            (b"x-secsipid-verstat", verdict.verstat.encode()),
+            ("x-secsipid-reason", reason.value),
+            ("x-secsipid-sip-status", str(verdict.sip_status)),
+            ("x-secsipid-sip-reason", verdict.sip_reason),
+            ("x-secsipid-verstat", verdict.verstat),
         ]
         return Response(http_status(reason), headers, body_text.encode(), reason.value)
 
     def _unauthorized(self, atis: bool) -> Response:
         self.metrics.signature("unauthorized")
-        challenge = (b"www-authenticate", b'Bearer realm="secsipid"')
+        challenge = ("www-authenticate", 'Bearer realm="secsipid"')
         if atis:
             exc = AtisError.unauthorized()
             return Response(401, [_JSON, challenge], exc.body(), exc.message_id)
-        return _text(401, "FAILED\nunauthorized: a bearer token is required\n", "unauthorized",
-                     (challenge,))  # fmt: skip
+        return _text(
+            401, "FAILED\nunauthorized: a bearer token is required\n", "unauthorized", (challenge,)
+        )
 
-    async def sign_csv(
-        self, state: ServiceState, scope: Scope, hdrs: _Headers, receive: Receive
-    ) -> Response:
-        if state.needs_token and not state.authorized(hdrs.authorization):
+    async def sign_csv(self, state: ServiceState, req: _Request) -> Response:
+        if state.needs_token and not state.authorized(req.hdrs.authorization):
             return self._unauthorized(False)
-        body = await self._body(state, hdrs, receive)
+        body = await self._body(state, req)
         if state.default is None:
             self.metrics.signature("not-configured")
             return _text(503, "FAILED\nsigning-not-configured: no signing key (--key)\n",
@@ -470,7 +670,7 @@ class ServiceApp:
                 "invalid-csv", "too few tokens: expected OrigTN,DestTN,ATTEST,OrigID,X5U"
             )
         orig, dest, attest, origid, x5u = (f.strip() for f in fields[:5])
-        profile = state.profile_for(orig, hdrs.spc.decode("latin-1") if hdrs.spc else None)
+        profile = state.profile_for(orig, req.hdrs.spc)
         if profile is None:
             return self._sign_refused("unknown-spc", "no signing key for the X-SPC given")
         x5u = x5u or profile.x5u or ""
@@ -487,10 +687,8 @@ class ServiceApp:
         self.metrics.signature(code)
         return _text(400, f"FAILED\n{code}: {message}\n", code)
 
-    async def pub(
-        self, state: ServiceState, scope: Scope, hdrs: _Headers, receive: Receive
-    ) -> Response:
-        name = scope["path"][len("/v1/pub/") :]
+    async def pub(self, state: ServiceState, req: _Request) -> Response:
+        name = req.path[len("/v1/pub/") :]
         directory = state.pub_dir
         # One plain file name: no listing, no sub-directories, no dot files, no traversal.
         if (
@@ -513,31 +711,28 @@ class ServiceApp:
             return _text(404, "404 page not found\n", "not-found")
         ext = name.rsplit(".", 1)[-1].lower()
         kind = {
-            "pem": b"application/x-x509-ca-cert",
-            "crt": b"application/pkix-cert",
-            "cer": b"application/pkix-cert",
-            "der": b"application/pkix-cert",
-            "crl": b"application/pkix-crl",
-        }.get(ext, b"application/octet-stream")
-        headers = [(b"content-type", kind), _NOSNIFF, (b"cache-control", b"max-age=3600")]
-        return Response(200, headers, b"" if scope["method"] == "HEAD" else data)
+            "pem": "application/x-x509-ca-cert",
+            "crt": "application/pkix-cert",
+            "cer": "application/pkix-cert",
+            "der": "application/pkix-cert",
+            "crl": "application/pkix-crl",
+        }.get(ext, "application/octet-stream")
+        headers = [("content-type", kind), _NOSNIFF, ("cache-control", "max-age=3600")]
+        return Response(200, headers, b"" if req.method == "HEAD" else data)
 
     # -- ATIS-1000082 -------------------------------------------------------------------------
 
-    async def atis_signing(
-        self, state: ServiceState, scope: Scope, hdrs: _Headers, receive: Receive
-    ) -> Response:
-        check_accept(hdrs.accept)
-        if state.needs_token and not state.authorized(hdrs.authorization):
+    async def atis_signing(self, state: ServiceState, req: _Request) -> Response:
+        check_accept(req.hdrs.accept)
+        if state.needs_token and not state.authorized(req.hdrs.authorization):
             return self._unauthorized(True)
-        check_content_type(hdrs.content_type)
-        body = await self._body(state, hdrs, receive, need_length=True)
+        check_content_type(req.hdrs.content_type)
+        body = await self._body(state, req, need_length=True)
         if state.default is None:
             self.metrics.signature("not-configured")
             raise AtisError.not_configured("signing is not configured")
-        req = parse_signing(body)
-        spc = hdrs.spc.decode("latin-1") if hdrs.spc else None
-        profile = state.profile_for(req.orig, spc)
+        sreq = parse_signing(body)
+        profile = state.profile_for(sreq.orig, req.hdrs.spc)
         if profile is None:
             self.metrics.signature("unknown-spc")
             raise AtisError.invalid_value("X-SPC", "no signing key for this SPC")
@@ -546,7 +741,7 @@ class ServiceApp:
             raise AtisError.not_configured("no x5u is configured for the signing key")
         try:
             identity = profile.signer.identity(
-                req.orig, req.dest, req.attest, req.origid, iat=req.iat, x5u=profile.x5u
+                sreq.orig, sreq.dest, sreq.attest, sreq.origid, iat=sreq.iat, x5u=profile.x5u
             )
         except SigningError as exc:
             self.metrics.signature(exc.code)
@@ -555,15 +750,13 @@ class ServiceApp:
         answer = json.dumps({"signingResponse": {"identity": identity}}, separators=(",", ":"))
         return Response(200, [_JSON], answer.encode())
 
-    async def atis_verification(
-        self, state: ServiceState, scope: Scope, hdrs: _Headers, receive: Receive
-    ) -> Response:
-        check_accept(hdrs.accept)
-        check_content_type(hdrs.content_type)
-        body = await self._body(state, hdrs, receive, need_length=True)
-        req = parse_verification(body)
+    async def atis_verification(self, state: ServiceState, req: _Request) -> Response:
+        check_accept(req.hdrs.accept)
+        check_content_type(req.hdrs.content_type)
+        body = await self._body(state, req, need_length=True)
+        vreq = parse_verification(body)
         now = self.clock()
-        skew = int(now) - req.time
+        skew = int(now) - vreq.time
         if abs(skew) > ATIS_TIME_SKEW:
             verdict = Verdict.from_error(
                 VerificationError(
@@ -578,51 +771,44 @@ class ServiceApp:
             verdict = Verdict.from_error(VerificationError(error.reason, error.message))
         else:
             verdict = await state.verifier.acheck(
-                req.identity, orig_tn=req.orig, dest_tn=req.dest, now=now
+                vreq.identity, orig_tn=vreq.orig, dest_tn=vreq.dest, now=now
             )
         self.metrics.verdict(verdict.reason.value)
-        headers = [_JSON, (b"x-secsipid-reason", verdict.reason.value.encode())]
+        headers = [_JSON, ("x-secsipid-reason", verdict.reason.value)]
         return Response(200, headers, verification_body(verdict), verdict.reason.value)
 
     # -- operations ----------------------------------------------------------------------------
 
-    async def healthz(
-        self, state: ServiceState, scope: Scope, hdrs: _Headers, receive: Receive
-    ) -> Response:
+    async def healthz(self, state: ServiceState, req: _Request) -> Response:
         body = {
             "status": "ok",
             "version": __version__,
             "signing": state.default is not None,
             "verification": state.verifier is not None,
         }
-        return Response(200, [_JSON, (b"cache-control", b"no-store")], json.dumps(body).encode())
+        return Response(200, [_JSON, ("cache-control", "no-store")], json.dumps(body).encode())
 
-    async def metrics_endpoint(
-        self, state: ServiceState, scope: Scope, hdrs: _Headers, receive: Receive
-    ) -> Response:
+    async def metrics_endpoint(self, state: ServiceState, req: _Request) -> Response:
         if not self.metrics.enabled:
             return _text(404, "404 page not found\n", "not-found")
         from .metrics import CONTENT_TYPE
 
-        return Response(200, [(b"content-type", CONTENT_TYPE.encode())], self.metrics.render())
+        return Response(200, [("content-type", CONTENT_TYPE)], self.metrics.render())
 
-    async def openapi(
-        self, state: ServiceState, scope: Scope, hdrs: _Headers, receive: Receive
-    ) -> Response:
+    async def openapi(self, state: ServiceState, req: _Request) -> Response:
         return Response(200, [_JSON], self._openapi)
 
-    async def not_found(
-        self, state: ServiceState, scope: Scope, hdrs: _Headers, receive: Receive
-    ) -> Response:
+    async def not_found(self, state: ServiceState, req: _Request) -> Response:
         return _text(404, "404 page not found\n", "not-found")
 
-    async def atis_not_found(
-        self, state: ServiceState, scope: Scope, hdrs: _Headers, receive: Receive
-    ) -> Response:
+    async def atis_not_found(self, state: ServiceState, req: _Request) -> Response:
         raise AtisError.not_found()
 
 
-_PASSED = Verdict(True, Reason.VALID).verstat.encode()
+_VALID_HEADERS: tuple[Header, ...] = (
+    ("x-secsipid-reason", Reason.VALID.value),
+    ("x-secsipid-verstat", Reason.VALID.verstat),
+)
 _ANY: tuple[str, ...] = ()  # any method
 _ROUTES: dict[str, _Route] = {
     # PUT: secsipidx's mux answers any method; POST is what its clients use.
@@ -665,6 +851,14 @@ def create_app(
         watch=watch,
         clock=clock,
     )
+
+
+def _request_id(given: str | None) -> str:
+    """The X-RequestID to answer with: the client's when it is a short printable ASCII value
+    (echoed, ATIS-1000082), else a new UUID."""
+    if given and len(given) <= MAX_REQUEST_ID and given.isascii() and given.isprintable():
+        return given
+    return new_origid()
 
 
 def create_app_from_env() -> ServiceApp:

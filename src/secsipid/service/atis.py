@@ -40,7 +40,7 @@ __all__ = [
 
 # ATIS-1000082 error case E3: the request's "time" more than 60 s away from the server's clock.
 ATIS_TIME_SKEW = 60
-JSON_TYPE = b"application/json"
+JSON_TYPE = "application/json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,19 +115,21 @@ class AtisError(Exception):
         return cls(503, "POL5003", "Service not available: %1", (what,))
 
 
-def check_accept(accept: bytes | None) -> None:
+def check_accept(accept: str | None) -> None:
     """Only JSON answers are made: ``Accept`` must allow ``application/json`` (406 otherwise)."""
-    if accept is None:
+    if accept is None or accept == JSON_TYPE:
         return
-    for item in accept.split(b","):
-        media = item.split(b";", 1)[0].strip().lower()
-        if media in (JSON_TYPE, b"*/*", b"application/*", b""):
+    for item in accept.split(","):
+        media = item.split(";", 1)[0].strip().lower()
+        if media in (JSON_TYPE, "*/*", "application/*", ""):
             return
-    raise AtisError.not_acceptable(accept.decode("latin-1"))
+    raise AtisError.not_acceptable(accept)
 
 
-def check_content_type(content_type: bytes | None) -> None:
-    if content_type is None or content_type.split(b";", 1)[0].strip().lower() != JSON_TYPE:
+def check_content_type(content_type: str | None) -> None:
+    if content_type == JSON_TYPE:
+        return
+    if content_type is None or content_type.split(";", 1)[0].strip().lower() != JSON_TYPE:
         raise AtisError.unsupported_type()
 
 

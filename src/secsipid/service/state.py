@@ -92,17 +92,17 @@ class ServiceState:
     def needs_token(self) -> bool:
         return bool(self._tokens)
 
-    def authorized(self, authorization: bytes | None) -> bool:
+    def authorized(self, authorization: str | None) -> bool:
         """Whether an ``Authorization`` header value carries one of the bearer tokens
         (RFC 6750 §2.1); compared in constant time."""
         if not self._tokens:
             return True
         if authorization is None:
             return False
-        scheme, _, token = authorization.strip().partition(b" ")
-        if scheme.lower() != b"bearer":
+        scheme, _, text = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer":
             return False
-        token = token.strip()
+        token = text.strip().encode("utf-8", "backslashreplace")
         found = False
         for known in self._tokens:
             found |= hmac.compare_digest(token, known)
