@@ -206,8 +206,14 @@ def free_port() -> int:
 class ServerProcess:
     """``secsipid serve ARGS --listen 127.0.0.1:PORT`` as a child process."""
 
-    def __init__(self, *args: str, workers: int = 1, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self,
+        *args: str,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
         self.args = [
             sys.executable, "-m", "secsipid", "serve", "--listen", f"127.0.0.1:{self.port}",
             "--workers", str(workers), *args,

@@ -4,6 +4,7 @@ keep-alive, SIGHUP reload under load, metrics across workers, certificate fetche
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,11 +15,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from helpers import DEST, ORIG, ORIGID, X5U, KeyFiles
-from secsipid import Signer, Verifier
+from helpers import DEST, ORIG, ORIGID, X5U, KeyFiles, make_self_signed
+from secsipid import Signer, Verifier, rcd_digest
 from servicekit import ServerProcess, free_port
 from test_interop_secsipidx import _sign_full, _sx_check, _variants
 
@@ -309,3 +313,92 @@ def test_url_mode_fetch_metrics(key_files: KeyFiles, tmp_path: Path) -> None:
     assert 'secsipid_cert_fetches_total{result="cert-fetch-status"} 1.0' in text
     assert 'secsipid_cert_cache_total{result="miss"} 2.0' in text
     assert 'secsipid_cert_cache_total{result="hit"} 2.0' in text
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def test_diverted_call_and_rich_call_data_end_to_end(tmp_path: Path) -> None:
+    """Two carriers' keys in one real server (the caller's carrier signs the SHAKEN PASSporT
+    with RCD, the forwarding carrier the div, chosen by number prefix), their certificates
+    and the caller's logo fetched from its own /v1/pub/ through the safe fetcher (URL mode,
+    --fetch-rcd): the ATIS verification reports the chain and the Call-Info, /v1/verify the
+    whole verdict with the logo's digest checked."""
+    caller, first, second = "12155551212", "12155551213", "12155551214"
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    keys = {}
+    orig_key = ec.generate_private_key(ec.SECP256R1())
+    for name in ("orig", "fwd"):
+        key = orig_key if name == "orig" else ec.generate_private_key(ec.SECP256R1())
+        keys[name] = tmp_path / f"{name}-key.pem"
+        keys[name].write_bytes(_key_pem(key))
+        (pub / f"{name}.pem").write_bytes(
+            make_self_signed(key, f"carrier {name}").public_bytes(serialization.Encoding.PEM)
+        )
+    logo = b"\x89PNG logo of Example Bank"
+    (pub / "logo.png").write_bytes(logo)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/v1/pub"
+    config = tmp_path / "serve.toml"
+    config.write_text(
+        f'[signing]\nkey = "{keys["orig"]}"\nx5u = "{base}/orig.pem"\n\n'
+        f'[[signing.profiles]]\nkey = "{keys["fwd"]}"\nx5u = "{base}/fwd.pem"\n'
+        f'prefixes = ["{first}"]\n'
+    )
+    server = ServerProcess(
+        "--config", str(config), "--pub-dir", str(pub), "--allow-http", "--allow-private",
+        "--no-verify-cert", "--fetch-rcd", workers=1, port=port,
+    )  # fmt: skip
+    json_hdrs = {"Content-Type": "application/json"}
+    now = int(time.time())
+    with server.start(tmp_path / "server.log"):
+
+        def post(path: str, doc: dict[str, object]) -> dict[str, Any]:
+            reply = server.request("POST", path, json.dumps(doc).encode(), json_hdrs)
+            assert reply.status == 200, reply.body
+            return cast("dict[str, Any]", reply.json())
+
+        shaken = post("/stir/v1/signing", {"signingRequest": {
+            "attest": "A", "orig": {"tn": caller}, "dest": {"tn": [first]}, "iat": now,
+            "rcd": {"nam": "Example Bank", "icn": f"{base}/logo.png"}, "crn": "Card blocked",
+            "rcdi": {"/icn": rcd_digest(logo)},
+        }})["signingResponse"]["identity"]  # fmt: skip
+        div = post("/stir/v1/signing", {"signingRequest": {
+            "original": shaken, "dest": {"tn": [second]},
+        }})["signingResponse"]["identity"]  # fmt: skip
+        assert f";info=<{base}/orig.pem>;" in shaken and f";info=<{base}/fwd.pem>;" in div
+        answer = post("/stir/v1/verification", {"verificationRequest": {
+            "from": {"tn": caller}, "to": {"tn": [second]}, "time": now,
+            "identity": [div, shaken],
+        }})["verificationResponse"]  # fmt: skip
+        assert answer["verstat"] == "TN-Validation-Passed" and answer["diverted"] is True
+        assert [hop["ppt"] for hop in answer["chain"]] == ["shaken", "div"]
+        assert answer["rcd"]["nam"] == "Example Bank" and answer["crn"] == "Card blocked"
+        assert answer["callinfo"] == [
+            f'<{base}/logo.png>;purpose=icon;integrity="{rcd_digest(logo)}";'
+            'call-reason="Card blocked"'
+        ]
+        verdict = post("/v1/verify", {"identity": [shaken, div], "dest_tn": second})
+        assert verdict["valid"] and verdict["diverted"]
+        assert verdict["rcd_checked"] == ["/icn"]  # the logo was fetched and matched
+        # the logo changes after signing: the call stays valid, its RCD is not shown
+        (pub / "logo.png").write_bytes(b"another picture")
+        verdict = post("/v1/verify", {"identity": [shaken, div], "dest_tn": second})
+        assert verdict["valid"] and verdict["rcd"] is None
+        assert verdict["rcd_failure"]["reason"] == "rcd-integrity-mismatch"
+        # a div signed with another key than its certificate's: the chain's hop fails
+        forged = Signer(orig_key, f"{base}/fwd.pem").div_for(shaken, second)
+        answer = post("/stir/v1/verification", {"verificationRequest": {
+            "from": {"tn": caller}, "to": {"tn": [second]}, "time": now,
+            "identity": [shaken, forged],
+        }})["verificationResponse"]  # fmt: skip
+        assert answer["verstat"] == "TN-Validation-Failed"
+        assert answer["reasoncode"] == 438 and "diverted" not in answer
+        assert [(hop["ppt"], hop["valid"], hop["reason"]) for hop in answer["chain"]] == [
+            ("shaken", True, "valid"),
+            ("div", False, "bad-signature"),
+        ]

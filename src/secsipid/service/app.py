@@ -52,7 +52,9 @@ from .atis import (
 )
 from .config import ConfigError, ServiceConfig, load_config
 from .metrics import NullMetrics, make_metrics
+from .native import ApiError, check_json_type, parse_sign, parse_verify
 from .openapi import openapi_document
+from .signing import sign
 from .state import ServiceState, build_state
 
 __all__ = ["Reloader", "ServiceApp", "create_app", "create_app_from_env"]
@@ -394,14 +396,19 @@ class Reloader:
 Handler = Callable[["ServiceApp", ServiceState, _Request], Awaitable[Response]]
 
 
-class _Route:
-    __slots__ = ("atis", "handler", "methods", "name")
+# What a route's answers look like: text (secsipidx's endpoints), ATIS-1000082 JSON, or our
+# own JSON API.
+TEXT, ATIS, OWN = "text", "atis", "json"
 
-    def __init__(self, name: str, methods: tuple[str, ...], handler: Handler, atis: bool) -> None:
+
+class _Route:
+    __slots__ = ("handler", "kind", "methods", "name")
+
+    def __init__(self, name: str, methods: tuple[str, ...], handler: Handler, kind: str) -> None:
         self.name = name
         self.methods = methods
         self.handler = handler
-        self.atis = atis
+        self.kind = kind
 
 
 class ServiceApp:
@@ -527,18 +534,23 @@ class ServiceApp:
                 response = await route.handler(self, state, req)
         except AtisError as exc:
             response = Response(exc.status, [_JSON], exc.body(), exc.message_id)
+        except ApiError as exc:
+            response = Response(exc.status, [_JSON], exc.body(), exc.code)
         except _BodyError as exc:
             response = self._body_error(route, exc)
         except _DisconnectedError:
             return route, None
         except Exception:
             log.exception("secsipid serve: unexpected error on %s %s", req.method, path)
-            if route.atis:
+            if route.kind == ATIS:
                 exc2 = AtisError.internal()
                 response = Response(500, [_JSON], exc2.body(), exc2.message_id)
+            elif route.kind == OWN:
+                error = ApiError(500, "internal-error", "an unexpected error (logged)")
+                response = Response(500, [_JSON], error.body(), error.code)
             else:
                 response = _text(500, "FAILED\ninternal-error\n", "internal-error")
-        if route.atis:
+        if route.kind != TEXT:
             response.headers.append(("x-requestid", _request_id(req.hdrs.request_id)))
         return route, response
 
@@ -550,13 +562,19 @@ class ServiceApp:
 
     def _not_allowed(self, route: _Route, method: str) -> Response:
         allow = ("allow", ", ".join(route.methods))
-        if route.atis:
+        if route.kind == ATIS:
             exc = AtisError.method_not_allowed(method)
             return Response(405, [_JSON, allow], exc.body(), exc.message_id)
+        if route.kind == OWN:
+            error = ApiError(405, "method-not-allowed", f"{method} is not allowed here")
+            return Response(405, [_JSON, allow], error.body(), error.code)
         return _text(405, "method not allowed\n", "method-not-allowed", (allow,))
 
     def _body_error(self, route: _Route, exc: _BodyError) -> Response:
-        if route.atis:
+        if route.kind == OWN:
+            error = ApiError(exc.status, exc.code, exc.message)
+            return Response(exc.status, [_JSON], error.body(), exc.code)
+        if route.kind == ATIS:
             if exc.code == "length-required":
                 err = AtisError.length_required()
             else:
@@ -642,19 +660,22 @@ class ServiceApp:
         ]
         return Response(http_status(reason), headers, body_text.encode(), reason.value)
 
-    def _unauthorized(self, atis: bool) -> Response:
+    def _unauthorized(self, kind: str) -> Response:
         self.metrics.signature("unauthorized")
         challenge = ("www-authenticate", 'Bearer realm="secsipid"')
-        if atis:
+        if kind == ATIS:
             exc = AtisError.unauthorized()
             return Response(401, [_JSON, challenge], exc.body(), exc.message_id)
+        if kind == OWN:
+            error = ApiError(401, "unauthorized", "a bearer token is required")
+            return Response(401, [_JSON, challenge], error.body(), error.code)
         return _text(
             401, "FAILED\nunauthorized: a bearer token is required\n", "unauthorized", (challenge,)
         )
 
     async def sign_csv(self, state: ServiceState, req: _Request) -> Response:
         if state.needs_token and not state.authorized(req.hdrs.authorization):
-            return self._unauthorized(False)
+            return self._unauthorized(TEXT)
         body = await self._body(state, req)
         if state.default is None:
             self.metrics.signature("not-configured")
@@ -720,19 +741,70 @@ class ServiceApp:
         headers = [("content-type", kind), _NOSNIFF, ("cache-control", "max-age=3600")]
         return Response(200, headers, b"" if req.method == "HEAD" else data)
 
+    # -- our own JSON API ---------------------------------------------------------------------
+
+    async def verify_json(self, state: ServiceState, req: _Request) -> Response:
+        check_json_type(req.hdrs.content_type)
+        body = await self._body(state, req)
+        vreq = parse_verify(body)
+        verdict = await self._verdict(state, vreq.identity, vreq.orig_tn, vreq.dest_tn)
+        reason = verdict.reason.value
+        self.metrics.verdict(reason)
+        answer = json.dumps(verdict.to_dict(), separators=(",", ":")).encode()
+        return Response(200, [_JSON, ("x-secsipid-reason", reason)], answer, reason)
+
+    async def sign_json(self, state: ServiceState, req: _Request) -> Response:
+        if state.needs_token and not state.authorized(req.hdrs.authorization):
+            return self._unauthorized(OWN)
+        try:
+            check_json_type(req.hdrs.content_type)
+            body = await self._body(state, req)
+            if state.default is None:
+                raise ApiError(503, "signing-not-configured", "no signing key (--key)")
+            spec = parse_sign(body)
+            profile = state.profile_for(spec.key_number(), req.hdrs.spc)
+            if profile is None:
+                raise ApiError(400, "unknown-spc", "no signing key for the X-SPC given")
+            x5u = spec.x5u or profile.x5u
+            if x5u is None:
+                raise ApiError(400, "invalid-x5u", "no x5u in the request and none configured")
+            try:
+                identity = sign(spec, profile.signer, x5u)
+            except SigningError as exc:
+                raise ApiError(400, exc.code, exc.message) from None
+        except ApiError as exc:
+            self.metrics.signature(exc.code)
+            raise
+        self.metrics.signature("signed")
+        return Response(200, [_JSON], json.dumps({"identity": identity}).encode())
+
+    async def _verdict(
+        self,
+        state: ServiceState,
+        identity: str | list[str],
+        orig_tn: str | None = None,
+        dest_tn: str | list[str] | None = None,
+        now: float | None = None,
+    ) -> Verdict:
+        if state.verifier is None:
+            assert state.verify_error is not None
+            error = state.verify_error
+            return Verdict.from_error(VerificationError(error.reason, error.message))
+        return await state.verifier.acheck(identity, orig_tn=orig_tn, dest_tn=dest_tn, now=now)
+
     # -- ATIS-1000082 -------------------------------------------------------------------------
 
     async def atis_signing(self, state: ServiceState, req: _Request) -> Response:
         check_accept(req.hdrs.accept)
         if state.needs_token and not state.authorized(req.hdrs.authorization):
-            return self._unauthorized(True)
+            return self._unauthorized(ATIS)
         check_content_type(req.hdrs.content_type)
         body = await self._body(state, req, need_length=True)
         if state.default is None:
             self.metrics.signature("not-configured")
             raise AtisError.not_configured("signing is not configured")
-        sreq = parse_signing(body)
-        profile = state.profile_for(sreq.orig, req.hdrs.spc)
+        spec = parse_signing(body)
+        profile = state.profile_for(spec.key_number(), req.hdrs.spc)
         if profile is None:
             self.metrics.signature("unknown-spc")
             raise AtisError.invalid_value("X-SPC", "no signing key for this SPC")
@@ -740,9 +812,7 @@ class ServiceApp:
             self.metrics.signature("not-configured")
             raise AtisError.not_configured("no x5u is configured for the signing key")
         try:
-            identity = profile.signer.identity(
-                sreq.orig, sreq.dest, sreq.attest, sreq.origid, iat=sreq.iat, x5u=profile.x5u
-            )
+            identity = sign(spec, profile.signer, profile.x5u)
         except SigningError as exc:
             self.metrics.signature(exc.code)
             raise AtisError.invalid_value(exc.code.removeprefix("invalid-"), exc.message) from None
@@ -765,14 +835,8 @@ class ServiceApp:
                     f"the server clock (more than {ATIS_TIME_SKEW} s)",
                 )
             )
-        elif state.verifier is None:
-            assert state.verify_error is not None
-            error = state.verify_error
-            verdict = Verdict.from_error(VerificationError(error.reason, error.message))
         else:
-            verdict = await state.verifier.acheck(
-                vreq.identity, orig_tn=vreq.orig, dest_tn=vreq.dest, now=now
-            )
+            verdict = await self._verdict(state, vreq.identity, vreq.orig, vreq.dest, now)
         self.metrics.verdict(verdict.reason.value)
         headers = [_JSON, ("x-secsipid-reason", verdict.reason.value)]
         return Response(200, headers, verification_body(verdict), verdict.reason.value)
@@ -812,19 +876,21 @@ _VALID_HEADERS: tuple[Header, ...] = (
 _ANY: tuple[str, ...] = ()  # any method
 _ROUTES: dict[str, _Route] = {
     # PUT: secsipidx's mux answers any method; POST is what its clients use.
-    "/v1/check": _Route("v1_check", ("POST", "PUT"), ServiceApp.check_v1, False),
-    "/v1/sign-csv": _Route("v1_sign_csv", ("POST", "PUT"), ServiceApp.sign_csv, False),
-    "/stir/v1/signing": _Route("stir_signing", ("POST",), ServiceApp.atis_signing, True),
+    "/v1/check": _Route("v1_check", ("POST", "PUT"), ServiceApp.check_v1, TEXT),
+    "/v1/sign-csv": _Route("v1_sign_csv", ("POST", "PUT"), ServiceApp.sign_csv, TEXT),
+    "/v1/verify": _Route("v1_verify", ("POST",), ServiceApp.verify_json, OWN),
+    "/v1/sign": _Route("v1_sign", ("POST",), ServiceApp.sign_json, OWN),
+    "/stir/v1/signing": _Route("stir_signing", ("POST",), ServiceApp.atis_signing, ATIS),
     "/stir/v1/verification": _Route(
-        "stir_verification", ("POST",), ServiceApp.atis_verification, True
+        "stir_verification", ("POST",), ServiceApp.atis_verification, ATIS
     ),
-    "/healthz": _Route("healthz", ("GET", "HEAD"), ServiceApp.healthz, False),
-    "/metrics": _Route("metrics", ("GET",), ServiceApp.metrics_endpoint, False),
-    "/openapi.json": _Route("openapi", ("GET",), ServiceApp.openapi, False),
+    "/healthz": _Route("healthz", ("GET", "HEAD"), ServiceApp.healthz, TEXT),
+    "/metrics": _Route("metrics", ("GET",), ServiceApp.metrics_endpoint, TEXT),
+    "/openapi.json": _Route("openapi", ("GET",), ServiceApp.openapi, TEXT),
 }
-_PUB = _Route("v1_pub", ("GET", "HEAD"), ServiceApp.pub, False)
-_STIR_OTHER = _Route("other", _ANY, ServiceApp.atis_not_found, True)
-_OTHER = _Route("other", _ANY, ServiceApp.not_found, False)
+_PUB = _Route("v1_pub", ("GET", "HEAD"), ServiceApp.pub, TEXT)
+_STIR_OTHER = _Route("other", _ANY, ServiceApp.atis_not_found, ATIS)
+_OTHER = _Route("other", _ANY, ServiceApp.not_found, TEXT)
 
 
 # -- construction -----------------------------------------------------------------------------

@@ -12,6 +12,19 @@ Request and response shapes follow what deployed ATIS-1000082 clients send and r
   ``orig``/``dest``/``iat`` spelling some clients use inside ``verificationRequest`` is
   accepted too.
 
+Diverted calls (RFC 8946) and Rich Call Data (RFC 9795) have no members in the ATIS-1000082
+shapes that deployed clients send; ours extend them in the same style, and a client that
+does not use them sees the shapes above unchanged:
+
+* signing: ``"ppt": "div"`` with ``"div": {"tn"}`` (the number diverted from) and ``orig``,
+  ``dest`` (the new target), ``iat``; or with ``"original": "<the original Identity value>"``
+  and ``dest``, whose ``orig`` and ``iat`` are copied.  ``"rcd": {"nam", ...}``, ``"crn"``
+  and ``"rcdi"`` add RCD claims to a SHAKEN PASSporT, or make an ``"ppt": "rcd"`` PASSporT;
+* verification: ``identity`` may be an array (every Identity header of the request, in any
+  order; ``to.tn`` is the call target a diversion chain must reach), and the response adds
+  ``diverted``, ``chain``, ``rcd``, ``crn`` and ``callinfo`` (RFC 9796 Call-Info values)
+  when they apply.
+
 Request-level errors are OMA-style ``requestError`` bodies: ``serviceException`` SVC4000..SVC4007
 and ``policyException`` POL4050/POL5000.  Two are ours, for what the standard's list lacks:
 POL4001 (401, a bearer token is required) and POL5003 (503, signing is not configured).
@@ -27,11 +40,11 @@ from .._passport import UUID_RE
 from .._reasons import VERSTAT_PASSED
 from .._tn import canonical_tn
 from .._verifier import Verdict
+from .signing import PPT_VALUES, FieldError, SignSpec, check_ppt, rcd_from_json
 
 __all__ = [
     "ATIS_TIME_SKEW",
     "AtisError",
-    "SigningRequest",
     "VerificationRequest",
     "parse_signing",
     "parse_verification",
@@ -185,29 +198,74 @@ def _int_time(value: Any, name: str) -> int:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class SigningRequest:
-    orig: str
-    dest: list[str]
-    attest: str
-    iat: int
-    origid: str
+def _field_error(exc: FieldError) -> AtisError:
+    if exc.missing:
+        return AtisError.missing_parameter(exc.name)
+    return AtisError.invalid_value(exc.name, exc.why)
 
 
-def parse_signing(body: bytes) -> SigningRequest:
+def _rcd(req: dict[str, Any]) -> Any:
+    rcd = req.get("rcd")
+    if rcd is None:
+        return None
+    return rcd_from_json(rcd, req.get("crn"), req.get("rcdi"))
+
+
+def parse_signing(body: bytes) -> SignSpec:
+    """The PASSporT a ``signingRequest`` asks for: SHAKEN (the ATIS-1000082 members, plus
+    optional RCD), ``div`` or ``rcd`` (``ppt``, see the module docstring)."""
     req = _load(body, "signingRequest")
-    attest = _required(req, "attest")
-    if not isinstance(attest, str) or attest.upper() not in ("A", "B", "C"):
-        raise AtisError.invalid_value("attest", "must be A, B or C")
-    orig = _tn_object(_required(req, "orig"), "orig", many=False)
+    ppt = req.get("ppt")
+    if ppt is None:
+        ppt = "div" if req.get("div") is not None or req.get("original") is not None else "shaken"
+    elif not isinstance(ppt, str) or ppt not in PPT_VALUES:
+        raise AtisError.invalid_value("ppt", f"must be one of {', '.join(PPT_VALUES)}")
+    try:
+        check_ppt(ppt, req, {})
+        if ppt == "div":
+            return _div_request(req)
+        if ppt == "rcd":
+            orig = _tn_object(_required(req, "orig"), "orig", many=False)
+            dest = _tn_object(_required(req, "dest"), "dest", many=True)
+            iat = _int_time(_required(req, "iat"), "iat")
+            _required(req, "rcd")
+            return SignSpec("rcd", dest, orig, iat=iat, rcd=_rcd(req))
+        attest = _required(req, "attest")
+        if not isinstance(attest, str) or attest.upper() not in ("A", "B", "C"):
+            raise AtisError.invalid_value("attest", "must be A, B or C")
+        orig = _tn_object(_required(req, "orig"), "orig", many=False)
+        dest = _tn_object(_required(req, "dest"), "dest", many=True)
+        iat = _int_time(_required(req, "iat"), "iat")
+        origid = req.get("origid")
+        if origid is None or origid == "":
+            origid = ""
+        elif not isinstance(origid, str) or UUID_RE.fullmatch(origid) is None:
+            raise AtisError.invalid_value("origid", "must be a UUID (RFC 8588 §5)")
+        return SignSpec("shaken", dest, orig, attest.upper(), origid, iat, rcd=_rcd(req))
+    except FieldError as exc:
+        raise _field_error(exc) from None
+
+
+def _div_request(req: dict[str, Any]) -> SignSpec:
+    """A div PASSporT (RFC 8946 §3): from ``original`` (its orig and iat copied), or from
+    ``orig``, ``div`` and ``iat``; ``dest`` is the new target either way."""
     dest = _tn_object(_required(req, "dest"), "dest", many=True)
+    div = req.get("div")
+    div_tn = None if div is None else _tn_object(div, "div", many=False)
+    original = req.get("original")
+    if original is not None:
+        if not isinstance(original, str) or not original.strip():
+            raise AtisError.invalid_value("original", "must be the original Identity value")
+        if req.get("orig") is not None:
+            raise AtisError.invalid_value("orig", "copied from original: leave it out")
+        iat = req.get("iat")
+        when = None if iat is None else _int_time(iat, "iat")
+        return SignSpec("div", dest, None, iat=when, div=div_tn, original=original.strip())
+    if div_tn is None:
+        raise AtisError.missing_parameter("div")
+    orig = _tn_object(_required(req, "orig"), "orig", many=False)
     iat = _int_time(_required(req, "iat"), "iat")
-    origid = req.get("origid")
-    if origid is None or origid == "":
-        origid = ""
-    elif not isinstance(origid, str) or UUID_RE.fullmatch(origid) is None:
-        raise AtisError.invalid_value("origid", "must be a UUID (RFC 8588 §5)")
-    return SigningRequest(orig, dest, attest.upper(), iat, origid)
+    return SignSpec("div", dest, orig, iat=iat, div=div_tn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,13 +273,20 @@ class VerificationRequest:
     orig: str
     dest: list[str]
     time: int
-    identity: str
+    identity: str | list[str]
 
 
 def parse_verification(body: bytes) -> VerificationRequest:
     req = _load(body, "verificationRequest")
     identity = _required(req, "identity")
-    if not isinstance(identity, str) or not identity.strip():
+    if isinstance(identity, list):
+        # Every Identity header of the request (a SHAKEN PASSporT and its div PASSporTs,
+        # an rcd PASSporT...), in any order.
+        if not identity or not all(isinstance(v, str) and v.strip() for v in identity):
+            raise AtisError.invalid_value(
+                "identity", "must be a non-empty string, or an array of them (one per header)"
+            )
+    elif not isinstance(identity, str) or not identity.strip():
         raise AtisError.invalid_value("identity", "must be a non-empty string")
     # ATIS-1000082 names them from/to/time; some clients send orig/dest/iat instead.
     from_name = "from" if "from" in req or "orig" not in req else "orig"
@@ -233,14 +298,35 @@ def parse_verification(body: bytes) -> VerificationRequest:
     return VerificationRequest(orig, dest, when, identity)
 
 
+_PASSED_BODY = b'{"verificationResponse":{"verstat":"' + VERSTAT_PASSED.encode() + b'"}}'
+
+
 def verification_body(verdict: Verdict) -> bytes:
-    """The ``verificationResponse`` for a verdict (HTTP 200 either way)."""
-    if verdict.ok:
-        return b'{"verificationResponse":{"verstat":"' + VERSTAT_PASSED.encode() + b'"}}'
-    inner = {
-        "reasoncode": verdict.sip_status,
-        "reasontext": verdict.sip_reason,
-        "reasondesc": verdict.message or verdict.reason.description,
-        "verstat": verdict.verstat,
-    }
+    """The ``verificationResponse`` for a verdict (HTTP 200 either way).
+
+    Beyond the ATIS-1000082 members, when they apply: ``diverted`` (valid through a chain of
+    div PASSporTs), ``chain`` (the chain judged, innermost first, each PASSporT with its own
+    outcome), ``rcd`` and ``crn`` (the verified Rich Call Data) and ``callinfo`` (the SIP
+    Call-Info values for it, RFC 9796), so that an SBC can build its Call-Info header.
+    """
+    rcd = verdict.rcd
+    if verdict.ok and not verdict.chain and rcd is None:
+        return _PASSED_BODY
+    inner: dict[str, Any] = {}
+    if not verdict.ok:
+        inner["reasoncode"] = verdict.sip_status
+        inner["reasontext"] = verdict.sip_reason
+        inner["reasondesc"] = verdict.message or verdict.reason.description
+    inner["verstat"] = verdict.verstat
+    if verdict.diverted:
+        inner["diverted"] = True
+    if verdict.chain:
+        inner["chain"] = [hop.to_dict() for hop in verdict.chain]
+    if rcd is not None:
+        inner["rcd"] = rcd.claim()
+        if rcd.crn is not None:
+            inner["crn"] = rcd.crn
+        call_info = rcd.call_info()
+        if call_info:
+            inner["callinfo"] = call_info
     return json.dumps({"verificationResponse": inner}, separators=(",", ":")).encode()

@@ -90,6 +90,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     _flag(g, "--expire", type=int, metavar="S", help="max age of iat in seconds (300)")
     _flag(g, "--future-skew", type=int, metavar="S", help="max iat in the future (5)")
     _flag(g, "--strict", switch=True, help="also reject non-canonical forms")
+    _flag(g, "--fetch-rcd", switch=True, help="also check rcdi of RCD content behind URLs")
     g = p.add_argument_group("fetching the certificate from info")
     _flag(g, "--timeout", type=float, help="total seconds per fetch (5)")
     _flag(g, "--allow-http", switch=True, help="accept http:// URLs (labs)")

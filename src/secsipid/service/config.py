@@ -29,6 +29,7 @@ The TOML layout (every key optional; flags override the file)::
     cert = "/etc/secsipid/peer.pem"    # --cert: verify with this file instead of info
     expire = 300                       # --expire
     ca_file = "/etc/secsipid/sti-pa-roots.pem"   # --ca-file (and ca_dir, crl_files, ...)
+    fetch_rcd = false                  # --fetch-rcd: check rcdi of RCD content behind URLs
 
     [cache]                            # fetched certificates
     backend = "memory"                 # "memory" (this machine) or "redis" (a cluster)
@@ -166,6 +167,7 @@ class ServiceConfig:
     require_crl: bool = False
     require_tnauthlist: bool = True
     verify_cert: bool = True
+    fetch_rcd: bool = False
     # cache
     cache_backend: str = "memory"
     cache_dir: str | None = None
@@ -236,6 +238,7 @@ _TOML_KEYS: dict[str, str] = {
     "verification.require_crl": "require_crl",
     "verification.require_tnauthlist": "require_tnauthlist",
     "verification.verify_cert": "verify_cert",
+    "verification.fetch_rcd": "fetch_rcd",
     "cache.backend": "cache_backend",
     "cache.dir": "cache_dir",
     "cache.default_ttl": "cache_ttl",

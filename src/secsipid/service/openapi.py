@@ -29,6 +29,11 @@ def _json_body(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 _REF_ERROR = {"$ref": "#/components/schemas/RequestError"}
+_REF_API_ERROR = {"$ref": "#/components/schemas/ApiError"}
+_REF_HOP = {"$ref": "#/components/schemas/ChainHop"}
+_REF_RCD = {"$ref": "#/components/schemas/Rcd"}
+_STR = {"type": "string"}
+_STR_OR_LIST = {"oneOf": [_STR, {"type": "array", "items": _STR, "minItems": 1}]}
 _TN_OBJ = {
     "type": "object",
     "required": ["tn"],
@@ -59,6 +64,41 @@ _ATIS_ERRORS = {
     "500": _json_body("POL5000: internal error", _REF_ERROR),
     "503": _json_body("POL5003: not configured (signing key, x5u)", _REF_ERROR),
 }
+_API_ERRORS = {
+    "400": _json_body(
+        "invalid-json, missing-parameter, invalid-parameter, or a signing refusal (invalid-tn, "
+        "invalid-attest, invalid-origid, invalid-iat, invalid-x5u, invalid-rcd, "
+        "invalid-original, unknown-spc)",
+        _REF_API_ERROR,
+    ),
+    "405": _json_body("method-not-allowed", _REF_API_ERROR),
+    "408": _json_body("body-timeout", _REF_API_ERROR),
+    "413": _json_body("too-large", _REF_API_ERROR),
+    "415": _json_body(
+        "unsupported-media-type: Content-Type must be application/json", _REF_API_ERROR
+    ),
+    "500": _json_body("internal-error", _REF_API_ERROR),
+}
+# The members of signingRequest (ATIS) and of /v1/sign (ours) for div and RCD.
+_RCD_MEMBERS: dict[str, Any] = {
+    "rcd": {**_REF_RCD, "description": "Rich Call Data claim (RFC 9795)"},
+    "crn": {"type": "string", "description": "call reason (RFC 9795), with rcd"},
+    "rcdi": {
+        "type": "object",
+        "additionalProperties": _STR,
+        "description": "integrity digests (JSON pointer -> sha256-<base64>) of URL content you "
+        "digested; the inline jCard's (/jcd) is computed",
+    },
+}
+_PPT = {
+    "enum": ["shaken", "div", "rcd"],
+    "description": "the PASSporT to sign; default shaken, or div when div/original is given",
+}
+_ORIGINAL = {
+    "type": "string",
+    "description": "div: the original Identity value; its orig and iat are copied, its dest "
+    "is the number diverted from (div picks one when it has several)",
+}
 _REQUEST_ID = {
     "name": "X-RequestID",
     "in": "header",
@@ -81,6 +121,43 @@ def openapi_document() -> dict[str, Any]:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
+                "ApiError": {
+                    "type": "object",
+                    "required": ["error", "message"],
+                    "properties": {
+                        "error": {"type": "string", "example": "invalid-tn"},
+                        "message": _STR,
+                    },
+                },
+                "ChainHop": {
+                    "type": "object",
+                    "description": "One PASSporT of a diversion chain (RFC 8946), innermost "
+                    "(the SHAKEN PASSporT) first, with its own outcome",
+                    "properties": {
+                        "index": {"type": "integer", "description": "its Identity value"},
+                        "ppt": {"enum": ["shaken", "div"]},
+                        "orig": _STR,
+                        "dest": {"type": "array", "items": _STR},
+                        "div": {"type": ["string", "null"]},
+                        "iat": {"type": ["integer", "null"]},
+                        "valid": {"type": "boolean"},
+                        "reason": {"enum": [r.value for r in Reason]},
+                        "message": _STR,
+                    },
+                },
+                "Rcd": {
+                    "type": "object",
+                    "required": ["nam"],
+                    "description": "The rcd claim (RFC 9795): nam required; jcd and jcl "
+                    "exclusive; other members kept as extensions",
+                    "properties": {
+                        "nam": {"type": "string", "example": "Example Bank"},
+                        "apn": _STR,
+                        "icn": {"type": "string", "format": "uri"},
+                        "jcd": {"type": "array", "description": "jCard (RFC 7095)"},
+                        "jcl": {"type": "string", "format": "uri"},
+                    },
+                },
                 "RequestError": {
                     "type": "object",
                     "properties": {
@@ -100,7 +177,7 @@ def openapi_document() -> dict[str, Any]:
                             },
                         }
                     },
-                }
+                },
             },
         },
         "paths": {
@@ -168,6 +245,128 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/verify": {
+                "post": {
+                    "summary": "Verify every Identity value of a request; the full verdict "
+                    "(diversion chain, Rich Call Data, Call-Info)",
+                    "parameters": [_REQUEST_ID],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            _JSON: {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["identity"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "identity": _STR_OR_LIST,
+                                        "orig_tn": {**_STR, "description": "the caller"},
+                                        "dest_tn": {
+                                            **_STR_OR_LIST,
+                                            "description": "the call target (Request-URI)",
+                                        },
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json_body(
+                            "the verdict, valid or not (secsipid check --json)",
+                            {
+                                "type": "object",
+                                "required": ["valid", "reason", "verstat"],
+                                "properties": {
+                                    "valid": {"type": "boolean"},
+                                    "reason": {"enum": [r.value for r in Reason]},
+                                    "message": _STR,
+                                    "sip_status": {"type": "integer"},
+                                    "sip_reason": _STR,
+                                    "verstat": _STR,
+                                    "lib_code": {"type": "integer"},
+                                    "spc": {"type": ["string", "null"]},
+                                    "header": {"type": "object"},
+                                    "claims": {"type": "object"},
+                                    "index": {"type": "integer"},
+                                    "failures": {"type": "array", "items": {"type": "object"}},
+                                    "diverted": {"type": "boolean"},
+                                    "chain": {"type": "array", "items": _REF_HOP},
+                                    "chain_failure": {"type": ["object", "null"]},
+                                    "rcd": {
+                                        "type": ["object", "null"],
+                                        "properties": {
+                                            "rcd": _REF_RCD,
+                                            "crn": {"type": ["string", "null"]},
+                                            "rcdi": {"type": ["object", "null"]},
+                                        },
+                                    },
+                                    "rcd_failure": {"type": ["object", "null"]},
+                                    "rcd_checked": {"type": "array", "items": _STR},
+                                    "call_info": {"type": "array", "items": _STR},
+                                },
+                            },
+                        ),
+                        **_API_ERRORS,
+                    },
+                }
+            },
+            "/v1/sign": {
+                "post": {
+                    "summary": "Sign a SHAKEN (with optional RCD), div or rcd PASSporT",
+                    "security": _BEARER,
+                    "parameters": [
+                        _REQUEST_ID,
+                        {
+                            "name": "X-SPC",
+                            "in": "header",
+                            "required": False,
+                            "description": "Choose the signing key by Service Provider Code",
+                            "schema": _STR,
+                        },
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            _JSON: {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["dest_tn"],
+                                    "additionalProperties": False,
+                                    "description": "shaken: orig_tn, dest_tn, attest; div: "
+                                    "dest_tn and either original or orig_tn and div_tn; rcd: "
+                                    "orig_tn, dest_tn, rcd",
+                                    "properties": {
+                                        "orig_tn": _STR,
+                                        "dest_tn": _STR_OR_LIST,
+                                        "attest": {"enum": ["A", "B", "C"]},
+                                        "origid": {"type": "string", "format": "uuid"},
+                                        "iat": {"type": "integer"},
+                                        "x5u": {"type": "string", "format": "uri"},
+                                        "ppt": _PPT,
+                                        "div_tn": {
+                                            **_STR,
+                                            "description": "div: the number diverted from",
+                                        },
+                                        "original": _ORIGINAL,
+                                        **_RCD_MEMBERS,
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json_body(
+                            "signed",
+                            {"type": "object", "properties": {"identity": _STR}},
+                        ),
+                        **_API_ERRORS,
+                        "401": _json_body(
+                            "unauthorized: a bearer token is required", _REF_API_ERROR
+                        ),
+                        "503": _json_body("signing-not-configured", _REF_API_ERROR),
+                    },
+                }
+            },
             "/stir/v1/signing": {
                 "post": {
                     "summary": "ATIS-1000082 signing",
@@ -192,13 +391,25 @@ def openapi_document() -> dict[str, Any]:
                                     "properties": {
                                         "signingRequest": {
                                             "type": "object",
-                                            "required": ["attest", "dest", "iat", "orig"],
+                                            "description": "shaken: attest, dest, iat, orig "
+                                            "(origid, rcd optional); div: dest and either "
+                                            "original or orig, div, iat; rcd: dest, iat, orig, "
+                                            "rcd",
+                                            "required": ["dest"],
                                             "properties": {
                                                 "attest": {"enum": ["A", "B", "C"]},
                                                 "dest": _TN_LIST_OBJ,
                                                 "iat": {"type": "integer"},
                                                 "orig": _TN_OBJ,
                                                 "origid": {"type": "string", "format": "uuid"},
+                                                "ppt": _PPT,
+                                                "div": {
+                                                    **_TN_OBJ,
+                                                    "description": "div: the number the call "
+                                                    "is diverted from (RFC 8946)",
+                                                },
+                                                "original": _ORIGINAL,
+                                                **_RCD_MEMBERS,
                                             },
                                         }
                                     },
@@ -240,9 +451,18 @@ def openapi_document() -> dict[str, Any]:
                                             "required": ["from", "to", "time", "identity"],
                                             "properties": {
                                                 "from": _TN_OBJ,
-                                                "to": _TN_LIST_OBJ,
+                                                "to": {
+                                                    **_TN_LIST_OBJ,
+                                                    "description": "the call target; a "
+                                                    "diversion chain must reach it",
+                                                },
                                                 "time": {"type": "integer"},
-                                                "identity": {"type": "string"},
+                                                "identity": {
+                                                    **_STR_OR_LIST,
+                                                    "description": "the Identity header "
+                                                    "value, or every one of the request "
+                                                    "(SHAKEN, div, rcd) in any order",
+                                                },
                                             },
                                         }
                                     },
@@ -270,6 +490,28 @@ def openapi_document() -> dict[str, Any]:
                                             "reasoncode": {"type": "integer"},
                                             "reasontext": {"type": "string"},
                                             "reasondesc": {"type": "string"},
+                                            "diverted": {
+                                                "type": "boolean",
+                                                "description": "valid through a chain of div "
+                                                "PASSporTs (only when true)",
+                                            },
+                                            "chain": {
+                                                "type": "array",
+                                                "items": _REF_HOP,
+                                                "description": "when the request carried div "
+                                                "PASSporTs: the chain judged",
+                                            },
+                                            "rcd": {
+                                                **_REF_RCD,
+                                                "description": "the verified Rich Call Data",
+                                            },
+                                            "crn": {"type": "string"},
+                                            "callinfo": {
+                                                "type": "array",
+                                                "items": _STR,
+                                                "description": "SIP Call-Info values for the "
+                                                "verified RCD (RFC 9796)",
+                                            },
                                         },
                                     }
                                 },

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization
 
 from .._errors import KeyLoadError, VerificationError
-from .._fetch import FetchPolicy
+from .._fetch import Fetcher, FetchPolicy
 from .._keys import Credential, credential_from_file, private_key_from_file
 from .._reasons import Reason
 from .._shared import RedisCache, redis_cache
@@ -229,6 +229,17 @@ def _trust(config: ServiceConfig, problems: list[str]) -> TrustPolicy | None:
         return None
 
 
+def fetch_policy(config: ServiceConfig) -> FetchPolicy:
+    """What may be fetched (certificates from ``info``, CRLs, RCD content), and how."""
+    return FetchPolicy(
+        timeout=config.timeout,
+        allow_http=config.allow_http,
+        allow_private=config.allow_private,
+        tls_ca_file=config.tls_ca_file,
+        max_size=config.max_size,
+    )
+
+
 def certificate_source(
     config: ServiceConfig,
     trust: TrustPolicy | None,
@@ -238,13 +249,7 @@ def certificate_source(
     """The certificate source for ``info`` URLs.  ``cache.backend`` chooses where fetched
     certificates are shared: "memory" (this process, plus ``cache.dir`` on disk for all of
     them) or "redis" (``shared``: every instance using the same Redis)."""
-    fetch = FetchPolicy(
-        timeout=config.timeout,
-        allow_http=config.allow_http,
-        allow_private=config.allow_private,
-        tls_ca_file=config.tls_ca_file,
-        max_size=config.max_size,
-    )
+    fetch = fetch_policy(config)
     fetcher = MeteredFetcher(fetch)
     fetcher.metrics = metrics
     source = MeteredSource(
@@ -288,8 +293,18 @@ def _verifier(
     config: ServiceConfig, metrics: NullMetrics, problems: list[str]
 ) -> tuple[Verifier | None, VerificationError | None]:
     policy = VerifyPolicy(
-        expire=config.expire, future_skew=config.future_skew, strict=config.strict
+        expire=config.expire,
+        future_skew=config.future_skew,
+        strict=config.strict,
+        fetch_rcd=config.fetch_rcd,
     )
+    # Rich Call Data behind URLs (fetch_rcd) comes through a fetcher of its own, under the
+    # same policy as certificates; its downloads are not certificate fetches in the metrics.
+    try:
+        rcd_fetcher = Fetcher(fetch_policy(config)) if config.fetch_rcd else None
+    except ValueError as exc:
+        problems.append(f"verification: {exc}")
+        return None, None
     trust = _trust(config, problems)
     if config.cert:
         try:
@@ -297,7 +312,7 @@ def _verifier(
         except KeyLoadError as exc:
             problems.append(f"verification.cert: {exc.message}")
             return None, None
-        return Verifier(credential, policy=policy, trust=trust), None
+        return Verifier(credential, policy=policy, trust=trust, fetcher=rcd_fetcher), None
     if trust is None and config.verify_cert:
         # Signing-only deployments are fine; verification then answers no-trust-anchors.
         return None, VerificationError(
@@ -319,7 +334,7 @@ def _verifier(
     except ValueError as exc:
         problems.append(f"verification: {exc}")
         return None, None
-    return Verifier(source, policy=policy), None
+    return Verifier(source, policy=policy, fetcher=rcd_fetcher), None
 
 
 def build_state(config: ServiceConfig, metrics: NullMetrics | None = None) -> ServiceState:
