@@ -273,6 +273,25 @@ def test_cli_flags_map_to_settings(capsys: pytest.CaptureFixture[str]) -> None:
     }  # fmt: skip
 
 
+def test_fetch_rcd_setting(tmp_path: Path, key_files: KeyFiles) -> None:
+    """verification.fetch_rcd (--fetch-rcd) turns VerifyPolicy.fetch_rcd on, with a fetcher
+    under the service's fetch policy in both modes (file and info URL); off by default."""
+    from secsipid.cli import build_parser
+    from secsipid.service.cli import overrides_from_args
+
+    args = build_parser().parse_args(["serve", "--fetch-rcd"])
+    assert overrides_from_args(args) == {"fetch_rcd": True}
+    toml = tmp_path / "serve.toml"
+    toml.write_text("[verification]\nfetch_rcd = true\nallow_http = true\ntimeout = 2.5\n")
+    for settings in ({"cert": str(key_files.cert_pem)}, {"verify_cert": False}):
+        verifier = build_state(load_config(str(toml), settings)).verifier
+        assert verifier is not None and verifier.policy.fetch_rcd
+        fetcher = verifier._fetcher
+        assert fetcher is not None and fetcher.policy.allow_http and fetcher.policy.timeout == 2.5
+    plain = build_state(load_config(None, {"cert": str(key_files.cert_pem)})).verifier
+    assert plain is not None and not plain.policy.fetch_rcd and plain._fetcher is None
+
+
 # -- reload ------------------------------------------------------------------------------------
 
 

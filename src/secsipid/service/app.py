@@ -690,7 +690,7 @@ class ServiceApp:
             return self._sign_refused(
                 "invalid-csv", "too few tokens: expected OrigTN,DestTN,ATTEST,OrigID,X5U"
             )
-        orig, dest, attest, origid, x5u = (f.strip() for f in fields[:5])
+        orig, dest, attest, origid, x5u = [f.strip() for f in fields[:5]]
         profile = state.profile_for(orig, req.hdrs.spc)
         if profile is None:
             return self._sign_refused("unknown-spc", "no signing key for the X-SPC given")
