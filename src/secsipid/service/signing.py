@@ -46,11 +46,11 @@ class FieldError(Exception):
         self.missing = missing
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~1 us per request
 class SignSpec:
-    """One PASSporT to sign.  ``orig`` is None for a div PASSporT made from ``original``
-    (copied from it); ``iat`` None means now (or, from ``original``, the original's);
-    ``x5u`` None means the signing key's configured one."""
+    """One PASSporT to sign (treat it as read-only).  ``orig`` is None for a div PASSporT
+    made from ``original`` (copied from it); ``iat`` None means now (or, from ``original``,
+    the original's); ``x5u`` None means the signing key's configured one."""
 
     ppt: str
     dest: list[str]
@@ -83,15 +83,21 @@ class SignSpec:
         return self.orig or ""
 
 
+# The members that only some PASSporT types take, and which types take them.
+_TYPED_MEMBERS = ("attest", "origid", "div", "original", "rcd", "crn", "rcdi")
+_ALLOWED = {
+    "shaken": frozenset({"attest", "origid", "rcd", "crn", "rcdi"}),
+    "div": frozenset({"div", "original"}),
+    "rcd": frozenset({"rcd", "crn", "rcdi"}),
+}
+
+
 def check_ppt(ppt: str, req: Mapping[str, Any], names: Mapping[str, str]) -> None:
     """Which members go with which PASSporT type (``names`` maps our member names to the
-    API's): attest and origid only in SHAKEN, div and original only in div, rcd not in div."""
-    allowed = {
-        "shaken": {"attest", "origid", "rcd", "crn", "rcdi"},
-        "div": {"div", "original"},
-        "rcd": {"rcd", "crn", "rcdi"},
-    }[ppt]
-    for ours in ("attest", "origid", "div", "original", "rcd", "crn", "rcdi"):
+    API's): attest and origid only in SHAKEN, div and original only in div, rcd not in div,
+    crn and rcdi only with rcd."""
+    allowed = _ALLOWED[ppt]
+    for ours in _TYPED_MEMBERS:
         name = names.get(ours, ours)
         if req.get(name) is None:
             continue
