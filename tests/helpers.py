@@ -6,6 +6,7 @@ Import as ``from helpers import NOW, X5U, ...``: pytest puts ``tests/`` on ``sys
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,34 @@ def assert_verdict(verdict: Verdict, reason: Reason) -> None:
     assert verdict.sip_status == reason.sip_status
     assert verdict.sip_reason == reason.sip_reason
     assert verdict.verstat == reason.verstat
+
+
+VERDICT_PROPERTIES = (
+    "ok", "valid", "reason", "message", "lib_code", "sip_status", "sip_reason", "verstat",
+    "spc", "header", "claims", "passport", "index", "failures",
+)  # fmt: skip
+PASSPORT_PROPERTIES = (
+    "identity", "header", "claims", "token", "attest", "iat", "origid", "orig", "dest", "info",
+    "spc", "warnings", "credential",
+)  # fmt: skip
+
+
+def assert_verdict_readable(verdict: Verdict) -> dict[str, Any]:
+    """Every property of a Verdict (and of its VerifiedPassport) reads without raising, and
+    ``to_dict()`` is strict JSON (no NaN/Infinity, no nesting too deep to encode): what the
+    Kamailio adapter, the CLI and the HTTP service read.  Returns the parsed ``to_dict()``."""
+    for name in VERDICT_PROPERTIES:
+        getattr(verdict, name)
+    bool(verdict)
+    repr(verdict)
+    if verdict.passport is not None:
+        for name in PASSPORT_PROPERTIES:
+            getattr(verdict.passport, name)
+        repr(verdict.passport)
+        repr(verdict.passport.credential)
+    text = json.dumps(verdict.to_dict(), allow_nan=False, sort_keys=True)
+    doc: dict[str, Any] = json.loads(text)
+    return doc
 
 
 def assert_error(exc: VerificationError, reason: Reason) -> None:

@@ -205,6 +205,66 @@ def test_console_script_entry_point(key_files: Any, tmp_path: Path) -> None:
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
 
 
+def _strict_json(text: str) -> Any:
+    """Parse CLI output as strict JSON: NaN/Infinity are not JSON (RFC 8259 §6)."""
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} in the output is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _hostile_value(key_path: Path, extra: str) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    from helpers import PARAMS, SHAKEN_CLAIMS, SHAKEN_HEADER, raw_jws
+    from secsipid import canonical_json
+
+    key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    claims = canonical_json(SHAKEN_CLAIMS)[:-1] + b',"x":' + extra.encode() + b"}"
+    return raw_jws(key, canonical_json(SHAKEN_HEADER), claims) + PARAMS  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("extra", ["1e400", "-1e400", "[" * 40 + "]" * 40])
+def test_hostile_json_output_is_strict_json(
+    capsys: pytest.CaptureFixture[str], key_files: Any, extra: str
+) -> None:
+    """Claims with a number that overflows (or nested too deep): check prints "valid: no"
+    (it printed "valid: yes" and then exited 2), and check --json / decode print strict JSON
+    (they printed Infinity); check exits 1 with the invalid-claims-json reason."""
+    from helpers import NOW
+
+    value = _hostile_value(key_files.key_pem, extra)
+    cert = str(key_files.cert_pem)
+    status, out, err = run(capsys, "check", value, "--cert", cert, "--now", str(NOW))
+    assert (status, err) == (1, "")
+    assert "valid: no" in out and "reason: invalid-claims-json" in out
+    status, out, _ = run(capsys, "check", value, "--cert", cert, "--now", str(NOW), "--json")
+    assert status == 1
+    assert _strict_json(out)["reason"] == "invalid-claims-json"
+    _, out, _ = run(capsys, "decode", value)
+    claims = _strict_json(out)["claims"]
+    assert list(claims) == ["error"] and "PASSporT" not in claims["error"]
+
+
+def test_claims_nested_900_deep_in_a_real_process(key_files: Any) -> None:
+    """In a process with a shallow stack, claims nested 900 deep used to parse; then the check
+    said "valid: yes", and --json died with a RecursionError traceback while printing them
+    (~990 deep, the verifier's own re-encoding failed too: internal-error in strict mode).
+    Now refused when parsing: invalid-claims-json, exit 1, nothing on stderr."""
+    from helpers import NOW
+
+    value = _hostile_value(key_files.key_pem, "[" * 900 + "]" * 900)
+    for extra in ([], ["--json"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "secsipid", "check", "-", "--cert", str(key_files.cert_pem),
+             "--now", str(NOW), *extra],
+            input=value, capture_output=True, text=True,
+        )  # fmt: skip
+        assert (proc.returncode, proc.stderr) == (1, "")
+        assert "invalid-claims-json" in proc.stdout
+
+
 def test_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
     """The README's demo command succeeds and shows each expected verdict."""
     status, out, _ = run(capsys, "demo")

@@ -149,7 +149,7 @@ def _verifier_from_args(args: argparse.Namespace) -> Verifier:
 
 def _print_verdict(verdict: Verdict, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(verdict.to_dict(), indent=2, sort_keys=True))
+        print(json.dumps(verdict.to_dict(), indent=2, sort_keys=True, allow_nan=False))
         return
     print(f"valid: {'yes' if verdict.ok else 'no'}")
     print(f"reason: {verdict.reason.value}")
@@ -268,7 +268,8 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         if "error" in result:
             status = EXIT_INVALID
         decoded.append(result)
-    print(json.dumps(decoded[0] if len(decoded) == 1 else decoded, indent=2, ensure_ascii=False))
+    doc = decoded[0] if len(decoded) == 1 else decoded
+    print(json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False))
     return status
 
 
