@@ -572,6 +572,50 @@ def test_nesting_a_passport_extension_needs_is_accepted(
     assert assert_verdict_readable(verdict)["claims"]["rcd"]["jcd"] == jcard
 
 
+# -- crit (issue 7, item 8) --------------------------------------------------------------------
+
+CRIT_VALUES: dict[str, Any] = {
+    "unknown-name": ["foo"],
+    "empty-list": [],
+    "not-a-list": "foo",
+    "b64": ["b64"],
+    "registered-name": ["alg"],
+    "null": None,
+}
+
+
+@pytest.mark.parametrize("crit", CRIT_VALUES.values(), ids=CRIT_VALUES.keys())
+def test_crit_is_refused(
+    verifier: Verifier,
+    make_identity: MakeIdentity,
+    private_key: ec.EllipticCurvePrivateKey,
+    crit: Any,
+) -> None:
+    """RFC 7515 §4.1.11: a recipient MUST reject a JWS whose crit lists an extension it does
+    not understand (and crit must be a non-empty list of extension names); the PASSporT
+    extensions we support (RFC 8225 §8.1, RFC 8588) define none, so any crit is refused:
+    unsupported-crit, 438.  These all used to verify as valid."""
+    header = {**SHAKEN_HEADER, "crit": crit}
+    if crit == ["b64"]:
+        header["b64"] = False  # RFC 7797 unencoded payload: must not be read as a PASSporT
+    value = make_identity(
+        header=json.dumps(header).encode(), claims=canonical_json(SHAKEN_CLAIMS), raw=True
+    )
+    err = _reject(verifier, value, Reason.UNSUPPORTED_CRIT)
+    assert (err.sip_status, err.sip_reason) == (438, "Invalid Identity Header")
+    assert err.verstat == "No-TN-Validation"
+    assert err.header["crit"] == crit  # the decoded header is still reported
+
+
+def test_alg_is_checked_before_crit(verifier: Verifier, make_identity: MakeIdentity) -> None:
+    """An alg-confused header with crit still reports unsupported-alg (checked first)."""
+    header = {**SHAKEN_HEADER, "alg": "none", "crit": ["foo"]}
+    value = make_identity(
+        header=json.dumps(header).encode(), claims=canonical_json(SHAKEN_CLAIMS), raw=True
+    )
+    _reject(verifier, value, Reason.UNSUPPORTED_ALG)
+
+
 # -- signature ---------------------------------------------------------------------------------
 
 

@@ -244,7 +244,8 @@ class Signer:
         Objects are serialized canonically (RFC 8225 §9).  JSON text is parsed, checked and
         re-serialized canonically, unless ``verbatim`` is true: then the text (stripped of
         surrounding whitespace) is signed byte for byte, as secsipidx does.
-        The header's ``alg`` must be ``ES256`` when present.
+        The header's ``alg`` must be ``ES256`` when present, and it must not hold ``crit``
+        (verifiers, ours included, reject it: RFC 7515 §4.1.11).
         """
         parts: list[bytes] = []
         for name, doc in (("header", header), ("payload", payload)):
@@ -261,6 +262,14 @@ class Signer:
                 raise SigningError("invalid-json", f"{name} must be a JSON object")
             if name == "header" and obj.get("alg", "ES256") != "ES256":
                 raise SigningError("invalid-json", "header alg must be ES256")
+            if name == "header" and "crit" in obj:
+                # Verifiers refuse it (RFC 7515 §4.1.11; ours: unsupported-crit): no PASSporT
+                # extension defines a critical header parameter, so never sign one silently.
+                raise SigningError(
+                    "invalid-json",
+                    "header crit is not supported: no PASSporT extension defines critical "
+                    "header parameters, and verifiers reject it (RFC 7515 §4.1.11)",
+                )
             try:
                 parts.append(raw if verbatim and raw else canonical_json(dict(obj)))
             except (TypeError, ValueError) as exc:
