@@ -265,9 +265,7 @@ def parse_certificate_body(body: bytes, url: str) -> tuple[Credential, bytes]:
     except KeyLoadError as exc:
         if exc.code in ("key-not-ec", "key-wrong-curve"):
             raise VerificationError(Reason.UNSUPPORTED_KEY, f"{url}: {exc.message}") from exc
-        raise VerificationError(
-            Reason.CERT_INVALID, f"{url}: not a PEM or DER certificate ({exc.code})"
-        ) from exc
+        raise VerificationError(Reason.CERT_INVALID, f"{url}: {exc.message}") from exc
     if credential.certificate is None:
         raise VerificationError(Reason.CERT_INVALID, f"{url}: a public key, not a certificate")
     from cryptography.hazmat.primitives.serialization import Encoding
