@@ -249,6 +249,9 @@ MALFORMED_LEAVES: dict[str, Callable[[LabPKI], bytes]] = {
     "subject-videotexstring": _subject_tag(0x15),
     "subject-generalstring": _subject_tag(0x1B),
     "subject-null": _subject_tag(0x05),
+    # A BIT STRING value for CN: cryptography raises TypeError ("oid must be
+    # X500_UNIQUE_IDENTIFIER for BitString type"); found by tools/fuzz.py.
+    "subject-bitstring": _subject_tag(0x03),
     "issuer-generalstring": _issuer_tag,
     "unknown-key-algorithm": _unknown_key_algorithm,
 }

@@ -37,7 +37,7 @@ from secsipid import (
 )
 from secsipid._keys import describe_certificate
 from secsipid._pki import LabPKI, make_crl, make_lab_pki, pem
-from secsipid._source import parse_certificate_body
+from secsipid._source import freshness, parse_certificate_body
 
 ORIG, DEST = "12155550121", "12155550131"
 MALFORMED = [*MALFORMED_LEAVES, "intermediate-garbage-aki"]
@@ -65,6 +65,18 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
     return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
+# Caching headers a hostile server may send with a good certificate.
+HOSTILE_HEADERS: dict[str, dict[str, str]] = {
+    "date-year-overflow": {
+        "Expires": "Wed, 21 Oct 2015 07:28:00 GMT",
+        "Date": "Wed, 21 Oct 2019999999999999999999999999999995 07:00:00 GMT",
+    },
+    "expires-year-overflow": {"Expires": "Wed, 21 Oct 99999999999999999999999 07:28:00 GMT"},
+    "expires-year-99999": {"Expires": "Wed, 21 Oct 99999 07:28:00 GMT"},
+    "max-age-huge": {"Cache-Control": "max-age=" + "9" * 400},
+}
+
+
 @pytest.fixture(scope="module")
 def server(
     chains: dict[str, Hostile], tls: TLSFiles, tmp_path_factory: pytest.TempPathFactory
@@ -77,6 +89,11 @@ def server(
         }
         for name, chain in chains.items()
     }
+    for name, headers in HOSTILE_HEADERS.items():
+        routes[f"/headers-{name}.pem"] = {
+            "body": chains["control"].chain_pem.decode(),
+            "headers": headers,
+        }
     srv = CertServer(tmp_path_factory.mktemp("hostile-srv"), routes, tls)
     yield srv
     srv.stop()
@@ -301,3 +318,32 @@ def test_crl_issuer_with_a_key_that_cannot_sign(pki: LabPKI, tmp_path: Path) -> 
         trust = TrustPolicy(verify_chain=False, crl_files=(str(path),), require_crl=require_crl)
         for verdict in _check_both_ways(Verifier(credential, trust=trust), value):
             assert verdict.reason is expected, (verdict.reason, verdict.message)
+
+
+# -- hostile caching headers -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", HOSTILE_HEADERS)
+def test_hostile_caching_headers_with_a_good_certificate(
+    server: CertServer, tls: TLSFiles, pki: LabPKI, root_file: Path, name: str
+) -> None:
+    """Caching headers are parsed from the server's answer: a Date whose year overflows a C
+    long (email.utils raises OverflowError) used to give internal-error for a good
+    certificate.  Found by tools/fuzz.py (target headers).  An unusable date is no date."""
+    url = server.url(f"/headers-{name}.pem")
+    value = Signer(pki.leaf_key, url).identity(ORIG, DEST, "A")
+    verifier = Verifier(_source(tls, TrustPolicy(ca_file=str(root_file))))
+    for verdict in _check_both_ways(verifier, value):
+        assert verdict.ok, (verdict.reason, verdict.message)
+        assert_verdict_readable(verdict)
+
+
+@pytest.mark.parametrize("name", HOSTILE_HEADERS)
+def test_freshness_of_hostile_headers(name: str) -> None:
+    """freshness() itself, for headers the loopback server cannot send alone (http.server adds
+    its own Date first): an unusable Date or Expires is ignored or means expired."""
+    headers = {k.lower(): v for k, v in HOSTILE_HEADERS[name].items()}
+    # A max-age that is not a number is no max-age (the default applies); an unusable Expires
+    # means already expired (RFC 9111 §5.3); an unusable Date is "now" (Expires 2015: expired).
+    expected = 3600.0 if name == "max-age-huge" else 0.0
+    assert freshness(headers, 1_700_000_000.0, 3600.0) == (expected, True)

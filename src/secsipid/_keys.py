@@ -52,10 +52,12 @@ __all__ = [
 # ValueError (bad DER inside an extension), KeyError (a name attribute with a string tag it has
 # no type for), InvalidVersion (version field not v1-v3), DuplicateExtension (RFC 5280 §4.2:
 # "A certificate MUST NOT include more than one instance of a particular extension"),
-# UnsupportedGeneralNameType, UnsupportedAlgorithm (a key type it cannot load).
+# UnsupportedGeneralNameType, UnsupportedAlgorithm (a key type it cannot load), TypeError (a
+# name attribute whose ASN.1 type does not fit its OID, e.g. a BIT STRING common name).
 CERT_PARSE_ERRORS: tuple[type[Exception], ...] = (
     ValueError,
     KeyError,
+    TypeError,
     x509.InvalidVersion,
     x509.DuplicateExtension,
     x509.UnsupportedGeneralNameType,

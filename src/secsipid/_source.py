@@ -163,7 +163,7 @@ def _cache_control(value: str) -> dict[str, str | None]:
 def _seconds(value: str | None) -> float | None:
     try:
         return float(int(value)) if value is not None else None
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: beyond a float ("max-age=9999...")
         return None
 
 
@@ -181,12 +181,12 @@ def freshness(headers: Mapping[str, str], now: float, default_ttl: float) -> tup
     if expires is not None:
         try:
             when = email.utils.parsedate_to_datetime(expires).timestamp()
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):  # Overflow: a year > C long
             return 0.0, storable  # RFC 9111 §5.3: an invalid Expires means already expired
         date_hdr = headers.get("date")
         try:
             date = email.utils.parsedate_to_datetime(date_hdr).timestamp() if date_hdr else now
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             date = now
         return max(when - date, 0.0), storable
     return default_ttl, storable

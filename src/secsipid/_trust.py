@@ -558,16 +558,13 @@ class TrustValidator:
         return until
 
 
-_SIGNATURE_CHECK_ERRORS: tuple[type[Exception], ...] = (TypeError, *CERT_PARSE_ERRORS)
-
-
 def _signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
     """Whether ``issuer`` signed ``crl``.  Without chain validation (``verify_chain=False``) the
     issuer is whatever the x5u server sent, possibly with a key that cannot sign at all
     (X25519: cryptography raises TypeError): such a certificate signed nothing."""
     try:
         return crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
-    except _SIGNATURE_CHECK_ERRORS:
+    except CERT_PARSE_ERRORS:  # TypeError included
         return False
 
 
