@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import heapq
 import io
 import json
 import logging
@@ -1109,6 +1110,7 @@ class Report:
     max_case: float = 0.0
     slowest: int = -1
     outcomes: Counter[str] = field(default_factory=Counter)
+    slow: list[tuple[float, int]] = field(default_factory=list)  # the 5 slowest (seconds, case)
     findings: list[tuple[int, str, Any]] = field(default_factory=list)  # (case, what, input)
 
     def summary(self) -> str:
@@ -1116,7 +1118,7 @@ class Report:
         return (
             f"{self.target:12} {self.cases:8d} cases {self.seconds:7.1f} s "
             f"({self.cases / max(self.seconds, 1e-9):7.0f}/s)  "
-            f"max case {self.max_case * 1000:7.1f} ms  "
+            f"max case {self.max_case * 1000:7.1f} ms (#{self.slowest})  "
             f"findings {len(self.findings)}  outcomes {len(self.outcomes)}: {top}"
         )
 
@@ -1192,6 +1194,10 @@ def _run_cases(
         elapsed = time.perf_counter() - t0
         if elapsed > report.max_case:
             report.max_case, report.slowest = elapsed, case
+        if len(report.slow) < 5 or elapsed > report.slow[0][0]:
+            heapq.heappush(report.slow, (elapsed, case))
+            if len(report.slow) > 5:
+                heapq.heappop(report.slow)
         if elapsed > CASE_LIMIT:
             report.findings.append((case, f"slow: {elapsed:.2f} s", data))
         report.cases += 1
@@ -1214,8 +1220,11 @@ def replay(name: str, case: int, seed: int, kit: Kit) -> None:
         rng = _case_rng(seed, name, i)
         data = _input_for(target, kit, rng, corpus)
         if i == case:
-            print(f"input: {data!r}"[:4000])
-            print("outcome:", target.run(data, kit, rng))
+            print(f"input ({_size(data)} bytes): {data!r}"[:4000])
+            for _ in range(3):
+                t0 = time.perf_counter()
+                outcome = target.run(data, kit, _case_rng(seed, name, i))
+                print(f"outcome: {outcome} in {(time.perf_counter() - t0) * 1000:.1f} ms")
             return
         try:
             label = target.run(data, kit, rng).split(":", 1)[0]
@@ -1224,6 +1233,14 @@ def replay(name: str, case: int, seed: int, kit: Kit) -> None:
         if label not in seen:
             seen.add(label)
             corpus.append(data)
+
+
+def _size(data: Any) -> int:
+    if isinstance(data, bytes | str):
+        return len(data)
+    if isinstance(data, tuple | list):
+        return sum(_size(d) for d in data)
+    return len(repr(data))
 
 
 def _save(directory: Path, report: Report) -> None:
@@ -1250,6 +1267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--replay", metavar="TARGET:CASE", help="run one case again, with its traceback"
     )
     parser.add_argument("--list", action="store_true", help="list the targets")
+    parser.add_argument("--verbose", action="store_true", help="also list the slowest cases")
     args = parser.parse_args(argv)
     if args.list:
         for t in TARGETS.values():
@@ -1267,6 +1285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 name, args.cases, seed=args.seed, kit=kit, time_limit=args.time_limit
             )
             print(report.summary(), flush=True)
+            if args.verbose:
+                slow = sorted(report.slow, reverse=True)
+                print("  slowest: " + ", ".join(f"#{c} {t * 1000:.1f} ms" for t, c in slow))
             for case, what, data in report.findings[:10]:
                 print(f"  case {case}: {what}\n    input {data!r}"[:600], flush=True)
             if args.save_dir and report.findings:
