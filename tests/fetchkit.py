@@ -101,6 +101,7 @@ class CertServer:
         tls: TLSFiles | None,
         *,
         port: int = 0,
+        host: str = "127.0.0.1",
     ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.tls = tls
@@ -109,7 +110,7 @@ class CertServer:
         ready = directory / "ready.txt"
         ready.unlink(missing_ok=True)
         cmd = [sys.executable, str(HERE / "certserver.py"), "--routes", str(routes_file),
-               "--ready", str(ready), "--port", str(port)]  # fmt: skip
+               "--ready", str(ready), "--port", str(port), "--host", host]  # fmt: skip
         if tls is not None:
             cmd += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -121,19 +122,62 @@ class CertServer:
                 raise RuntimeError(f"certserver did not start: {err}")
             time.sleep(0.02)
         self.port = int(ready.read_text())
+        self.host = host
         self.scheme = "https" if tls is not None else "http"
 
-    def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"{self.scheme}://{host}:{self.port}{path}"
+    def url(self, path: str, host: str | None = None) -> str:
+        return f"{self.scheme}://{host or self.host}:{self.port}{path}"
 
-    def hits(self) -> dict[str, int]:
-        """Per-path request counts, asked over plain HTTP(S) with urllib (not our fetcher)."""
+    def _ask(self, path: str) -> Any:
         import ssl
 
         ctx = ssl.create_default_context(cafile=str(self.tls.ca)) if self.tls else None
-        with urllib.request.urlopen(self.url("/_hits"), timeout=5, context=ctx) as resp:
-            result: dict[str, int] = json.loads(resp.read())
+        with urllib.request.urlopen(self.url(path), timeout=5, context=ctx) as resp:
+            return json.loads(resp.read())
+
+    def hits(self) -> dict[str, int]:
+        """Per-path request counts, asked over plain HTTP(S) with urllib (not our fetcher)."""
+        result: dict[str, int] = self._ask("/_hits")
         return result
+
+    def hosts(self) -> dict[str, str]:
+        """The Host header of each path's last request."""
+        result: dict[str, str] = self._ask("/_hosts")
+        return result
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+class DNSServer:
+    """``dnsserver.py`` in its own process, on 127.0.0.1 UDP and an ephemeral port."""
+
+    def __init__(self, directory: Path, zone: dict[str, dict[str, Any]]) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        zone_file = directory / "zone.json"
+        zone_file.write_text(json.dumps(zone))
+        ready = directory / "ready.txt"
+        ready.unlink(missing_ok=True)
+        cmd = [sys.executable, str(HERE / "dnsserver.py"), "--zone", str(zone_file),
+               "--ready", str(ready)]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while not ready.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                self.stop()
+                raise RuntimeError(f"dnsserver did not start: {err}")
+            time.sleep(0.02)
+        self.port = int(ready.read_text())
+        self.nameserver = f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -29,6 +29,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from concurrent.futures import CancelledError as FutureCancelled
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import KeyLoadError, VerificationError
-from ._fetch import Fetcher, FetchPolicy, FetchResult
+from ._fetch import BudgetExhaustedError, Fetcher, FetchPolicy, FetchResult, request_remaining
 from ._keys import Credential, load_credential
 from ._reasons import Reason
 from ._trust import TrustPolicy, TrustValidator
@@ -78,22 +79,48 @@ class _Entry:
     expires: float  # wall-clock seconds
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Negative:
-    error: VerificationError
+    """A remembered failure: the reason and message only.  Keeping the exception would keep
+    its traceback and frames (~16 KiB each: 60k failing URLs once grew a process by 150 MB)."""
+
+    reason: Reason
+    message: str
+    lib_code: int | None
     until: float
+
+    @property
+    def size(self) -> int:
+        return len(self.message) + 200  # the key's URL is counted by the cache
+
+    def error(self) -> VerificationError:
+        return VerificationError(self.reason, self.message, lib_code=self.lib_code)
+
+
+_MAX_NEGATIVE_MESSAGE = 300
 
 
 class MemoryCache:
     """A bounded LRU of fetched certificates (by entries and by bytes), thread-safe, meant to
-    be shared by every verifier of the process; plus the negative cache."""
+    be shared by every verifier of the process; plus the negative cache, bounded the same way
+    (oldest first out)."""
 
-    def __init__(self, *, max_entries: int = 4096, max_bytes: int = 32 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        *,
+        max_entries: int = 4096,
+        max_bytes: int = 32 * 1024 * 1024,
+        max_negative: int = 4096,
+        max_negative_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
+        self.max_negative = max_negative
+        self.max_negative_bytes = max_negative_bytes
         self._entries: OrderedDict[tuple[Any, ...], _Entry] = OrderedDict()
-        self._negative: dict[tuple[Any, ...], _Negative] = {}
+        self._negative: OrderedDict[tuple[Any, ...], _Negative] = OrderedDict()
         self._bytes = 0
+        self._negative_bytes = 0
         self._lock = threading.Lock()
 
     def get(self, key: tuple[Any, ...]) -> _Entry | None:
@@ -110,7 +137,7 @@ class MemoryCache:
                 self._bytes -= len(old.body)
             self._entries[key] = entry
             self._bytes += len(entry.body)
-            self._negative.pop(key, None)
+            self._drop_negative(key)
             while self._entries and (
                 len(self._entries) > self.max_entries or self._bytes > self.max_bytes
             ):
@@ -121,23 +148,47 @@ class MemoryCache:
         return self._negative.get(key)
 
     def put_negative(self, key: tuple[Any, ...], error: VerificationError, until: float) -> None:
+        message = error.message
+        if len(message) > _MAX_NEGATIVE_MESSAGE:
+            message = message[: _MAX_NEGATIVE_MESSAGE - 3] + "..."
+        entry = _Negative(error.reason, message, error._lib_code, until)
         with self._lock:
-            if len(self._negative) >= self.max_entries:
-                now = time.time()
-                for k in [k for k, v in self._negative.items() if v.until <= now]:
-                    del self._negative[k]
-                if len(self._negative) >= self.max_entries:
-                    self._negative.clear()
-            self._negative[key] = _Negative(error, until)
+            self._drop_negative(key)
+            self._negative[key] = entry
+            self._negative_bytes += entry.size + _key_size(key)
+            while self._negative and (
+                len(self._negative) > self.max_negative
+                or self._negative_bytes > self.max_negative_bytes
+            ):
+                old_key, old = self._negative.popitem(last=False)
+                self._negative_bytes -= old.size + _key_size(old_key)
+
+    def _drop_negative(self, key: tuple[Any, ...]) -> None:
+        old = self._negative.pop(key, None)
+        if old is not None:
+            self._negative_bytes -= old.size + _key_size(key)
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
             self._negative.clear()
-            self._bytes = 0
+            self._bytes = self._negative_bytes = 0
+
+    def stats(self) -> dict[str, int]:
+        """Entries and bytes held (positive and negative)."""
+        return {
+            "entries": len(self._entries),
+            "bytes": self._bytes,
+            "negative_entries": len(self._negative),
+            "negative_bytes": self._negative_bytes,
+        }
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _key_size(key: tuple[Any, ...]) -> int:
+    return sum(len(part) for part in key if isinstance(part, str))
 
 
 _SHARED_MEMORY = MemoryCache()
@@ -337,8 +388,10 @@ class CertificateSource:
         self.trust_policy = trust
         self.trust = TrustValidator(trust, self.fetcher) if trust is not None else None
         self._policy_key = repr(fetch.cache_key)
+        # Fetches in progress, by URL: one map for threads and for every event loop (the
+        # synchronous check runs several fetches on a private loop), so however a caller waits,
+        # one request goes out per URL.
         self._inflight: dict[str, Future[Credential]] = {}
-        self._ainflight: dict[tuple[int, str], asyncio.Future[Credential]] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -357,7 +410,7 @@ class CertificateSource:
             stale = self._usable_stale(entry, now)
             if stale is not None:
                 return stale.credential, stale
-            raise _copy(negative.error)
+            raise negative.error()
         if self.disk is not None:
             loaded = self.disk.load(url, self._policy_key)
             if loaded is not None and now < loaded[1]:
@@ -370,6 +423,11 @@ class CertificateSource:
                     self.memory.put(key, fresh)
                     return credential, fresh
         return None, entry
+
+    def cached_credential(self, info: str) -> Credential | None:
+        """The credential for ``info`` if the caches can answer without the network (None:
+        a fetch is needed).  Raises the remembered error of a recent failure."""
+        return self._lookup(info, time.time())[0]
 
     def _usable_stale(self, entry: _Entry | None, now: float) -> _Entry | None:
         if entry is not None and now < entry.expires + self.cache_config.stale_if_error:
@@ -390,7 +448,10 @@ class CertificateSource:
 
     def _failed(self, url: str, error: VerificationError, stale: _Entry | None) -> Credential:
         now = time.time()
-        if error.reason is not Reason.CERT_URL_REFUSED:  # refusals are instant anyway
+        # Refusals are instant anyway; a fetch cut short by its request's budget says nothing
+        # about the server (the budget may have gone to another URL of the same request).
+        remember = not isinstance(error, BudgetExhaustedError)
+        if remember and error.reason is not Reason.CERT_URL_REFUSED:
             self.memory.put_negative(
                 (self._policy_key, url), error, now + self.cache_config.negative_ttl
             )
@@ -399,6 +460,25 @@ class CertificateSource:
             return usable.credential
         raise error
 
+    def _wait_timeout(self) -> float:
+        """How long a caller waits for another caller's fetch of the same URL: its own
+        request's budget, or the fetch timeout (plus slack) outside of a request."""
+        return max(request_remaining(self.fetch_policy.timeout + 5), 0.0)
+
+    def _join(self, info: str) -> tuple[Future[Credential], bool]:
+        """The fetch of ``info`` in progress, or a new one: (future, this caller leads)."""
+        with self._lock:
+            future = self._inflight.get(info)
+            if future is not None and not future.done():
+                return future, False
+            future = self._inflight[info] = Future()
+            return future, True
+
+    def _leave(self, info: str, future: Future[Credential]) -> None:
+        with self._lock:
+            if self._inflight.get(info) is future:
+                del self._inflight[info]
+
     # -- sync --------------------------------------------------------------------------------
 
     def credential_for(self, info: str) -> Credential:
@@ -406,20 +486,20 @@ class CertificateSource:
         credential, stale = self._lookup(info, time.time())
         if credential is not None:
             return credential
-        with self._lock:
-            future = self._inflight.get(info)
-            leader = future is None
-            if future is None:
-                future = self._inflight[info] = Future()
-        if not leader:
+        while True:
+            future, leader = self._join(info)
+            if leader:
+                break
             try:
-                return future.result(timeout=self.fetch_policy.timeout + 5)
+                return future.result(timeout=self._wait_timeout())
             except VerificationError as exc:
                 raise _copy(exc) from None
             except FutureTimeout:
-                raise VerificationError(
+                raise BudgetExhaustedError(
                     Reason.CERT_FETCH_TIMEOUT, f"{info}: waited too long for a fetch in progress"
                 ) from None
+            except FutureCancelled:
+                continue  # the fetching caller was cancelled: fetch (or wait) again
         try:
             try:
                 result = self.fetcher.get(info)
@@ -429,28 +509,40 @@ class CertificateSource:
             future.set_result(credential)
             return credential
         except BaseException as exc:
-            future.set_exception(exc)
+            if not future.done():
+                future.set_exception(exc)
             raise
         finally:
-            with self._lock:
-                self._inflight.pop(info, None)
+            self._leave(info, future)
 
     # -- async -------------------------------------------------------------------------------
 
     async def acredential_for(self, info: str) -> Credential:
-        """The credential at ``info`` without blocking the event loop."""
+        """The credential at ``info`` without blocking the event loop.  A caller that is
+        cancelled (its request found a valid value elsewhere, or ran out of budget) leaves
+        nothing behind: callers waiting on its fetch start their own."""
         credential, stale = self._lookup(info, time.time())
         if credential is not None:
             return credential
-        loop = asyncio.get_running_loop()
-        key = (id(loop), info)
-        future = self._ainflight.get(key)
-        if future is not None:
+        while True:
+            future, leader = self._join(info)
+            if leader:
+                break
             try:
-                return await asyncio.shield(future)
+                async with asyncio.timeout(self._wait_timeout()):
+                    # shield: a waiter that is cancelled must not cancel the shared fetch
+                    return await asyncio.shield(asyncio.wrap_future(future))
             except VerificationError as exc:
                 raise _copy(exc) from None
-        future = self._ainflight[key] = loop.create_future()
+            except TimeoutError:
+                raise BudgetExhaustedError(
+                    Reason.CERT_FETCH_TIMEOUT, f"{info}: waited too long for a fetch in progress"
+                ) from None
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not future.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                # The fetching caller was cancelled, not this one: fetch (or wait) again.
         try:
             try:
                 result = await self.fetcher.aget(info)
@@ -459,9 +551,12 @@ class CertificateSource:
                 credential = self._failed(info, exc, stale)
             future.set_result(credential)
             return credential
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
         except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: no "never retrieved" warning without waiters
+            if not future.done():
+                future.set_exception(exc)
             raise
         finally:
-            self._ainflight.pop(key, None)
+            self._leave(info, future)

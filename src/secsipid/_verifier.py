@@ -23,6 +23,7 @@ Steps 1-7 and the signature are pure; only step 8's credential lookup may do I/O
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -38,6 +39,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ._errors import KeyLoadError, VerificationError
+from ._fetch import DEFAULT_TIMEOUT, BudgetExhaustedError, request_deadline
 from ._identity import (
     DEFAULT_MAX_IDENTITY_SIZE,
     IdentityHeader,
@@ -85,6 +87,9 @@ class VerifyPolicy:
       a missing ``ppt`` parameter (RFC 8224 §4.1).  Off by default: peers in the field send
       these and the signature still binds what they signed.
     * ``max_identity_size``/``max_identities``: input caps, refused before any parsing.
+    * ``timeout``: seconds for the whole check of one request, whatever it carries: every
+      certificate and CRL fetch of every Identity value, DNS included, ends within it (None:
+      the certificate source's fetch timeout, 5 s by default like Kamailio's ``timeout``).
     """
 
     expire: int = DEFAULT_EXPIRE
@@ -92,12 +97,16 @@ class VerifyPolicy:
     strict: bool = False
     max_identity_size: int = DEFAULT_MAX_IDENTITY_SIZE
     max_identities: int = DEFAULT_MAX_IDENTITIES
+    timeout: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("expire", "future_skew", "max_identity_size", "max_identities"):
             value = getattr(self, name)
             if type(value) is not int or value < 0:
                 raise ValueError(f"VerifyPolicy.{name} must be a non-negative int, not {value!r}")
+        t = self.timeout
+        if t is not None and (type(t) not in (int, float) or not 0 < t <= 300):
+            raise ValueError(f"VerifyPolicy.timeout must be in (0, 300] seconds, not {t!r}")
 
 
 @runtime_checkable
@@ -105,7 +114,13 @@ class CredentialSource(Protocol):
     """Where the verifier gets the credential for an ``info`` URL.
 
     Raise :class:`VerificationError` (e.g. ``cert-fetch-failed``) or :class:`KeyLoadError`
-    when there is none.  Sources with I/O also offer ``async def acredential_for(info)``.
+    when there is none.  Optional members the verifier uses when present:
+
+    * ``local = True``: the source does no network I/O (a key, a file);
+    * ``cached_credential(info) -> Credential | None``: the credential if it is at hand
+      without the network (values whose credential is at hand are checked first);
+    * ``async def acredential_for(info)``: the asyncio twin (also lets a synchronous check
+      fetch several URLs at once).
     """
 
     def credential_for(self, info: str) -> Credential: ...
@@ -115,6 +130,7 @@ class StaticCredential:
     """Always the same credential, whatever ``info`` says (a configured key or certificate)."""
 
     __slots__ = ("credential",)
+    local = True  # no network: the verifier calls it without a time budget
 
     def __init__(self, credential: Credential) -> None:
         self.credential = credential
@@ -127,6 +143,7 @@ class CredentialFile:
     """The credential in a file, reloaded when the file changes (one ``stat()`` per use)."""
 
     __slots__ = ("path",)
+    local = True
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
@@ -139,6 +156,8 @@ _SOURCE_TRUST: Any = object()  # "whatever the source says": no trust for keys a
 
 
 class _NoSource:
+    local = True
+
     def credential_for(self, info: str) -> Credential:
         raise VerificationError(
             Reason.NO_KEY_SOURCE, "no key, certificate or certificate source is configured"
@@ -398,7 +417,7 @@ class Verifier:
     (valid if any one value is valid, RFC 8224 §6.2.1) without raising for bad input.
     """
 
-    __slots__ = ("policy", "source", "trust")
+    __slots__ = ("_local", "_peek", "_source_timeout", "policy", "source", "trust")
 
     def __init__(
         self,
@@ -413,8 +432,15 @@ class Verifier:
         policy: VerifyPolicy | None = None,
         trust: TrustPolicy | TrustValidator | None = _SOURCE_TRUST,
     ) -> None:
-        self.source = _as_source(key)
+        self.source = source = _as_source(key)
         self.policy = policy if policy is not None else VerifyPolicy()
+        # What the request flow needs to know of the source, looked up once.
+        self._local = bool(getattr(source, "local", False))
+        self._peek = getattr(source, "cached_credential", None)
+        timeout = getattr(getattr(source, "fetch_policy", None), "timeout", None)
+        self._source_timeout = (
+            float(timeout) if isinstance(timeout, int | float) else DEFAULT_TIMEOUT
+        )
         if trust is _SOURCE_TRUST:
             # A CertificateSource carries the trust its user chose for it; keys and files
             # configured by the operator are trusted as they are unless trust is given.
@@ -540,7 +566,11 @@ class Verifier:
             raise exc from None
         return VerifiedPassport(hdr, decoded, credential)
 
-    # -- sync --------------------------------------------------------------------------------
+    # -- credentials -----------------------------------------------------------------------
+
+    def _budget(self) -> float:
+        timeout = self.policy.timeout
+        return self._source_timeout if timeout is None else timeout
 
     def _credential(self, info: str) -> Credential:
         try:
@@ -548,21 +578,108 @@ class Verifier:
         except KeyLoadError as exc:
             raise VerificationError.from_key_error(exc) from exc
 
+    def _at_hand(self, info: str, deadline: float) -> Credential | None:
+        """The credential for ``info`` when no network is needed (None: fetch it later)."""
+        if self._local:
+            return self._credential(info)
+        peek = self._peek
+        if peek is not None:
+            credential: Credential | None = peek(info)
+            return credential
+        with request_deadline(deadline):  # a source of unknown kind: ask it, within budget
+            return self._credential(info)
+
+    def _accept(
+        self,
+        hdr: IdentityHeader,
+        decoded: DecodedPassport,
+        credential: Credential,
+        now: float,
+        deadline: float,
+    ) -> VerifiedPassport:
+        """Trust in the credential, then the signature."""
+        trust = self.trust
+        if trust is not None:
+            try:
+                if trust.is_cached(credential, now):
+                    trust.check(
+                        credential, iat=decoded.claims["iat"], now=now, orig_tn=_orig_tn(decoded)
+                    )
+                else:  # building the chain may fetch CRLs: within the request's budget
+                    with request_deadline(deadline):
+                        trust.check(
+                            credential,
+                            iat=decoded.claims["iat"],
+                            now=now,
+                            orig_tn=_orig_tn(decoded),
+                        )
+            except VerificationError as exc:
+                exc.header, exc.claims = decoded.header, decoded.claims
+                raise
+        return self._finish(hdr, decoded, credential)
+
+    async def _aaccept(
+        self,
+        hdr: IdentityHeader,
+        decoded: DecodedPassport,
+        credential: Credential,
+        now: float,
+        deadline: float,
+    ) -> VerifiedPassport:
+        trust = self.trust
+        if trust is not None and not trust.is_cached(credential, now):
+            check = functools.partial(
+                trust.check, credential, iat=decoded.claims["iat"], now=now,
+                orig_tn=_orig_tn(decoded),
+            )  # fmt: skip
+            try:
+                with request_deadline(deadline):  # the worker thread gets this context
+                    await anyio.to_thread.run_sync(check)
+            except VerificationError as exc:
+                exc.header, exc.claims = decoded.header, decoded.claims
+                raise
+            trust = None  # checked
+        if trust is None:
+            return self._finish(hdr, decoded, credential)
+        return self._accept(hdr, decoded, credential, now, deadline)
+
+    # -- one value ---------------------------------------------------------------------------
+
     def _verify(
         self, value: str, expected: _Expected | None, now: float | None
     ) -> VerifiedPassport:
+        deadline = time.monotonic() + self._budget()
         now = time.time() if now is None else now
         hdr, decoded = self._examine(value, expected, now)
+        info = hdr.info or ""
         try:
-            credential = self._credential(hdr.info or "")
-            if self.trust is not None:
-                self.trust.check(
-                    credential, iat=decoded.claims["iat"], now=now, orig_tn=_orig_tn(decoded)
-                )
+            credential = self._at_hand(info, deadline)
+            if credential is None:
+                with request_deadline(deadline):
+                    credential = self._credential(info)
         except VerificationError as exc:
             exc.header, exc.claims = decoded.header, decoded.claims
             raise
-        return self._finish(hdr, decoded, credential)
+        return self._accept(hdr, decoded, credential, now, deadline)
+
+    async def _averify(
+        self, value: str, expected: _Expected | None, now: float | None
+    ) -> VerifiedPassport:
+        deadline = time.monotonic() + self._budget()
+        now = time.time() if now is None else now
+        hdr, decoded = self._examine(value, expected, now)
+        info = hdr.info or ""
+        try:
+            credential = None
+            if self._local or self._peek is not None:
+                credential = self._at_hand(info, deadline)
+            if credential is None:
+                with request_deadline(deadline):
+                    credential = await self._acredential(info)
+        except VerificationError as exc:
+            exc.header, exc.claims = decoded.header, decoded.claims
+            raise
+        return await self._aaccept(hdr, decoded, credential, now, deadline)
 
     def verify(
         self,
@@ -582,64 +699,6 @@ class Verifier:
         expected = None if orig_tn is None and dest_tn is None else _Expected(orig_tn, dest_tn)
         return self._verify(identity, expected, now)
 
-    def check(
-        self,
-        identity: str | Iterable[str],
-        *,
-        orig_tn: str | None = None,
-        dest_tn: str | Sequence[str] | None = None,
-        now: float | None = None,
-    ) -> Verdict:
-        """Check all Identity values of a request (one string, comma-joined values, or one
-        string per header line).  Never raises for bad input: every outcome is a Verdict."""
-        outcome = _Outcome(self.policy, identity, orig_tn, dest_tn)
-        for index, value in outcome.values:
-            try:
-                passport = self._verify(value, outcome.expected, now)
-            except Exception as exc:  # noqa: BLE001 - _Outcome separates bugs from failures
-                outcome.fail(index, exc)
-                continue
-            return outcome.success(index, passport)
-        return outcome.verdict()
-
-    # -- async -------------------------------------------------------------------------------
-
-    async def _acredential(self, info: str) -> Credential:
-        getter = getattr(self.source, "acredential_for", None)
-        try:
-            if getter is not None:
-                credential: Credential = await getter(info)
-                return credential
-            return self.source.credential_for(info)
-        except KeyLoadError as exc:
-            raise VerificationError.from_key_error(exc) from exc
-
-    async def _averify(
-        self, value: str, expected: _Expected | None, now: float | None
-    ) -> VerifiedPassport:
-        now = time.time() if now is None else now
-        hdr, decoded = self._examine(value, expected, now)
-        try:
-            credential = await self._acredential(hdr.info or "")
-            trust = self.trust
-            if trust is not None:
-                check = functools.partial(
-                    trust.check,
-                    credential,
-                    iat=decoded.claims["iat"],
-                    now=now,
-                    orig_tn=_orig_tn(decoded),
-                )
-                # A validated chain is a dict lookup; building one may fetch CRLs: off the loop.
-                if trust.is_cached(credential, now):
-                    check()
-                else:
-                    await anyio.to_thread.run_sync(check)
-        except VerificationError as exc:
-            exc.header, exc.claims = decoded.header, decoded.claims
-            raise
-        return self._finish(hdr, decoded, credential)
-
     async def averify(
         self,
         identity: str,
@@ -654,6 +713,83 @@ class Verifier:
         expected = None if orig_tn is None and dest_tn is None else _Expected(orig_tn, dest_tn)
         return await self._averify(identity, expected, now)
 
+    async def _acredential(self, info: str) -> Credential:
+        getter = getattr(self.source, "acredential_for", None)
+        try:
+            if getter is not None:
+                credential: Credential = await getter(info)
+                return credential
+            return self.source.credential_for(info)
+        except KeyLoadError as exc:
+            raise VerificationError.from_key_error(exc) from exc
+
+    # -- a request ---------------------------------------------------------------------------
+    #
+    # RFC 8224 §6.2.1: a request is valid when one of its Identity values is.  The whole check
+    # of a request fits in one time budget (VerifyPolicy.timeout), whatever the request
+    # carries: values whose credential is at hand (a key, a file, a cached certificate) are
+    # checked first, in order, and the first valid one ends the check; only then are the
+    # other values' certificates fetched, every distinct URL at once, and each value is
+    # checked as its certificate arrives; the first valid one ends the check and the fetches
+    # still running are cancelled.  What has not arrived by the deadline is cert-fetch-timeout.
+
+    def check(
+        self,
+        identity: str | Iterable[str],
+        *,
+        orig_tn: str | None = None,
+        dest_tn: str | Sequence[str] | None = None,
+        now: float | None = None,
+    ) -> Verdict:
+        """Check all Identity values of a request (one string, comma-joined values, or one
+        string per header line).  Never raises for bad input: every outcome is a Verdict."""
+        deadline = time.monotonic() + self._budget()
+        outcome = _Outcome(self.policy, identity, orig_tn, dest_tn)
+        now = time.time() if now is None else now
+        waiting: list[_Waiting] = []
+        for index, value in outcome.values:
+            try:
+                hdr, decoded = self._examine(value, outcome.expected, now)
+                credential = self._at_hand(hdr.info or "", deadline)
+                if credential is None:
+                    waiting.append(_Waiting(index, hdr, decoded))
+                    continue
+                passport = self._accept(hdr, decoded, credential, now, deadline)
+            except Exception as exc:  # noqa: BLE001 - _Outcome separates bugs from failures
+                outcome.fail(index, exc)
+                continue
+            return outcome.success(index, passport)
+        if waiting:
+            with request_deadline(deadline):
+                found = self._fetch_and_check(waiting, outcome, now, deadline)
+            if found is not None:
+                return outcome.success(*found)
+        return outcome.verdict()
+
+    def _fetch_and_check(
+        self, waiting: list[_Waiting], outcome: _Outcome, now: float, deadline: float
+    ) -> tuple[int, VerifiedPassport] | None:
+        by_url = _by_url(waiting)
+        if len(by_url) > 1 and hasattr(self.source, "acredential_for") and not _in_event_loop():
+            # Several certificates to fetch: all at once, on a private event loop that ends
+            # with this call (no thread or fetch outlives the request).
+            return asyncio.run(self._afetch_and_check(by_url, outcome, now, deadline, False))
+        for url, values in by_url.items():
+            try:
+                credential = self._credential(url)
+            except Exception as exc:  # noqa: BLE001
+                for item in values:
+                    outcome.fail(item.index, _for_value(exc, item))
+                continue
+            for item in values:
+                try:
+                    passport = self._accept(item.hdr, item.decoded, credential, now, deadline)
+                except Exception as exc:  # noqa: BLE001
+                    outcome.fail(item.index, exc)
+                    continue
+                return item.index, passport
+        return None
+
     async def acheck(
         self,
         identity: str | Iterable[str],
@@ -663,15 +799,133 @@ class Verifier:
         now: float | None = None,
     ) -> Verdict:
         """:meth:`check` for asyncio."""
+        deadline = time.monotonic() + self._budget()
         outcome = _Outcome(self.policy, identity, orig_tn, dest_tn)
+        now = time.time() if now is None else now
+        waiting: list[_Waiting] = []
         for index, value in outcome.values:
             try:
-                passport = await self._averify(value, outcome.expected, now)
+                hdr, decoded = self._examine(value, outcome.expected, now)
+                if self._local or self._peek is not None:
+                    credential = self._at_hand(hdr.info or "", deadline)
+                else:
+                    credential = None  # a source of unknown kind: asked like a fetch, below
+                if credential is None:
+                    waiting.append(_Waiting(index, hdr, decoded))
+                    continue
+                passport = await self._aaccept(hdr, decoded, credential, now, deadline)
             except Exception as exc:  # noqa: BLE001 - _Outcome separates bugs from failures
                 outcome.fail(index, exc)
                 continue
             return outcome.success(index, passport)
+        if waiting:
+            with request_deadline(deadline):
+                found = await self._afetch_and_check(_by_url(waiting), outcome, now, deadline, True)
+            if found is not None:
+                return outcome.success(*found)
         return outcome.verdict()
+
+    async def _afetch_and_check(
+        self,
+        by_url: dict[str, list[_Waiting]],
+        outcome: _Outcome,
+        now: float,
+        deadline: float,
+        offload: bool,
+    ) -> tuple[int, VerifiedPassport] | None:
+        """Fetch every URL at once; check values as their certificate arrives (trust checks
+        that may block go to a worker thread when ``offload``, else run here)."""
+        tasks = {asyncio.ensure_future(self._acredential(url)): url for url in by_url}
+        order = {url: n for n, url in enumerate(by_url)}
+        pending = set(tasks)
+        try:
+            while pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                done, pending = await asyncio.wait(
+                    pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in sorted(done, key=lambda t: order[tasks[t]]):
+                    values = by_url[tasks[task]]
+                    error = task.exception()
+                    if error is not None:
+                        for item in values:
+                            outcome.fail(item.index, _for_value(error, item))
+                        continue
+                    credential = task.result()
+                    for item in values:
+                        try:
+                            if offload:
+                                passport = await self._aaccept(
+                                    item.hdr, item.decoded, credential, now, deadline
+                                )
+                            else:
+                                passport = self._accept(
+                                    item.hdr, item.decoded, credential, now, deadline
+                                )
+                        except Exception as exc:  # noqa: BLE001
+                            outcome.fail(item.index, exc)
+                            continue
+                        return item.index, passport
+            for task in pending:
+                url = tasks[task]
+                for item in by_url[url]:
+                    outcome.fail(
+                        item.index,
+                        _for_value(
+                            BudgetExhaustedError(
+                                Reason.CERT_FETCH_TIMEOUT,
+                                f"{_short(url)}: no certificate within the request's time budget",
+                            ),
+                            item,
+                        ),
+                    )
+            return None
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """A value whose checks passed so far and whose certificate must be fetched."""
+
+    index: int
+    hdr: IdentityHeader
+    decoded: DecodedPassport
+
+
+def _by_url(waiting: list[_Waiting]) -> dict[str, list[_Waiting]]:
+    by_url: dict[str, list[_Waiting]] = {}
+    for item in waiting:
+        by_url.setdefault(item.hdr.info or "", []).append(item)
+    return by_url
+
+
+def _for_value(error: BaseException, item: _Waiting) -> BaseException:
+    """The error of a URL's fetch, as its own exception for each value that needed it."""
+    if isinstance(error, KeyLoadError):
+        error = VerificationError.from_key_error(error)
+    if not isinstance(error, VerificationError):
+        return error
+    copy = VerificationError(error.reason, error.message, lib_code=error._lib_code)
+    copy.header, copy.claims = item.decoded.header, item.decoded.claims
+    return copy
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _short(url: str) -> str:
+    return url if len(url) <= 120 else url[:117] + "..."
 
 
 class _Outcome:
@@ -710,9 +964,9 @@ class _Outcome:
             )
         self.values = [] if self.early else list(enumerate(values))
 
-    def fail(self, index: int, exc: Exception) -> None:
+    def fail(self, index: int, exc: BaseException) -> None:
         if not isinstance(exc, VerificationError):
-            log.exception("secsipid: unexpected error verifying an Identity header")
+            log.error("secsipid: unexpected error verifying an Identity header", exc_info=exc)
             exc = VerificationError(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
         self.errors.append((index, exc))
         self.failures.append(Failure(index, exc.reason, exc.message, exc.lib_code))
@@ -727,7 +981,7 @@ class _Outcome:
             passport.claims,
             passport,
             index,
-            tuple(self.failures),
+            self._failures(),
         )
 
     def verdict(self) -> Verdict:
@@ -739,4 +993,11 @@ class _Outcome:
         index, best = min(
             supported or self.errors, key=lambda item: (failure_rank(item[1].reason), item[0])
         )
-        return Verdict.from_error(best, index, tuple(self.failures))
+        return Verdict.from_error(best, index, self._failures())
+
+    def _failures(self) -> tuple[Failure, ...]:
+        # In request order, whatever order the values were checked in.
+        failures = self.failures
+        if len(failures) > 1:
+            failures = sorted(failures, key=lambda f: f.index)
+        return tuple(failures)

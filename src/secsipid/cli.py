@@ -467,6 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.set_defaults(func=_cmd_demo)
+
+    from .service.cli import add_parser as add_serve_parser  # the HTTP service's options
+
+    add_serve_parser(sub)
     return parser
 
 
