@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
-import fuzz  # noqa: E402
-from helpers import PARAMS, SHAKEN_CLAIMS, SHAKEN_HEADER, X5U, raw_jws  # noqa: E402
-from secsipid import (  # noqa: E402
+import fuzz
+from helpers import PARAMS, SHAKEN_CLAIMS, SHAKEN_HEADER, X5U, raw_jws
+from secsipid import (
     Reason,
     Verdict,
     VerificationError,
