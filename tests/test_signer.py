@@ -310,6 +310,13 @@ def test_sign_json_objects_always_canonical(signer: Signer) -> None:
         assert claims == '{"a":"é","b":1}'.encode()
 
 
+def _nested(depth: int, kind: type[list[object]] | type[tuple[object, ...]]) -> object:
+    value: object = kind()
+    for _ in range(depth - 1):
+        value = kind([value])
+    return value
+
+
 @pytest.mark.parametrize(
     ("header", "payload"),
     [
@@ -326,6 +333,8 @@ def test_sign_json_objects_always_canonical(signer: Signer) -> None:
         (b'{"x":"\xff"}', b"{}"),
         ("{}", '{"iat":1e400}'),
         ("{}", '{"x":' + "[" * 40 + "]" * 40 + "}"),
+        ({}, {"x": _nested(40, list)}),
+        ({}, {"x": _nested(40, tuple)}),
         ({"crit": ["foo"]}, {}),
         ('{"crit":[]}', "{}"),
         ({"alg": "ES256", "b64": False, "crit": ["b64"]}, {}),

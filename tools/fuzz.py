@@ -39,6 +39,7 @@ import io
 import json
 import logging
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -415,7 +416,8 @@ DER_TOKENS = (
 )  # fmt: skip
 
 
-def _flatten(nodes: list[Node], parent: list[Node] | None = None) -> list[tuple[list[Node], int]]:
+def _flatten(nodes: list[Node]) -> list[tuple[list[Node], int]]:
+    """Every node as (its sibling list, its index), for in-place edits."""
     found: list[tuple[list[Node], int]] = []
     for i, node in enumerate(nodes):
         found.append((nodes, i))
@@ -637,6 +639,7 @@ class Kit:
 
     def close(self) -> None:
         self.loop.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def _flatten_nodes(nodes: list[Node]) -> list[Node]:
@@ -1111,6 +1114,7 @@ class Report:
     slowest: int = -1
     outcomes: Counter[str] = field(default_factory=Counter)
     slow: list[tuple[float, int]] = field(default_factory=list)  # the 5 slowest (seconds, case)
+    retimed: int = 0  # cases over the limit once, timed again
     findings: list[tuple[int, str, Any]] = field(default_factory=list)  # (case, what, input)
 
     def summary(self) -> str:
@@ -1119,7 +1123,8 @@ class Report:
             f"{self.target:12} {self.cases:8d} cases {self.seconds:7.1f} s "
             f"({self.cases / max(self.seconds, 1e-9):7.0f}/s)  "
             f"max case {self.max_case * 1000:7.1f} ms (#{self.slowest})  "
-            f"findings {len(self.findings)}  outcomes {len(self.outcomes)}: {top}"
+            f"findings {len(self.findings)}  retimed {self.retimed}  "
+            f"outcomes {len(self.outcomes)}: {top}"
         )
 
 
@@ -1175,6 +1180,7 @@ def _run_cases(
             break
         rng = _case_rng(seed, name, case)
         data = _input_for(target, kit, rng, corpus)
+        state = rng.getstate()
         t0 = time.perf_counter()
         try:
             outcome = target.run(data, kit, rng)
@@ -1192,6 +1198,11 @@ def _run_cases(
             )
             outcome = "FINDING"
         elapsed = time.perf_counter() - t0
+        if elapsed > CASE_LIMIT:
+            # Time it again: on a shared machine a process can lose the CPU for seconds; only
+            # an input that is slow twice is a finding.
+            elapsed = min(elapsed, _time_run(target, data, kit, state))
+            report.retimed += 1
         if elapsed > report.max_case:
             report.max_case, report.slowest = elapsed, case
         if len(report.slow) < 5 or elapsed > report.slow[0][0]:
@@ -1210,6 +1221,15 @@ def _run_cases(
                 del corpus[rng.randrange(len(corpus))]
 
 
+def _time_run(target: Target, data: Any, kit: Kit, state: Any) -> float:
+    rng = random.Random()
+    rng.setstate(state)
+    t0 = time.perf_counter()
+    with contextlib.suppress(Exception):
+        target.run(data, kit, rng)
+    return time.perf_counter() - t0
+
+
 def replay(name: str, case: int, seed: int, kit: Kit) -> None:
     """Rebuild one case (the corpus is rebuilt by running the cases before it) and run it with
     the full traceback."""
@@ -1221,9 +1241,12 @@ def replay(name: str, case: int, seed: int, kit: Kit) -> None:
         data = _input_for(target, kit, rng, corpus)
         if i == case:
             print(f"input ({_size(data)} bytes): {data!r}"[:4000])
+            state = rng.getstate()
             for _ in range(3):
+                again = random.Random()
+                again.setstate(state)
                 t0 = time.perf_counter()
-                outcome = target.run(data, kit, _case_rng(seed, name, i))
+                outcome = target.run(data, kit, again)
                 print(f"outcome: {outcome} in {(time.perf_counter() - t0) * 1000:.1f} ms")
             return
         try:

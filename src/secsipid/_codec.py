@@ -27,6 +27,7 @@ __all__ = [
     "b64url_encode",
     "canonical_json",
     "loads_strict",
+    "too_deep",
 ]
 
 # bytes.translate with a 256-byte table is a C loop; str.translate with a dict is ~10x slower.
@@ -106,16 +107,19 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _too_deep(obj: Any) -> bool:
-    """Whether ``obj`` nests containers more than :data:`MAX_DEPTH` deep (iterative: the
-    documents it looks at may be deeper than the recursion limit allows to walk)."""
+def too_deep(obj: Any) -> bool:
+    """Whether ``obj`` nests containers (objects, arrays; tuples as json.dumps writes them)
+    more than :data:`MAX_DEPTH` deep.  Iterative: what it looks at may be deeper than the
+    recursion limit allows to walk."""
+    if not isinstance(obj, dict | list | tuple):
+        return False
     stack: list[tuple[Any, int]] = [(obj, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
             return True
         for child in node.values() if isinstance(node, dict) else node:
-            if isinstance(child, dict | list):
+            if isinstance(child, dict | list | tuple):
                 stack.append((child, depth + 1))
     return False
 
@@ -154,7 +158,7 @@ def loads_strict(data: bytes) -> Any:
             obj = _DECODER.decode(text)
         # Counting brackets is a C loop over the text and bounds the depth from above (brackets
         # inside strings count too): only a document with more than MAX_DEPTH of them is walked.
-        if text.count("{") + text.count("[") > MAX_DEPTH and _too_deep(obj):
+        if text.count("{") + text.count("[") > MAX_DEPTH and too_deep(obj):
             raise JSONError(f"JSON nested deeper than {MAX_DEPTH} levels")
         if "\\u" in text:
             _no_lone_surrogates(obj)

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from ._codec import JSONError, b64url_encode, canonical_json, loads_strict
+from ._codec import MAX_DEPTH, JSONError, b64url_encode, canonical_json, loads_strict, too_deep
 from ._errors import SigningError
 from ._identity import build_identity
 from ._keys import _check_curve, load_private_key, private_key_from_file
@@ -269,6 +269,10 @@ class Signer:
                     "invalid-json",
                     "header crit is not supported: no PASSporT extension defines critical "
                     "header parameters, and verifiers reject it (RFC 7515 §4.1.11)",
+                )
+            if not raw and too_deep(dict(obj)):  # text was checked by loads_strict
+                raise SigningError(
+                    "invalid-json", f"{name} is nested deeper than {MAX_DEPTH} levels"
                 )
             try:
                 parts.append(raw if verbatim and raw else canonical_json(dict(obj)))
