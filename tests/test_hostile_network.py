@@ -195,7 +195,7 @@ def test_hostile_farm_fits_in_the_budget(
     assert verdict.reason is Reason.CERT_FETCH_TIMEOUT and verdict.sip_status == 436
     assert {f.reason for f in verdict.failures} == {Reason.CERT_FETCH_TIMEOUT}
     assert len(verdict.failures) == 16
-    assert budget - 0.1 <= elapsed < budget + 1.0, f"{elapsed:.2f} s for a {budget} s budget"
+    assert budget - 0.1 <= elapsed < budget + 1.5, f"{elapsed:.2f} s for a {budget} s budget"
 
 
 def test_budget_holds_when_called_inside_an_event_loop(
@@ -212,7 +212,7 @@ def test_budget_holds_when_called_inside_an_event_loop(
 
     verdict, elapsed = timed(lambda: asyncio.run(inside()))
     assert verdict.reason is Reason.CERT_FETCH_TIMEOUT
-    assert elapsed < 2.0, f"{elapsed:.2f} s"
+    assert elapsed < 2.5, f"{elapsed:.2f} s for a 1 s budget (3 hanging servers: was 15 s)"
 
 
 def test_budget_cut_is_not_remembered_as_a_dead_server(
@@ -314,6 +314,48 @@ def test_single_flight_across_threads_and_private_loops(
         t.join()
     assert len(verdicts) == 30 and all(v.ok for v in verdicts)
     assert server.hits() == {"/a.pem": 1, "/b.pem": 1}
+
+
+def test_crl_fetch_cut_by_the_budget_is_not_remembered(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], tmp_path: Path
+) -> None:
+    """A CRL fetch cut short by a request's budget leaves no remembered failure: the next
+    request fetches the CRL and refuses the revoked certificate (a remembered failure would
+    have let it pass for a minute)."""
+    import socket
+
+    from cryptography.hazmat.primitives import serialization
+
+    from secsipid._pki import make_crl
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    lab = make_lab_pki(
+        root=(pki[0].root_key, pki[0].root), crl_url=f"http://127.0.0.1:{port}/ca.crl"
+    )
+    crl = make_crl(lab.intermediate, lab.intermediate_key, [lab.leaf.serial_number])
+    crl_hex = crl.public_bytes(serialization.Encoding.DER).hex()
+    crl_server = CertServer(
+        tmp_path / "crl", {"/ca.crl": {"delay": 0.8, "body_hex": crl_hex}}, None, port=port
+    )
+    try:
+        server = serve({"/sti.pem": {"body": lab.chain_pem.decode()}})
+        source = CertificateSource(
+            fetch=FetchPolicy(tls_ca_file=str(tls.ca), allow_private=True),
+            trust=TrustPolicy(ca_file=str(pki[1]), fetch_crls=True),
+            memory=MemoryCache(),
+        )
+        value = Signer(lab.leaf_key, server.url("/sti.pem")).identity(ORIG, DEST, "A")
+        hurried = Verifier(source, policy=VerifyPolicy(timeout=0.4))
+        verdict, elapsed = timed(lambda: hurried.check(value))
+        assert verdict.ok and elapsed < 0.8  # revocation unknown and not required: accepted
+        patient = Verifier(source, policy=VerifyPolicy(timeout=3.0))
+        assert patient.check(value).reason is Reason.CERT_REVOKED
+        assert hurried.check(value).reason is Reason.CERT_REVOKED  # the CRL is now cached
+    finally:
+        crl_server.stop()
 
 
 # -- item 2: a slow name server delays only the fetches that need it --------------------------
@@ -736,3 +778,38 @@ def test_negative_cache_keeps_no_tracebacks_and_is_bounded(
         assert stats["negative_entries"] <= 50 and stats["negative_bytes"] <= 20_000
     assert small.negative(("policy", "https://h499.test/" + "p" * 200)) is not None
     assert small.negative(("policy", "https://h0.test/" + "p" * 200)) is None
+
+
+def test_fetches_in_flight_are_bounded(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """A flood of hostile URLs holds at most ``max_in_flight`` fetches (and their sockets);
+    one more is refused at once, is not remembered as a dead server, and cached
+    certificates keep verifying."""
+    server = serve({**hostile_routes(4), "/sti.pem": chain(pki)})
+    good = sign(pki, server.url("/sti.pem"))
+    memory = MemoryCache()
+    source = source_for(tls, pki, memory=memory, timeout=2.0, max_in_flight=4)
+    verifier = Verifier(source)
+    assert verifier.check(good).ok  # cached from now on
+
+    async def flood() -> tuple[list[Any], Any, Any]:
+        stuck = [
+            asyncio.ensure_future(source.acredential_for(server.url(f"/hang{i}.pem")))
+            for i in range(4)
+        ]
+        await asyncio.sleep(0.3)
+        start = time.monotonic()
+        with pytest.raises(VerificationError) as refused:
+            await source.acredential_for(server.url("/other.pem"))
+        assert time.monotonic() - start < 0.5
+        cached = await verifier.acheck(good)
+        outcomes = await asyncio.gather(*stuck, return_exceptions=True)
+        return outcomes, refused.value, cached
+
+    outcomes, refused, cached = asyncio.run(flood())
+    assert refused.reason is Reason.CERT_FETCH_FAILED and "in progress" in refused.message
+    assert cached.ok
+    assert [o.reason for o in outcomes] == [Reason.CERT_FETCH_TIMEOUT] * 4
+    assert memory.negative((source._policy_key, server.url("/other.pem"))) is None
+    assert "/other.pem" not in server.hits()

@@ -983,7 +983,10 @@ def _run_cli(value: str, kit: Kit, rng: random.Random) -> str:
     def refuse(name: str) -> Any:
         raise InvariantError(f"{name} in decode output")
 
-    json.loads(out.getvalue(), parse_constant=refuse)
+    # One JSON document per line (JSON Lines: split on "\n" only; str.splitlines() would also
+    # split on U+2028 or U+0085, which JSON strings may hold unescaped).
+    for line in out.getvalue().rstrip("\n").split("\n"):
+        json.loads(line, parse_constant=refuse)
     return f"exit{status}"
 
 

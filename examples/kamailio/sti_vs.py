@@ -23,9 +23,11 @@ def mod_init():
         timeout=stir.define_int("STIR_TIMEOUT", 5),
         cache_dir=stir.define("STIR_CACHE_DIR"),
         cache_expire=stir.define_int("STIR_CACHE_EXPIRE", 3600),
+        cache_naming=stir.define("STIR_CACHE_NAMING", "secsipid"),
         libopt=[o for o in stir.define("STIR_LIBOPT").split(",") if o.strip()],
         allow_http=lab,
         allow_private=lab,
+        redis=stir.define("STIR_REDIS"),  # e.g. redis://127.0.0.1:6379/0: a cluster's cache
     )
     cert = stir.define("STIR_CERT")
     if cert:
@@ -61,6 +63,14 @@ class StiVs:
                 KSR.sl.sl_send_reply(404, "Not here")
             return 1
         if KSR.is_INVITE():
+            # The transaction first: tm answers 100 Trying, and a retransmission of this INVITE
+            # (0.5, 1.5, 3.5 s while the certificate download runs) is absorbed here instead of
+            # being verified again in another worker (in KEMI t_newtran() returns 0 for it).
+            rc = KSR.tm.t_newtran()
+            if rc <= 0:
+                if rc < 0:
+                    KSR.sl.sl_reply_error()
+                return 1
             KSR.rr.record_route()
             # Same return codes as the native secsipid_check_identity(); the full verdict is
             # in $xavp(secsipid=>reason), =>code, =>verstat, =>attest, =>orig, ...

@@ -24,6 +24,7 @@ from ._keys import (
 )
 from ._passport import DecodedPassport, decode_token
 from ._reasons import Reason
+from ._shared import RedisCache
 from ._signer import Signer, new_origid
 from ._source import CacheConfig, CertificateSource, MemoryCache, shared_memory_cache
 from ._tn import canonical_tn, canonical_uri
@@ -57,6 +58,7 @@ __all__ = [
     "KeyLoadError",
     "MemoryCache",
     "Reason",
+    "RedisCache",
     "SecSIPIDError",
     "Signer",
     "SigningError",

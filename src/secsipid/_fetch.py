@@ -29,6 +29,7 @@ import os
 import re
 import socket
 import ssl
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
@@ -77,6 +78,11 @@ class FetchPolicy:
     * ``tls_ca_file``: CA bundle to verify HTTPS servers with (default: the system's).
     * ``nameservers``: DNS servers to ask (``"192.0.2.53"``, ``"[2001:db8::53]:5353"``)
       instead of the system's resolv.conf; ``hosts_file`` is consulted first (None: skip).
+    * ``max_in_flight``: fetches one :class:`Fetcher` runs at once (threads and tasks
+      together); one more is refused at once (``cert-fetch-failed``, not remembered).  Each
+      fetch holds up to three sockets (two DNS queries, one connection) until its deadline,
+      so this bounds what a flood of hostile URLs can hold; cached certificates are not
+      affected.
     """
 
     timeout: float = DEFAULT_TIMEOUT
@@ -89,6 +95,7 @@ class FetchPolicy:
     user_agent: str = "secsipid"
     nameservers: tuple[str, ...] = ()
     hosts_file: str | None = DEFAULT_HOSTS_FILE
+    max_in_flight: int = 256
     _networks: tuple[IPNetwork, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -96,6 +103,8 @@ class FetchPolicy:
             raise ValueError(f"FetchPolicy.timeout must be in (0, 300] seconds, not {self.timeout}")
         if self.max_size <= 0:
             raise ValueError("FetchPolicy.max_size must be positive")
+        if self.max_in_flight <= 0:
+            raise ValueError("FetchPolicy.max_in_flight must be positive")
         try:
             nets = tuple(ipaddress.ip_network(n, strict=False) for n in self.allow_networks)
         except ValueError as exc:
@@ -126,6 +135,7 @@ class FetchPolicy:
             for name in (
                 "timeout", "max_size", "allow_http", "allow_private", "allow_networks",
                 "allowed_ports", "tls_ca_file", "user_agent", "nameservers", "hosts_file",
+                "max_in_flight",
             )
         }  # fmt: skip
         values.update(changes)
@@ -316,9 +326,19 @@ def request_remaining(default: float) -> float:
     return default if deadline is None else deadline - time.monotonic()
 
 
-class BudgetExhaustedError(VerificationError):
+class TransientFetchError(VerificationError):
+    """A fetch that did not happen, or was cut short, for reasons of ours rather than the
+    server's: never remembered in a negative cache."""
+
+
+class BudgetExhaustedError(TransientFetchError):
     """``cert-fetch-timeout`` because the request's budget ran out, not because the server
-    was slow within its own timeout: not remembered in the negative cache."""
+    was slow within its own timeout."""
+
+
+class FetchesBusyError(TransientFetchError):
+    """``cert-fetch-failed`` because this process already has ``max_in_flight`` fetches in
+    progress (each holds sockets until its deadline)."""
 
 
 def _remaining() -> float:
@@ -486,6 +506,8 @@ class Fetcher:
         self._pool = self._new_pool()
         self._inherited: list[httpcore.ConnectionPool] = []
         self.requests = 0
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
 
     def _new_pool(self) -> httpcore.ConnectionPool:
         return httpcore.ConnectionPool(
@@ -560,9 +582,16 @@ class Fetcher:
                     Reason.CERT_FETCH_TIMEOUT,
                     f"{_short(url)}: not fetched, the request's time budget is spent",
                 )
+        with self._in_flight_lock:
+            if self._in_flight >= self.policy.max_in_flight:
+                raise FetchesBusyError(
+                    Reason.CERT_FETCH_FAILED,
+                    f"{_short(url)}: not fetched, {self._in_flight} fetches already in progress",
+                )
+            self._in_flight += 1
+            self.requests += 1
         url_token = self._url.set(url)
         deadline_token = _DEADLINE.set(deadline)
-        self.requests += 1
         try:
             yield deadline
         except (TimeoutError, httpcore.TimeoutException) as exc:
@@ -589,6 +618,8 @@ class Fetcher:
         finally:
             _DEADLINE.reset(deadline_token)
             self._url.reset(url_token)
+            with self._in_flight_lock:
+                self._in_flight -= 1
 
     def _add_chunk(self, url: str, chunks: list[bytes], chunk: bytes) -> None:
         chunks.append(chunk)

@@ -46,6 +46,7 @@ from cryptography.x509.verification import (
 from cryptography.x509.verification import VerificationError as X509VerificationError
 
 from ._errors import VerificationError
+from ._fetch import TransientFetchError
 from ._keys import CERT_PARSE_ERRORS, Credential, describe_certificate
 from ._reasons import Reason
 from ._tnauthlist import TNAuthList, TNAuthListError
@@ -516,6 +517,11 @@ class TrustValidator:
             # ATIS-1000080 publishes CRLs over http; they are signed, so http is acceptable.
             result = self._fetcher.get(url, allow_http=True)
             crl = _load_crl(result.body)
+        except TransientFetchError:
+            # Cut short by the request's time budget (or not started: too many fetches at
+            # once): nothing learnt about the server, nothing remembered; the next request
+            # tries again.
+            return now, None
         except VerificationError:
             crl = None
         if crl is not None and crl.next_update_utc is not None:
@@ -569,5 +575,11 @@ def _signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) ->
 
 
 def _brief(exc: Exception) -> str:
-    text = str(exc)
-    return text.split(" (encountered processing", 1)[0]
+    """The path builder's reason in words a user can act on."""
+    text = str(exc).split(" (encountered processing", 1)[0].removeprefix("validation failed: ")
+    if text.startswith("candidates exhausted: "):
+        detail = text.removeprefix("candidates exhausted: ")
+        if "no interior errors" in detail:
+            return "none of the trust anchors (or intermediates given) issued it"
+        return f"none of the trust anchors (or intermediates given) issued it ({detail})"
+    return text

@@ -390,7 +390,11 @@ def _check_orig(claims: dict[str, Any], expected: _Expected) -> None:
         if expected.orig_uri and canonical_uri(orig["uri"]) == expected.orig_uri:
             return
         got = orig["uri"]
-    raise VerificationError(Reason.ORIG_MISMATCH, f"orig {got!r} does not match the calling party")
+    want = expected.orig_tn or expected.orig_uri or "(no number)"
+    raise VerificationError(
+        Reason.ORIG_MISMATCH,
+        f"orig {got} in the PASSporT is not the calling party {want} (canonical forms compared)",
+    )
 
 
 def _check_dest(claims: dict[str, Any], expected: _Expected) -> None:
@@ -402,7 +406,13 @@ def _check_dest(claims: dict[str, Any], expected: _Expected) -> None:
     for uri in dest.get("uri", ()):
         if canonical_uri(uri) in expected.dest_uris:
             return
-    raise VerificationError(Reason.DEST_MISMATCH, f"dest {dest!r} does not match the called party")
+    got = ", ".join([*dest.get("tn", ()), *dest.get("uri", ())]) or "(empty)"
+    want = ", ".join(sorted(expected.dest_tns | expected.dest_uris)) or "(no number)"
+    raise VerificationError(
+        Reason.DEST_MISMATCH,
+        f"dest {got} in the PASSporT does not include the called party {want} "
+        "(canonical forms compared)",
+    )
 
 
 class Verifier:

@@ -21,6 +21,8 @@ variables, replies with a ``Reason`` header and the ATIS-1000074 ``verstat`` mar
 
         def ksr_request_route(self, msg):
             if KSR.is_INVITE():
+                if KSR.tm.t_newtran() <= 0:  # 0: a retransmission, absorbed by tm
+                    return 1
                 if secsipid.secsipid_check_identity("/etc/kamailio/stir/cert.pem") < 0:
                     secsipid.reply(secsipid.last_verdict())
                     return 1
@@ -51,7 +53,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ParamSpec, TypeVar
 
 from ._errors import KeyLoadError, SecSIPIDError, VerificationError
@@ -65,6 +67,7 @@ from ._keys import (
     private_key_from_file,
 )
 from ._reasons import Reason
+from ._shared import RedisCache
 from ._signer import Signer, identity_for_json
 from ._source import CertificateSource
 from ._trust import TrustPolicy
@@ -208,13 +211,15 @@ class Settings:
     ``CertVerify`` bitmask and files); ``x5u`` from ``libopt X5u`` is the default x5u when a
     signing call passes an empty one.  ``allow_http``/``allow_private`` let the certificate
     download use ``http://`` and private/loopback addresses (labs and tests; libsecsipid has no
-    such restriction, ours refuses both by default).
+    such restriction, ours refuses both by default).  ``redis``: the URL of the cluster's
+    shared certificate cache (:class:`~secsipid.RedisCache`; empty: none).
     """
 
     expire: int = 300
     timeout: float = 5.0
     cache_dir: str = ""
     cache_expire: int = 3600
+    cache_naming: str = "secsipid"
     cert_verify: int = 0
     ca_file: str = ""
     ca_inter: str = ""
@@ -223,6 +228,7 @@ class Settings:
     allow_http: bool = False
     allow_private: bool = False
     libopt: tuple[str, ...] = field(default=())
+    redis: str = ""
 
 
 def _int_setting(name: str, value: object, *, minimum: int = 0) -> int:
@@ -267,12 +273,18 @@ def _build_settings(
     cache_expire: object,
     libopt: str | Sequence[str] | None,
     allow_http: bool,
+    cache_naming: object = "secsipid",
     allow_private: bool,
 ) -> Settings:
     entries = (libopt,) if isinstance(libopt, str) else tuple(libopt or ())
     opts = _parse_libopt(entries)
     if not isinstance(cache_dir, str):
         raise ConfigError(f"cache_dir must be a string, not {cache_dir!r}")
+    if cache_naming not in ("secsipid", "libsecsipid"):
+        raise ConfigError(
+            f"cache_naming must be 'secsipid' or 'libsecsipid' (the native module's file names), "
+            f"not {cache_naming!r}"
+        )
     if isinstance(timeout, bool) or not isinstance(timeout, int | float | str):
         raise ConfigError(f"timeout must be a number of seconds, not {timeout!r}")
     try:
@@ -286,6 +298,7 @@ def _build_settings(
         "timeout": timeout_s,
         "cache_dir": cache_dir,
         "cache_expire": _int_setting("cache_expire", cache_expire),
+        "cache_naming": cache_naming,
     }
     # libopt wins over the plain parameters, as in libsecsipid (options are applied last).
     values.update(opts)
@@ -362,8 +375,10 @@ class _State:
                 timeout=s.timeout,
                 cache_dir=s.cache_dir or None,
                 cache_expire=s.cache_expire,
+                cache_naming=s.cache_naming,
                 allow_http=s.allow_http,
                 allow_private=s.allow_private,
+                redis=s.redis or None,
             )
         return self.source
 
@@ -433,12 +448,19 @@ def mod_init(
     libopt: str | Sequence[str] | None = None,
     allow_http: bool = False,
     allow_private: bool = False,
+    cache_naming: str = "secsipid",
+    redis: str = "",
 ) -> Settings:
     """Configure the module once, from the script's ``mod_init()`` (Kamailio's main process).
 
     The parameters are the native modparams; ``libopt`` is one ``"Name=value"`` string or a
     list of them (``CertVerify``, ``CertCAFile``, ``CertCAInter``, ``CertCRLFile``,
-    ``CacheDirPath``, ``CacheExpires``, ``X5u``).  Raises :class:`ConfigError` for anything
+    ``CacheDirPath``, ``CacheExpires``, ``X5u``).  ``cache_naming="libsecsipid"`` reads and
+    writes ``cache_dir`` with the native module's file names, so both can share one directory
+    while a cluster migrates.  ``redis`` (``"redis://host:6379/0"``) shares downloaded
+    certificates and their fetches with the other processes and nodes using the same Redis
+    (``pip install 'secsipid[redis]'``; Redis need not be up: without it each process
+    fetches for itself).  Raises :class:`ConfigError` for anything
     unusable -- let it propagate: Kamailio then refuses to start and logs the message.
     Calling it again replaces the settings (and drops the caches built on them).
     """
@@ -451,9 +473,24 @@ def mod_init(
         libopt=libopt,
         allow_http=bool(allow_http),
         allow_private=bool(allow_private),
+        cache_naming=cache_naming,
     )
+    if redis:
+        new = replace(new, redis=_check_redis(redis))
     _state = _State(new)
     return new
+
+
+def _check_redis(url: object) -> str:
+    """A usable Redis URL (its syntax and the client; nothing is connected here: a Redis
+    that is down at startup is a slower cluster, not a reason to refuse to start)."""
+    if not isinstance(url, str):
+        raise ConfigError(f"redis must be a URL string, not {url!r}")
+    try:
+        RedisCache(url).close()
+    except (ImportError, ValueError) as exc:
+        raise ConfigError(f"redis {url!r}: {exc}") from None
+    return url
 
 
 def child_init(rank: int) -> int:
@@ -983,15 +1020,27 @@ _VERSTAT_RE = re.compile(r";verstat=[^;@>?,]*", re.IGNORECASE)
 _VERSTAT_VALUE = re.compile(r"[A-Za-z0-9\-_.]+")
 
 
+_PHONE_USER = re.compile(r"\+?[0-9()\-.]*[0-9][0-9()\-.]*")
+_USER_PHONE = re.compile(r";user=phone(?=$|[;?])", re.IGNORECASE)
+
+
 def verstat_uri(uri: str, verstat: str) -> str:
     """Put ``verstat`` into a TN-bearing URI (ATIS-1000074 §5.3.2, 3GPP TS 24.229 §7.2A.20),
-    after removing any ``verstat`` already there (an upstream claim is never passed on):
+    after removing any ``verstat`` already there (an upstream claim is never passed on).
+
+    ``verstat`` is a tel URI parameter: it follows the number of a tel URI, and in a SIP or
+    SIPS URI it belongs to the user part, which is a telephone number (RFC 3261 §19.1.6) only
+    with ``user=phone``.  So:
 
     * ``tel:+12155551212`` -> ``tel:+12155551212;verstat=TN-Validation-Passed``;
     * ``sip:+12155551212@host;user=phone`` ->
-      ``sip:+12155551212;verstat=TN-Validation-Passed@host;user=phone`` (user-part parameter).
+      ``sip:+12155551212;verstat=TN-Validation-Passed@host;user=phone``;
+    * ``sip:12155551212@host`` (a number without ``user=phone``, as many From URIs are) ->
+      ``sip:12155551212;verstat=TN-Validation-Passed@host;user=phone``: ``user=phone`` is
+      added, or the parameter would be part of an opaque user name.
 
-    Other URIs (no number in the user part) are returned without any ``verstat``.
+    Other URIs (a user part that is not a number, e.g. ``sip:alice@host``) are returned
+    without any ``verstat``.
     """
     clean = _VERSTAT_RE.sub("", uri)
     colon = clean.find(":")
@@ -1006,9 +1055,13 @@ def verstat_uri(uri: str, verstat: str) -> str:
     if scheme in ("sip", "sips"):
         at = clean.find("@")
         user = clean[colon + 1 : at] if at > 0 else ""
-        if not user or not any(c.isdigit() for c in user.split(";", 1)[0]):
+        if not user or _PHONE_USER.fullmatch(user.split(";", 1)[0]) is None:
             return clean
-        return f"{clean[:at]};verstat={verstat}{clean[at:]}"
+        rest = clean[at:]
+        if _USER_PHONE.search(rest) is None:
+            q = rest.find("?")
+            rest = rest + ";user=phone" if q < 0 else f"{rest[:q]};user=phone{rest[q:]}"
+        return f"{clean[:at]};verstat={verstat}{rest}"
     return clean
 
 

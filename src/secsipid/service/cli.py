@@ -37,6 +37,7 @@ _FLAG_FIELDS = {
     "no_verify_cert": "verify_cert",
     "no_keep_alive": "keep_alive",
     "no_metrics": "metrics",
+    "redis": "cache_redis",
 }
 _NEGATIVE = {"no_tnauthlist", "no_verify_cert", "no_keep_alive", "no_metrics"}
 _NOT_SETTINGS = {"command", "func", "config", "check_config"}
@@ -96,6 +97,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     _flag(g, "--tls-ca-file", help="CA bundle for HTTPS certificate servers (default: system)")
     _flag(g, "--max-size", type=int, help="certificate body cap in bytes (65536)")
     _flag(g, "--cache-dir", help="directory cache for fetched certificates")
+    _flag(g, "--redis", metavar="URL", help="certificate cache shared by a cluster (redis://...)")
     g = p.add_argument_group("trust (chain validation)")
     _flag(g, "--ca-file", help="trust anchors: PEM bundle (the STI-PA trust list)")
     _flag(g, "--ca-dir", help="trust anchors: directory of PEM/DER certificates")

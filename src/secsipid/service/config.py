@@ -31,8 +31,10 @@ The TOML layout (every key optional; flags override the file)::
     ca_file = "/etc/secsipid/sti-pa-roots.pem"   # --ca-file (and ca_dir, crl_files, ...)
 
     [cache]                            # fetched certificates
-    backend = "memory"                 # the only backend today; shared backends come later
+    backend = "memory"                 # "memory" (this machine) or "redis" (a cluster)
     dir = "/var/cache/secsipid"        # --cache-dir
+    redis = "redis://10.0.0.5:6379/0"  # --redis: shared by the instances (backend "redis")
+    redis_secret_file = "/etc/secsipid/redis-secret"  # optional: values authenticated
 
     [server]
     pub_dir = "/srv/secsipid/pub"      # --pub-dir: served at /v1/pub/<file>
@@ -69,8 +71,9 @@ DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_BODY_TIMEOUT = 10.0
 # How long a stopping worker lets requests in progress finish.
 DEFAULT_GRACEFUL_TIMEOUT = 10.0
-# Where the cache lives; issue 11 adds a shared backend (Redis/Valkey) next to this one.
-CACHE_BACKENDS = ("memory",)
+# Where fetched certificates are shared: this machine (memory, plus cache.dir), or a cluster
+# through Redis/Valkey (cache.redis; docs/cluster.md).
+CACHE_BACKENDS = ("memory", "redis")
 
 
 class ConfigError(Exception):
@@ -167,6 +170,8 @@ class ServiceConfig:
     cache_backend: str = "memory"
     cache_dir: str | None = None
     cache_ttl: float = 3600.0
+    cache_redis: str | None = None
+    cache_redis_secret_file: str | None = None
     # server
     pub_dir: str | None = None
     max_body: int = DEFAULT_MAX_BODY
@@ -234,6 +239,8 @@ _TOML_KEYS: dict[str, str] = {
     "cache.backend": "cache_backend",
     "cache.dir": "cache_dir",
     "cache.default_ttl": "cache_ttl",
+    "cache.redis": "cache_redis",
+    "cache.redis_secret_file": "cache_redis_secret_file",
     "server.pub_dir": "pub_dir",
     "server.max_body": "max_body",
     "server.header_timeout": "header_timeout",
@@ -425,10 +432,17 @@ def _check_values(v: dict[str, Any], problems: list[str]) -> None:
             problems.append(f"{_SETTING_NAME[name]}: must not be negative")
     if v.get("cache_ttl", 0) < 0:
         problems.append("cache.default_ttl: must not be negative")
-    if v.get("cache_backend", "memory") not in CACHE_BACKENDS:
+    if v.get("cache_redis") and "cache_backend" not in v:
+        v["cache_backend"] = "redis"  # a Redis URL alone turns the shared cache on
+    backend = v.get("cache_backend", "memory")
+    if backend not in CACHE_BACKENDS:
         problems.append(
             f"cache.backend: {v['cache_backend']!r} is not one of {', '.join(CACHE_BACKENDS)}"
         )
+    elif backend == "redis" and not v.get("cache_redis"):
+        problems.append('cache.backend "redis" needs cache.redis (a redis:// URL)')
+    elif backend == "memory" and v.get("cache_redis"):
+        problems.append('cache.redis is given but cache.backend is "memory"')
     x5u = v.get("x5u")
     if x5u is not None and not is_absolute_uri(x5u):
         problems.append(f"signing.x5u: {x5u!r} is not an absolute URL")

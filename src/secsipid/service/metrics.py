@@ -65,6 +65,9 @@ class NullMetrics:
     def reload(self, ok: bool) -> None:
         pass
 
+    def shared_cache(self, event: str, n: int = 1) -> None:
+        pass
+
     def render(self) -> bytes:
         return b""
 
@@ -119,6 +122,15 @@ class Metrics(NullMetrics):
             ["result"],
             registry=r,
         )
+        self._shared = Counter(
+            "secsipid_shared_cache_events",
+            "The Redis shared certificate cache (cache.backend redis), by event: hits, "
+            "negative_hits, misses, fetches (made holding the cluster's fetch lock), "
+            "lock_waits, takeovers, stores, refused (values read back and refused), errors "
+            "(Redis calls that failed), skipped (calls not made: breaker open), breaker_opens",
+            ["event"],
+            registry=r,
+        )
         self._reloads = Counter(
             "secsipid_reloads",
             "Configuration reloads (SIGHUP or a changed file) by result",
@@ -153,6 +165,9 @@ class Metrics(NullMetrics):
 
     def reload(self, ok: bool) -> None:
         self._child(self._reloads, "ok" if ok else "failed").inc()
+
+    def shared_cache(self, event: str, n: int = 1) -> None:
+        self._child(self._shared, event).inc(n)
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest

@@ -20,6 +20,7 @@ from .._errors import KeyLoadError, VerificationError
 from .._fetch import FetchPolicy
 from .._keys import Credential, credential_from_file, private_key_from_file
 from .._reasons import Reason
+from .._shared import RedisCache, redis_cache
 from .._signer import Signer
 from .._source import CacheConfig
 from .._trust import TrustPolicy
@@ -229,11 +230,14 @@ def _trust(config: ServiceConfig, problems: list[str]) -> TrustPolicy | None:
 
 
 def certificate_source(
-    config: ServiceConfig, trust: TrustPolicy | None, metrics: NullMetrics
+    config: ServiceConfig,
+    trust: TrustPolicy | None,
+    metrics: NullMetrics,
+    shared: RedisCache | None = None,
 ) -> MeteredSource:
     """The certificate source for ``info`` URLs.  ``cache.backend`` chooses where fetched
     certificates are shared: "memory" (this process, plus ``cache.dir`` on disk for all of
-    them).  A shared backend for several machines plugs in here (issue 11)."""
+    them) or "redis" (``shared``: every instance using the same Redis)."""
     fetch = FetchPolicy(
         timeout=config.timeout,
         allow_http=config.allow_http,
@@ -248,9 +252,36 @@ def certificate_source(
         fetch=fetch,
         fetcher=fetcher,
         cache=CacheConfig(default_ttl=config.cache_ttl, cache_dir=config.cache_dir),
+        shared=shared,
     )
     source.metrics = metrics
+    if shared is not None:
+        shared.on_count = metrics.shared_cache
     return source
+
+
+def _shared_cache(config: ServiceConfig, problems: list[str]) -> RedisCache | None:
+    """The process's RedisCache for ``cache.redis`` (not connected here: a Redis that is down
+    at start is a slower cluster, every instance fetching for itself until it answers)."""
+    if config.cache_backend != "redis" or not config.cache_redis:
+        return None
+    secret = None
+    path = config.cache_redis_secret_file
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                secret = fh.read(4096).strip()
+        except OSError as exc:
+            problems.append(f"cache.redis_secret_file: {path}: {exc.strerror or exc}")
+            return None
+        if len(secret) < 16:  # the secret itself is never printed
+            problems.append(f"cache.redis_secret_file: {path}: must hold at least 16 bytes")
+            return None
+    try:
+        return redis_cache(config.cache_redis, secret=secret)
+    except (ValueError, ImportError) as exc:
+        problems.append(f"cache.redis: {exc}")
+        return None
 
 
 def _verifier(
@@ -280,8 +311,11 @@ def _verifier(
         except OSError as exc:
             problems.append(f"cache.dir: {config.cache_dir}: {exc.strerror or exc}")
             return None, None
+    shared = _shared_cache(config, problems)
+    if config.cache_backend == "redis" and shared is None:
+        return None, None
     try:
-        source = certificate_source(config, trust, metrics)
+        source = certificate_source(config, trust, metrics, shared)
     except ValueError as exc:
         problems.append(f"verification: {exc}")
         return None, None
