@@ -91,8 +91,38 @@ def make_tls_files(directory: Path) -> TLSFiles:
     return files
 
 
-class CertServer:
-    """``certserver.py`` in its own process, on 127.0.0.1 and an ephemeral port."""
+class _ScriptProcess:
+    """A test server script in its own process: started, waited for (it writes its port to a
+    ready file), stopped by PID."""
+
+    def _start(self, script: str, directory: Path, args: list[str]) -> int:
+        ready = directory / "ready.txt"
+        ready.unlink(missing_ok=True)
+        cmd = [sys.executable, str(HERE / script), "--ready", str(ready), *args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while not ready.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                self.stop()
+                raise RuntimeError(f"{script} did not start: {err}")
+            time.sleep(0.02)
+        return int(ready.read_text())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+class CertServer(_ScriptProcess):
+    """``certserver.py`` in its own process, on a loopback address and an ephemeral port."""
 
     def __init__(
         self,
@@ -107,21 +137,10 @@ class CertServer:
         self.tls = tls
         routes_file = directory / "routes.json"
         routes_file.write_text(json.dumps(routes))
-        ready = directory / "ready.txt"
-        ready.unlink(missing_ok=True)
-        cmd = [sys.executable, str(HERE / "certserver.py"), "--routes", str(routes_file),
-               "--ready", str(ready), "--port", str(port), "--host", host]  # fmt: skip
+        args = ["--routes", str(routes_file), "--port", str(port), "--host", host]
         if tls is not None:
-            cmd += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while not ready.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                self.stop()
-                raise RuntimeError(f"certserver did not start: {err}")
-            time.sleep(0.02)
-        self.port = int(ready.read_text())
+            args += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+        self.port = self._start("certserver.py", directory, args)
         self.host = host
         self.scheme = "https" if tls is not None else "http"
 
@@ -145,47 +164,13 @@ class CertServer:
         result: dict[str, str] = self._ask("/_hosts")
         return result
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
 
-
-class DNSServer:
+class DNSServer(_ScriptProcess):
     """``dnsserver.py`` in its own process, on 127.0.0.1 UDP and an ephemeral port."""
 
     def __init__(self, directory: Path, zone: dict[str, dict[str, Any]]) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         zone_file = directory / "zone.json"
         zone_file.write_text(json.dumps(zone))
-        ready = directory / "ready.txt"
-        ready.unlink(missing_ok=True)
-        cmd = [sys.executable, str(HERE / "dnsserver.py"), "--zone", str(zone_file),
-               "--ready", str(ready)]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while not ready.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                self.stop()
-                raise RuntimeError(f"dnsserver did not start: {err}")
-            time.sleep(0.02)
-        self.port = int(ready.read_text())
+        self.port = self._start("dnsserver.py", directory, ["--zone", str(zone_file)])
         self.nameserver = f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()

@@ -6,7 +6,6 @@ prove that the other side's file, not the network, answered."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -98,16 +97,6 @@ def test_expiry_follows_mtime(tmp_path: Path, lab: LabPKI, server: CertServer) -
 def test_our_source_refuses_unknown_naming() -> None:
     with pytest.raises(ValueError, match="cache_naming"):
         CacheConfig(cache_naming="libsecsipid2")
-
-
-@pytest.fixture(scope="module")
-def secsipidx() -> str:
-    path = shutil.which("secsipidx")
-    if path is None:
-        if os.environ.get("SECSIPID_SKIP_INTEROP") == "1":
-            pytest.skip("secsipidx not installed and SECSIPID_SKIP_INTEROP=1")
-        pytest.fail("secsipidx not found: apt-get install secsipidx", pytrace=False)
-    return path
 
 
 def _secsipidx_check(secsipidx: str, value: str, url: str, cache: Path) -> int:

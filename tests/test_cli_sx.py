@@ -7,7 +7,6 @@ an install hint unless SECSIPID_SKIP_INTEROP=1 is set.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -22,16 +21,6 @@ from secsipid._sx import parse
 pytestmark = pytest.mark.interop
 
 X5U = "https://cert.example.org/sti.pem"
-
-
-@pytest.fixture(scope="module")
-def secsipidx() -> str:
-    path = shutil.which("secsipidx")
-    if path is None:
-        if os.environ.get("SECSIPID_SKIP_INTEROP") == "1":
-            pytest.skip("secsipidx not installed and SECSIPID_SKIP_INTEROP=1")
-        pytest.fail("secsipidx not found: apt-get install secsipidx", pytrace=False)
-    return path
 
 
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -26,16 +26,6 @@ pytestmark = pytest.mark.interop
 
 
 @pytest.fixture(scope="module")
-def secsipidx() -> str:
-    path = shutil.which("secsipidx")
-    if path is None:
-        if os.environ.get("SECSIPID_SKIP_INTEROP") == "1":
-            pytest.skip("secsipidx not installed and SECSIPID_SKIP_INTEROP=1")
-        pytest.fail("secsipidx not found: apt-get install secsipidx", pytrace=False)
-    return path
-
-
-@pytest.fixture(scope="module")
 def server(
     key_files: KeyFiles, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:

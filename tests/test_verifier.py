@@ -177,10 +177,14 @@ def _cases() -> dict[str, CaseFactory]:
         "no-identity-empty": lambda e: Case(R.NO_IDENTITY, "", v(e), key_path=PUB),
         "no-identity-list": lambda e: Case(R.NO_IDENTITY, ["", " "], v(e), key_path=PUB),
         "unsupported-ppt": lambda e: Case(
-            R.UNSUPPORTED_PPT, e.identity.replace("ppt=shaken", "ppt=div"), v(e), key_path=PUB
+            # rph (RFC 8443): a PASSporT type this verifier does not support (div and rcd are)
+            R.UNSUPPORTED_PPT,
+            e.identity.replace("ppt=shaken", "ppt=rph"),
+            v(e),
+            key_path=PUB,
         ),
         "unsupported-ppt-quoted": lambda e: Case(
-            R.UNSUPPORTED_PPT, e.identity.replace("ppt=shaken", 'ppt="rcd"'), v(e), key_path=PUB
+            R.UNSUPPORTED_PPT, e.identity.replace("ppt=shaken", 'ppt="rph"'), v(e), key_path=PUB
         ),
         "too-large-value": lambda e: Case(
             R.TOO_LARGE, e.identity + ";x=" + "a" * 8192, v(e), key_path=PUB
@@ -670,7 +674,7 @@ def bad(identity: str, make_identity: MakeIdentity) -> dict[str, str]:
         "437-alg": identity.replace("alg=ES256", "alg=ES384"),
         "436-info": token + ";alg=ES256;ppt=shaken",
         "436-x5u": make_identity(update={"x5u": "https://other.example/c.pem"}),
-        "428-ppt": identity.replace("ppt=shaken", "ppt=div"),
+        "428-ppt": identity.replace("ppt=shaken", "ppt=rph"),  # RFC 8443, not supported
         "403-stale": make_identity(claims_update={"iat": NOW - 1000}),
         "malformed": "garbage;;",
     }

@@ -38,8 +38,16 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ._codec import JSONError, loads_strict
+from ._div import (
+    ChainHop,
+    Hop,
+    build_chain,
+    check_base_claims,
+    check_div_claims,
+)
 from ._errors import KeyLoadError, VerificationError
-from ._fetch import DEFAULT_TIMEOUT, BudgetExhaustedError, request_deadline
+from ._fetch import DEFAULT_TIMEOUT, BudgetExhaustedError, Fetcher, request_deadline
 from ._identity import (
     DEFAULT_MAX_IDENTITY_SIZE,
     IdentityHeader,
@@ -49,6 +57,15 @@ from ._identity import (
 )
 from ._keys import Credential, credential_from_file
 from ._passport import DecodedPassport, check_shaken_claims, claim_warnings, decode_token
+from ._rcd import (
+    PointerError,
+    RichCallData,
+    check_rcd_claims,
+    digest_matches,
+    parse_pointer,
+    resolve_pointer,
+    url_targets,
+)
 from ._reasons import Reason, failure_rank
 from ._tn import canonical_tn, canonical_uri
 from ._trust import TrustPolicy, TrustValidator
@@ -90,6 +107,10 @@ class VerifyPolicy:
     * ``timeout``: seconds for the whole check of one request, whatever it carries: every
       certificate and CRL fetch of every Identity value, DNS included, ends within it (None:
       the certificate source's fetch timeout, 5 s by default like Kamailio's ``timeout``).
+    * ``fetch_rcd``: also fetch the Rich Call Data content behind URLs (``icn``, ``jcl``)
+      that an ``rcdi`` digest covers, and check it (RFC 9795 §6), within the same budget and
+      through the same fetcher (safety policy, size cap) as certificates.  Off by default:
+      inline content is always checked, URLs only on request.
     """
 
     expire: int = DEFAULT_EXPIRE
@@ -98,6 +119,7 @@ class VerifyPolicy:
     max_identity_size: int = DEFAULT_MAX_IDENTITY_SIZE
     max_identities: int = DEFAULT_MAX_IDENTITIES
     timeout: float | None = None
+    fetch_rcd: bool = False
 
     def __post_init__(self) -> None:
         for name in ("expire", "future_skew", "max_identity_size", "max_identities"):
@@ -205,8 +227,14 @@ class VerifiedPassport:
         return self._decoded.token
 
     @property
+    def ppt(self) -> str:
+        """The PASSporT type: ``shaken``, ``div`` or ``rcd``."""
+        return str(self.header.get("ppt", ""))
+
+    @property
     def attest(self) -> str:
-        return str(self.claims["attest"])
+        """SHAKEN attestation (``""`` for a ``div`` or ``rcd`` PASSporT, which has none)."""
+        return str(self.claims.get("attest", ""))
 
     @property
     def iat(self) -> int:
@@ -214,7 +242,20 @@ class VerifiedPassport:
 
     @property
     def origid(self) -> str:
-        return str(self.claims["origid"])
+        return str(self.claims.get("origid", ""))
+
+    @property
+    def div(self) -> str | None:
+        """A ``div`` PASSporT's diverting identity (RFC 8946 §3), else None."""
+        div = self.claims.get("div") if self.ppt == "div" else None
+        if not isinstance(div, dict):
+            return None
+        return canonical_tn(div["tn"]) if "tn" in div else str(div.get("uri", ""))
+
+    @property
+    def rcd(self) -> RichCallData | None:
+        """The Rich Call Data this PASSporT carries (``rcd``/``crn`` claims), else None."""
+        return RichCallData.from_claims(self.claims) if "rcd" in self.claims else None
 
     @property
     def orig(self) -> str:
@@ -269,6 +310,17 @@ class Verdict:
     return code.  ``header``/``claims`` are the decoded PASSporT (empty when undecodable);
     ``index`` is the position of the Identity value they come from (-1 for none);
     ``failures`` lists every Identity value that did not pass.
+
+    Diverted calls (RFC 8946): ``chain`` lists the PASSporTs of the diversion chain that was
+    judged, innermost (the SHAKEN PASSporT) first, each with its own outcome; when the chain
+    made the request valid, ``passport`` is its SHAKEN PASSporT and ``diverted`` is true.
+    When a SHAKEN PASSporT was valid on its own but the request's chain did not hold,
+    ``chain_failure`` says why.
+
+    Rich Call Data (RFC 9795): ``rcd`` is the verified RCD of the call (from the valid
+    PASSporT, or from an ``rcd`` PASSporT of the same caller), None when there is none or it
+    failed a content check (``rcd_failure``); ``rcd_checked`` lists the ``rcdi`` pointers
+    whose URL content was fetched and matched.
     """
 
     ok: bool
@@ -280,6 +332,11 @@ class Verdict:
     passport: VerifiedPassport | None = None
     index: int = -1
     failures: tuple[Failure, ...] = ()
+    chain: tuple[ChainHop, ...] = ()
+    chain_failure: Failure | None = None
+    rcd_passport: VerifiedPassport | None = None
+    rcd_failure: Failure | None = None
+    rcd_checked: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return self.ok
@@ -305,6 +362,24 @@ class Verdict:
         """The signer's Service Provider Code (TNAuthList), when valid and known."""
         return self.passport.spc if self.passport is not None else None
 
+    @property
+    def diverted(self) -> bool:
+        """Valid through a chain of div PASSporTs (the call was forwarded)."""
+        return (
+            self.ok
+            and bool(self.chain)
+            and self.chain_failure is None
+            and all(hop.ok for hop in self.chain)
+        )
+
+    @property
+    def rcd(self) -> RichCallData | None:
+        """The verified Rich Call Data of the call, or None."""
+        if not self.ok or self.rcd_failure is not None:
+            return None
+        source = self.rcd_passport if self.rcd_passport is not None else self.passport
+        return source.rcd if source is not None else None
+
     @classmethod
     def from_error(
         cls, exc: VerificationError, index: int = -1, failures: tuple[Failure, ...] = ()
@@ -322,7 +397,9 @@ class Verdict:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary (the CLI's ``--json`` output)."""
+        """A JSON-ready summary (the CLI's ``--json`` output): strict JSON, every value a
+        str, int, bool, None, list or object."""
+        rcd = self.rcd
         return {
             "valid": self.ok,
             "reason": self.reason.value,
@@ -339,7 +416,20 @@ class Verdict:
                 {"index": f.index, "reason": f.reason.value, "message": f.message}
                 for f in self.failures
             ],
+            "diverted": self.diverted,
+            "chain": [hop.to_dict() for hop in self.chain],
+            "chain_failure": _failure_dict(self.chain_failure),
+            "rcd": None if rcd is None else rcd.to_dict(),
+            "rcd_failure": _failure_dict(self.rcd_failure),
+            "rcd_checked": list(self.rcd_checked),
+            "call_info": [] if rcd is None else rcd.call_info(),
         }
+
+
+def _failure_dict(failure: Failure | None) -> dict[str, Any] | None:
+    if failure is None:
+        return None
+    return {"index": failure.index, "reason": failure.reason.value, "message": failure.message}
 
 
 def _der_signature(sig: bytes) -> bytes:
@@ -374,10 +464,21 @@ class _Expected:
             self.dest_tns = frozenset(t for t in map(canonical_tn, dests) if t)
             self.dest_uris = frozenset(u for u in map(canonical_uri, dests) if u)
 
+    def without_dest(self) -> _Expected:
+        """The same caller, no called party (a chain is judged on its outermost dest)."""
+        plain = _Expected(None, None)
+        plain.orig_tn, plain.orig_uri = self.orig_tn, self.orig_uri
+        return plain
+
 
 def _orig_tn(decoded: DecodedPassport) -> str | None:
-    orig = decoded.claims["orig"]
-    return canonical_tn(orig["tn"]) if "tn" in orig else None
+    """The number the signer's credential must have authority over: ``orig``, or for a
+    ``div`` PASSporT the diverting number ``div`` (RFC 8946 §3, §4.2 step 2)."""
+    claims = decoded.claims
+    who = claims["orig"]
+    if "div" in claims and decoded.header.get("ppt") == "div":
+        who = claims["div"]
+    return canonical_tn(who["tn"]) if "tn" in who else None
 
 
 def _check_orig(claims: dict[str, Any], expected: _Expected) -> None:
@@ -427,7 +528,7 @@ class Verifier:
     (valid if any one value is valid, RFC 8224 §6.2.1) without raising for bad input.
     """
 
-    __slots__ = ("_local", "_peek", "_source_timeout", "policy", "source", "trust")
+    __slots__ = ("_fetcher", "_local", "_peek", "_source_timeout", "policy", "source", "trust")
 
     def __init__(
         self,
@@ -441,8 +542,12 @@ class Verifier:
         *,
         policy: VerifyPolicy | None = None,
         trust: TrustPolicy | TrustValidator | None = _SOURCE_TRUST,
+        fetcher: Fetcher | None = None,
     ) -> None:
         self.source = source = _as_source(key)
+        # Rich Call Data content (VerifyPolicy.fetch_rcd) goes through the certificate
+        # source's fetcher (its safety policy and size cap), or this one, or a default one.
+        self._fetcher = fetcher or getattr(source, "fetcher", None)
         self.policy = policy if policy is not None else VerifyPolicy()
         # What the request flow needs to know of the source, looked up once.
         self._local = bool(getattr(source, "local", False))
@@ -462,19 +567,33 @@ class Verifier:
     # -- the pure part -----------------------------------------------------------------------
 
     def _examine(
-        self, value: str, expected: _Expected | None, now: float
+        self,
+        value: str,
+        expected: _Expected | None,
+        now: float,
+        allow: frozenset[str] = frozenset(),
     ) -> tuple[IdentityHeader, DecodedPassport]:
-        """Everything except the credential and the signature."""
+        """Everything except the credential and the signature.  ``allow``: PASSporT types
+        accepted besides ``shaken`` (``div``, ``rcd``)."""
         policy = self.policy
         hdr = parse_identity(value, max_size=policy.max_identity_size)
         params = hdr.params
         # Parameter values are tokens, compared case-insensitively (RFC 3261 §7.3.1); the
         # JWS header's own "alg"/"ppt" below are compared exactly (RFC 7515 §4.1.1).
         ppt = params.get("ppt")
-        if ppt is not None and ppt != "shaken" and ppt.lower() != "shaken":
-            raise VerificationError(
-                Reason.UNSUPPORTED_PPT, f"Identity ppt {ppt!r} is not supported (only shaken)"
-            )
+        kind = "shaken"
+        if ppt is not None and ppt != "shaken":
+            kind = ppt.lower()
+            if kind != "shaken" and kind not in allow:
+                raise VerificationError(
+                    Reason.UNSUPPORTED_PPT,
+                    f"Identity ppt {ppt!r} is not supported"
+                    + (
+                        " here: a div PASSporT is verified with its chain, by check()"
+                        if kind == "div"
+                        else " (only shaken, div and rcd)"
+                    ),
+                )
         alg = params.get("alg")
         if alg is not None and alg != "ES256" and alg.upper() != "ES256":
             raise VerificationError(
@@ -492,7 +611,7 @@ class Verifier:
             raise VerificationError(Reason.INVALID_INFO, f"info {info!r} is not an absolute URI")
         decoded = decode_token(hdr.token)
         try:
-            self._check_passport(hdr, decoded, expected, now)
+            self._check_passport(hdr, decoded, expected, now, kind)
         except VerificationError as exc:
             exc.header, exc.claims = decoded.header, decoded.claims
             raise
@@ -504,6 +623,7 @@ class Verifier:
         decoded: DecodedPassport,
         expected: _Expected | None,
         now: float,
+        kind: str = "shaken",
     ) -> None:
         header, claims, policy = decoded.header, decoded.claims, self.policy
         if header.get("alg") != "ES256":
@@ -524,11 +644,13 @@ class Verifier:
             raise VerificationError(
                 Reason.INVALID_TYP, f"PASSporT typ {header.get('typ')!r} is not passport"
             )
-        if header.get("ppt") != "shaken":
+        if header.get("ppt") != kind:
             raise VerificationError(
                 Reason.PPT_MISMATCH,
-                f"PASSporT ppt {header.get('ppt')!r} is not shaken"
+                f"PASSporT ppt {header.get('ppt')!r} is not {kind}"
                 f" (Identity ppt parameter {hdr.ppt!r})",
+                # libsecsipid refuses any ppt parameter but shaken (-303) before the header
+                lib_code=None if kind == "shaken" else -303,
             )
         x5u = header.get("x5u")
         if x5u is None:
@@ -537,7 +659,18 @@ class Verifier:
             raise VerificationError(
                 Reason.X5U_MISMATCH, f"x5u {x5u!r} differs from info {hdr.info!r}"
             )
-        check_shaken_claims(claims)
+        if kind == "shaken":
+            check_shaken_claims(claims)
+            # RFC 9795 claims in a SHAKEN PASSporT (which has five claims without them)
+            if len(claims) != 5 and ("rcd" in claims or "rcdi" in claims or "crn" in claims):
+                check_rcd_claims(claims)
+        elif kind == "div":
+            check_div_claims(claims)  # RFC 8946 §3
+        else:
+            check_base_claims(claims)  # an rcd PASSporT (RFC 9795): baseline claims + rcd
+            if "rcd" not in claims:
+                raise VerificationError(Reason.MISSING_CLAIM, "rcd PASSporT without rcd claim")
+            check_rcd_claims(claims)
         iat = claims["iat"]
         now_i = int(now)
         if now_i - iat > policy.expire:
@@ -552,8 +685,8 @@ class Verifier:
         if expected is not None:
             if expected.orig_tn is not None:
                 _check_orig(claims, expected)
-            if expected.dest_tns is not None:
-                _check_dest(claims, expected)
+            if expected.dest_tns is not None and kind != "div":
+                _check_dest(claims, expected)  # a div's dest is judged with its chain
         if policy.strict:
             if hdr.ppt is None:
                 raise VerificationError(
@@ -610,19 +743,13 @@ class Verifier:
         """Trust in the credential, then the signature."""
         trust = self.trust
         if trust is not None:
+            iat, orig_tn = decoded.claims["iat"], _orig_tn(decoded)
             try:
                 if trust.is_cached(credential, now):
-                    trust.check(
-                        credential, iat=decoded.claims["iat"], now=now, orig_tn=_orig_tn(decoded)
-                    )
+                    trust.check(credential, iat=iat, now=now, orig_tn=orig_tn)
                 else:  # building the chain may fetch CRLs: within the request's budget
                     with request_deadline(deadline):
-                        trust.check(
-                            credential,
-                            iat=decoded.claims["iat"],
-                            now=now,
-                            orig_tn=_orig_tn(decoded),
-                        )
+                        trust.check(credential, iat=iat, now=now, orig_tn=orig_tn)
             except VerificationError as exc:
                 exc.header, exc.claims = decoded.header, decoded.claims
                 raise
@@ -660,7 +787,7 @@ class Verifier:
     ) -> VerifiedPassport:
         deadline = time.monotonic() + self._budget()
         now = time.time() if now is None else now
-        hdr, decoded = self._examine(value, expected, now)
+        hdr, decoded = self._examine(value, expected, now, _ONE_VALUE)
         info = hdr.info or ""
         try:
             credential = self._at_hand(info, deadline)
@@ -677,7 +804,7 @@ class Verifier:
     ) -> VerifiedPassport:
         deadline = time.monotonic() + self._budget()
         now = time.time() if now is None else now
-        hdr, decoded = self._examine(value, expected, now)
+        hdr, decoded = self._examine(value, expected, now, _ONE_VALUE)
         info = hdr.info or ""
         try:
             credential = None
@@ -742,6 +869,13 @@ class Verifier:
     # other values' certificates fetched, every distinct URL at once, and each value is
     # checked as its certificate arrives; the first valid one ends the check and the fetches
     # still running are cancelled.  What has not arrived by the deadline is cert-fetch-timeout.
+    #
+    # A request with a div or rcd PASSporT (its Identity ppt parameter says so) takes the
+    # extended path instead: a chain needs every PASSporT of it verified, not the first valid
+    # one.  Same budget and order: values whose credential is at hand first, then every
+    # distinct URL fetched at once; then the chain is built and judged (RFC 8946 §4.2).  A
+    # SHAKEN PASSporT valid for the call target on its own still makes the request valid.
+    # The hot path (no div, no rcd) pays one lower-cased scan of the parameters for this.
 
     def check(
         self,
@@ -759,21 +893,28 @@ class Verifier:
         waiting: list[_Waiting] = []
         for index, value in outcome.values:
             try:
-                hdr, decoded = self._examine(value, outcome.expected, now)
+                hdr, decoded = self._examine(value, outcome.expected, now, _EXTENDED)
+                if decoded.header["ppt"] != "shaken":  # div or rcd: every value is needed
+                    return self._rcd_checked(self._check_all(outcome, now, deadline), deadline)
                 credential = self._at_hand(hdr.info or "", deadline)
                 if credential is None:
                     waiting.append(_Waiting(index, hdr, decoded))
                     continue
                 passport = self._accept(hdr, decoded, credential, now, deadline)
             except Exception as exc:  # noqa: BLE001 - _Outcome separates bugs from failures
+                if _names_extension(exc):
+                    return self._rcd_checked(self._check_all(outcome, now, deadline), deadline)
                 outcome.fail(index, exc)
                 continue
-            return outcome.success(index, passport)
+            if index + 1 < len(outcome.values) and _extended(outcome.values[index + 1 :]):
+                return self._rcd_checked(self._check_all(outcome, now, deadline), deadline)
+            verdict = outcome.success(index, passport)
+            return self._rcd_checked(verdict, deadline) if self.policy.fetch_rcd else verdict
         if waiting:
             with request_deadline(deadline):
                 found = self._fetch_and_check(waiting, outcome, now, deadline)
             if found is not None:
-                return outcome.success(*found)
+                return self._rcd_checked(outcome.success(*found), deadline)
         return outcome.verdict()
 
     def _fetch_and_check(
@@ -815,7 +956,10 @@ class Verifier:
         waiting: list[_Waiting] = []
         for index, value in outcome.values:
             try:
-                hdr, decoded = self._examine(value, outcome.expected, now)
+                hdr, decoded = self._examine(value, outcome.expected, now, _EXTENDED)
+                if decoded.header["ppt"] != "shaken":  # div or rcd: every value is needed
+                    verdict = await self._acheck_all(outcome, now, deadline)
+                    return await self._arcd_checked(verdict, deadline)
                 if self._local or self._peek is not None:
                     credential = self._at_hand(hdr.info or "", deadline)
                 else:
@@ -825,14 +969,20 @@ class Verifier:
                     continue
                 passport = await self._aaccept(hdr, decoded, credential, now, deadline)
             except Exception as exc:  # noqa: BLE001 - _Outcome separates bugs from failures
+                if _names_extension(exc):
+                    verdict = await self._acheck_all(outcome, now, deadline)
+                    return await self._arcd_checked(verdict, deadline)
                 outcome.fail(index, exc)
                 continue
-            return outcome.success(index, passport)
+            if index + 1 < len(outcome.values) and _extended(outcome.values[index + 1 :]):
+                verdict = await self._acheck_all(outcome, now, deadline)
+                return await self._arcd_checked(verdict, deadline)
+            return await self._arcd_checked(outcome.success(index, passport), deadline)
         if waiting:
             with request_deadline(deadline):
                 found = await self._afetch_and_check(_by_url(waiting), outcome, now, deadline, True)
             if found is not None:
-                return outcome.success(*found)
+                return await self._arcd_checked(outcome.success(*found), deadline)
         return outcome.verdict()
 
     async def _afetch_and_check(
@@ -897,6 +1047,382 @@ class Verifier:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+
+    # -- the extended path: every PASSporT verified, then the chain -------------------------
+
+    def _examine_all(self, outcome: _Outcome, now: float) -> tuple[list[_Waiting], list[Hop]]:
+        """Step one of the extended path: every value examined (no dest check: a chain is
+        judged on its outermost dest); the failures recorded, and kept as chain hops when
+        their claims were valid.  Starts afresh: what the single-value path recorded before
+        it met a div or rcd PASSporT is examined again."""
+        outcome.errors.clear()
+        outcome.failures.clear()
+        expected = outcome.expected
+        plain = None if expected is None else expected.without_dest()
+        examined: list[_Waiting] = []
+        failed_hops: list[Hop] = []
+        for index, value in outcome.values:
+            try:
+                hdr, decoded = self._examine(value, plain, now, _EXTENDED)
+            except Exception as exc:  # noqa: BLE001 - _Outcome separates bugs from failures
+                error = outcome.fail(index, exc)
+                hop = _failed_hop(index, value, error)
+                if hop is not None:
+                    failed_hops.append(hop)
+                continue
+            examined.append(_Waiting(index, hdr, decoded))
+        return examined, failed_hops
+
+    def _check_all(self, outcome: _Outcome, now: float, deadline: float) -> Verdict:
+        examined, failed_hops = self._examine_all(outcome, now)
+        results: dict[int, VerifiedPassport | BaseException] = {}
+        waiting: list[_Waiting] = []
+        for item in examined:
+            try:
+                credential = self._at_hand(item.hdr.info or "", deadline)
+                if credential is None:
+                    waiting.append(item)
+                    continue
+                results[item.index] = self._accept(
+                    item.hdr, item.decoded, credential, now, deadline
+                )
+            except Exception as exc:  # noqa: BLE001
+                results[item.index] = exc
+        if waiting:
+            by_url = _by_url(waiting)
+            with request_deadline(deadline):
+                if (
+                    len(by_url) > 1
+                    and hasattr(self.source, "acredential_for")
+                    and not (_in_event_loop())
+                ):
+                    credentials = asyncio.run(self._afetch_all(list(by_url), deadline))
+                else:
+                    credentials = {}
+                    for url in by_url:
+                        try:
+                            credentials[url] = self._credential(url)
+                        except Exception as exc:  # noqa: BLE001
+                            credentials[url] = exc
+                for url, items in by_url.items():
+                    got = credentials[url]
+                    for item in items:
+                        if isinstance(got, Credential):
+                            try:
+                                results[item.index] = self._accept(
+                                    item.hdr, item.decoded, got, now, deadline
+                                )
+                            except Exception as exc:  # noqa: BLE001
+                                results[item.index] = exc
+                        else:
+                            results[item.index] = _for_value(got, item)
+        return self._decide(outcome, examined, failed_hops, results)
+
+    async def _acheck_all(self, outcome: _Outcome, now: float, deadline: float) -> Verdict:
+        examined, failed_hops = self._examine_all(outcome, now)
+        results: dict[int, VerifiedPassport | BaseException] = {}
+        waiting: list[_Waiting] = []
+        for item in examined:
+            try:
+                credential = None
+                if self._local or self._peek is not None:
+                    credential = self._at_hand(item.hdr.info or "", deadline)
+                if credential is None:
+                    waiting.append(item)
+                    continue
+                results[item.index] = await self._aaccept(
+                    item.hdr, item.decoded, credential, now, deadline
+                )
+            except Exception as exc:  # noqa: BLE001
+                results[item.index] = exc
+        if waiting:
+            by_url = _by_url(waiting)
+            with request_deadline(deadline):
+                credentials = await self._afetch_all(list(by_url), deadline)
+                for url, items in by_url.items():
+                    got = credentials[url]
+                    for item in items:
+                        if isinstance(got, Credential):
+                            try:
+                                results[item.index] = await self._aaccept(
+                                    item.hdr, item.decoded, got, now, deadline
+                                )
+                            except Exception as exc:  # noqa: BLE001
+                                results[item.index] = exc
+                        else:
+                            results[item.index] = _for_value(got, item)
+        return self._decide(outcome, examined, failed_hops, results)
+
+    async def _afetch_all(
+        self, urls: list[str], deadline: float
+    ) -> dict[str, Credential | BaseException]:
+        """Every URL's credential at once; what has not arrived by the deadline is a
+        cert-fetch-timeout."""
+        tasks = {asyncio.ensure_future(self._acredential(url)): url for url in urls}
+        got: dict[str, Credential | BaseException] = {}
+        left = max(deadline - time.monotonic(), 0.0)
+        done, pending = await asyncio.wait(tasks, timeout=left) if left > 0 else (set(), set(tasks))
+        for task in done:
+            error = task.exception()
+            got[tasks[task]] = error if error is not None else task.result()
+        for task in pending:
+            task.cancel()
+            url = tasks[task]
+            got[url] = BudgetExhaustedError(
+                Reason.CERT_FETCH_TIMEOUT,
+                f"{_short(url)}: no certificate within the request's time budget",
+            )
+        if pending:
+            await asyncio.wait(pending)
+        return got
+
+    def _decide(
+        self,
+        outcome: _Outcome,
+        examined: list[_Waiting],
+        failed_hops: list[Hop],
+        results: dict[int, VerifiedPassport | BaseException],
+    ) -> Verdict:
+        """Step three: what the verified PASSporTs say about the request."""
+        expected = outcome.expected
+        hops = list(failed_hops)
+        verified: dict[int, VerifiedPassport] = {}
+        alone: list[tuple[int, VerifiedPassport]] = []
+        for item in examined:
+            index, decoded = item.index, item.decoded
+            result = results[index]
+            ppt = str(decoded.header.get("ppt"))
+            if not isinstance(result, VerifiedPassport):
+                error = outcome.fail(index, result)
+                if ppt in ("shaken", "div"):
+                    hops.append(Hop(index, ppt, decoded.token, decoded.claims, error))
+                continue
+            verified[index] = result
+            if ppt in ("shaken", "div"):
+                hops.append(Hop(index, ppt, decoded.token, decoded.claims))
+            if ppt == "div":
+                continue  # a div says nothing on its own
+            if expected is not None and expected.dest_tns is not None:
+                try:
+                    _check_dest(decoded.claims, expected)
+                except VerificationError as exc:
+                    exc.header, exc.claims = decoded.header, decoded.claims
+                    outcome.fail(index, exc)
+                    continue
+            alone.append((index, result))
+        hops.sort(key=lambda h: h.index)
+        chain = build_chain(hops, _targets(expected), max_depth=self.policy.max_identities)
+        primary = next(((i, p) for i, p in alone if p.ppt == "shaken"), None)
+        by_chain = False
+        if primary is None and chain is not None and chain.ok:
+            root = chain.hops[0].index
+            primary, by_chain = (root, verified[root]), True
+        if primary is None:
+            primary = next(((i, p) for i, p in alone if p.ppt == "rcd"), None)
+        if primary is None:
+            if chain is None:
+                return outcome.verdict()
+            broken = VerificationError(chain.reason, chain.message)
+            at = results.get(chain.index)
+            if isinstance(at, VerifiedPassport | VerificationError):
+                broken.header, broken.claims = at.header, at.claims
+            verdict = Verdict.from_error(broken, chain.index, outcome.failures_tuple())
+            verdict.chain = chain.hops
+            return verdict
+        index, passport = primary
+        verdict = outcome.success(index, passport)
+        if by_chain:
+            assert chain is not None
+            members = {hop.index for hop in chain.hops}
+            verdict.failures = tuple(
+                f
+                for f in verdict.failures
+                if not (f.index in members and f.reason is Reason.DEST_MISMATCH)
+            )
+        if chain is not None:
+            verdict.chain = chain.hops
+            if not chain.ok:
+                verdict.chain_failure = Failure(
+                    chain.index, chain.reason, chain.message, chain.reason.lib_code
+                )
+        if passport.rcd is None:
+            caller = passport.orig
+            verdict.rcd_passport = next(
+                (p for _, p in alone if p.ppt == "rcd" and p.orig == caller), None
+            )
+        return verdict
+
+    # -- Rich Call Data behind URLs (VerifyPolicy.fetch_rcd) -------------------------------
+
+    def _content_fetcher(self) -> Fetcher:
+        fetcher = self._fetcher
+        if fetcher is None:
+            fetcher = self._fetcher = Fetcher()
+        return fetcher
+
+    def _rcd_targets(self, verdict: Verdict) -> tuple[dict[str, Any], dict[str, str]] | None:
+        if not self.policy.fetch_rcd or not verdict.ok:
+            return None
+        source = verdict.rcd_passport or verdict.passport
+        if source is None:
+            return None
+        rcd, rcdi = source.claims.get("rcd"), source.claims.get("rcdi")
+        if not isinstance(rcd, dict) or not isinstance(rcdi, dict):
+            return None
+        return rcd, rcdi
+
+    def _rcd_checked(self, verdict: Verdict, deadline: float) -> Verdict:
+        found = self._rcd_targets(verdict)
+        if found is None:
+            return verdict
+        rcd, rcdi = found
+        fetcher = self._content_fetcher()
+        bodies: dict[str, bytes] = {}
+        checked: list[str] = []
+        try:
+            with request_deadline(deadline):
+                for pointer, url in _content_urls(rcd, rcdi, bodies, fetcher.get):
+                    if url not in bodies:
+                        bodies[url] = fetcher.get(url).body
+                    _match(pointer, rcdi[pointer], bodies[url])
+                    checked.append(pointer)
+        except Exception as exc:  # noqa: BLE001 - reported in the verdict, never raised
+            verdict.rcd_failure = _rcd_failure(verdict, exc)
+        verdict.rcd_checked = tuple(checked)
+        return verdict
+
+    async def _arcd_checked(self, verdict: Verdict, deadline: float) -> Verdict:
+        found = self._rcd_targets(verdict)
+        if found is None:
+            return verdict
+        rcd, rcdi = found
+        fetcher = self._content_fetcher()
+        bodies: dict[str, bytes] = {}
+        checked: list[str] = []
+        try:
+            with request_deadline(deadline):
+                jcl = rcd.get("jcl")
+                if any(p.startswith("/jcl/") for p in rcdi) and isinstance(jcl, str):
+                    bodies[jcl] = (await fetcher.aget(jcl)).body
+                for pointer, url in _content_urls(rcd, rcdi, bodies, None):
+                    if url not in bodies:
+                        bodies[url] = (await fetcher.aget(url)).body
+                    _match(pointer, rcdi[pointer], bodies[url])
+                    checked.append(pointer)
+        except Exception as exc:  # noqa: BLE001 - reported in the verdict, never raised
+            verdict.rcd_failure = _rcd_failure(verdict, exc)
+        verdict.rcd_checked = tuple(checked)
+        return verdict
+
+
+_ONE_VALUE = frozenset({"rcd"})
+_EXTENDED = frozenset({"div", "rcd"})
+
+
+def _extended(values: list[tuple[int, str]]) -> bool:
+    """Whether a request carries a div or rcd PASSporT (by its Identity ppt parameter)."""
+    for _, value in values:
+        semi = value.find(";")
+        if semi < 0:
+            continue
+        tail = value[semi:].lower()
+        if "div" not in tail and "rcd" not in tail:
+            continue
+        try:
+            ppt = parse_identity(value).ppt
+        except VerificationError:
+            continue
+        if ppt is not None and ppt.lower() in _EXTENDED:
+            return True
+    return False
+
+
+def _names_extension(exc: BaseException) -> bool:
+    """Whether a value that failed its checks is a div or rcd PASSporT (by its header)."""
+    return isinstance(exc, VerificationError) and exc.header.get("ppt") in _EXTENDED
+
+
+# Failures of a value whose header and claims were fine: it can still be placed in a chain
+# (and reported there); a value with a bad header or bad claims cannot be linked reliably.
+_HOP_FAILURES = frozenset({Reason.STALE, Reason.IAT_IN_FUTURE, Reason.ORIG_MISMATCH})
+
+
+def _failed_hop(index: int, value: str, error: VerificationError) -> Hop | None:
+    """A value that failed its own checks, as a chain hop when its claims were valid."""
+    claims = error.claims
+    if error.reason not in _HOP_FAILURES or not isinstance(claims.get("orig"), dict):
+        return None
+    ppt = error.header.get("ppt")
+    if ppt not in ("shaken", "div"):
+        return None
+    return Hop(index, str(ppt), value.split(";", 1)[0].strip(), claims, error)
+
+
+def _targets(expected: _Expected | None) -> frozenset[tuple[str, str]] | None:
+    if expected is None or expected.dest_tns is None:
+        return None
+    return frozenset(
+        [("tn", t) for t in expected.dest_tns] + [("uri", u) for u in expected.dest_uris]
+    )
+
+
+def _content_urls(
+    rcd: dict[str, Any],
+    rcdi: dict[str, str],
+    bodies: dict[str, bytes],
+    get: Any,
+) -> list[tuple[str, str]]:
+    """``(pointer, URL)`` of each rcdi digest of URL content: in rcd itself, then below
+    ``/jcl`` (in the jCard fetched from jcl, which ``get`` fetches when not in ``bodies``)."""
+    out = list(url_targets(rcd, rcdi))
+    deep = [p for p in rcdi if p.startswith("/jcl/")]
+    if deep:
+        jcl = rcd["jcl"]
+        if jcl not in bodies:
+            bodies[jcl] = get(jcl).body
+        try:
+            jcard = loads_strict(bodies[jcl])
+        except JSONError as exc:
+            raise VerificationError(
+                Reason.INVALID_RCD, f"the jCard at jcl is not JSON: {exc}"
+            ) from None
+        for pointer in deep:
+            try:
+                target = resolve_pointer(jcard, parse_pointer(pointer)[1:])
+            except PointerError as exc:
+                raise VerificationError(
+                    Reason.INVALID_RCD, f"rcdi {pointer[:40]!r} designates nothing: {exc}"
+                ) from None
+            if not isinstance(target, str) or not target.lower().startswith(("https:", "http:")):
+                raise VerificationError(
+                    Reason.INVALID_RCD, f"rcdi {pointer[:40]!r} does not designate a URL"
+                )
+            out.append((pointer, target))
+    return out
+
+
+def _match(pointer: str, digest: str, body: bytes) -> None:
+    if not digest_matches(digest, body):
+        raise VerificationError(
+            Reason.RCD_INTEGRITY_MISMATCH,
+            f"rcdi {pointer[:40]!r}: the digest does not match the fetched content",
+        )
+
+
+def _rcd_failure(verdict: Verdict, exc: BaseException) -> Failure:
+    source = verdict.rcd_passport or verdict.passport
+    index = verdict.index
+    if source is not None and verdict.rcd_passport is not None:
+        index = -1  # an rcd PASSporT of its own; its index is not kept
+    if not isinstance(exc, VerificationError):
+        log.error("secsipid: unexpected error checking RCD content", exc_info=exc)
+        exc = VerificationError(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+    reason = exc.reason
+    if reason is Reason.CERT_TOO_LARGE:
+        reason = Reason.RCD_CONTENT_TOO_LARGE
+    elif reason.name.startswith("CERT_"):
+        reason = Reason.RCD_FETCH_FAILED
+    return Failure(index, reason, exc.message, reason.lib_code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -974,12 +1500,16 @@ class _Outcome:
             )
         self.values = [] if self.early else list(enumerate(values))
 
-    def fail(self, index: int, exc: BaseException) -> None:
+    def fail(self, index: int, exc: BaseException) -> VerificationError:
         if not isinstance(exc, VerificationError):
             log.error("secsipid: unexpected error verifying an Identity header", exc_info=exc)
             exc = VerificationError(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
         self.errors.append((index, exc))
         self.failures.append(Failure(index, exc.reason, exc.message, exc.lib_code))
+        return exc
+
+    def failures_tuple(self) -> tuple[Failure, ...]:
+        return self._failures()
 
     def success(self, index: int, passport: VerifiedPassport) -> Verdict:
         return Verdict(

@@ -27,6 +27,7 @@ from ._errors import KeyLoadError, SecSIPIDError, SigningError, VerificationErro
 from ._fetch import Fetcher, FetchPolicy, FetchResult
 from ._identity import parse_identity, split_identity_values
 from ._keys import Credential, credential_from_file, private_key_from_file
+from ._rcd import RichCallData
 from ._signer import Signer, identity_for_json
 from ._source import CertificateSource, freshness, parse_certificate_body
 from ._tnauthlist import TNAuthList
@@ -317,6 +318,9 @@ def _cmd_sign(args: argparse.Namespace) -> int:
         token = signer.sign_json(header, payload, verbatim=args.verbatim)
         print(identity_for_json(token, header, args.x5u) if args.x5u else token)
         return EXIT_VALID
+    if args.ppt != "shaken":
+        print(_sign_extension(signer, args))
+        return EXIT_VALID
     missing = [
         opt
         for opt, val in (
@@ -329,11 +333,87 @@ def _cmd_sign(args: argparse.Namespace) -> int:
     ]
     if missing:
         raise _UsageError(f"missing {', '.join(missing)} (or use --header/--payload)")
+    rcd, contents = _rcd_from_args(args)
     value = signer.identity(
-        args.orig_tn, args.dest_tn, args.attest, args.origid or "", iat=args.iat, x5u=args.x5u
+        args.orig_tn,
+        args.dest_tn,
+        args.attest,
+        args.origid or "",
+        iat=args.iat,
+        x5u=args.x5u,
+        rcd=rcd,
+        rcd_contents=contents,
     )
     print(value)
     return EXIT_VALID
+
+
+def _rcd_from_args(args: argparse.Namespace) -> tuple[RichCallData | None, dict[str, bytes]]:
+    """Rich Call Data (RFC 9795) from the --rcd-* and --crn options, and the content to
+    digest into rcdi from --rcd-content URL-or-POINTER=FILE."""
+    contents: dict[str, bytes] = {}
+    for entry in args.rcd_content or ():
+        key, sep, path = entry.rpartition("=")
+        if not sep or not key or not path:
+            raise _UsageError("--rcd-content takes URL=FILE or /POINTER=FILE")
+        try:
+            contents[key] = Path(path).read_bytes()
+        except OSError as exc:
+            raise _UsageError(f"--rcd-content: cannot read {path}: {exc.strerror}") from exc
+    given = (args.rcd_apn, args.rcd_icn, args.rcd_jcd, args.rcd_jcl, args.crn, contents)
+    if args.rcd_nam is None:
+        if any(given):
+            raise _UsageError("Rich Call Data needs --rcd-nam (RFC 9795: nam is required)")
+        return None, contents
+    jcd = None
+    if args.rcd_jcd is not None:
+        try:
+            jcd = loads_strict(_json_arg(args.rcd_jcd, "--rcd-jcd").encode())
+        except JSONError as exc:
+            raise _UsageError(f"--rcd-jcd: {exc}") from exc
+    try:
+        rcd = RichCallData(
+            nam=args.rcd_nam,
+            apn=args.rcd_apn,
+            icn=args.rcd_icn,
+            jcd=jcd,
+            jcl=args.rcd_jcl,
+            crn=args.crn,
+        )
+    except ValueError as exc:
+        raise _UsageError(f"Rich Call Data: {exc}") from exc
+    return rcd, contents
+
+
+def _sign_extension(signer: Signer, args: argparse.Namespace) -> str:
+    """``--ppt div``, ``div-o`` (RFC 8946) or ``rcd`` (RFC 9795)."""
+    if not args.x5u:
+        raise _UsageError(f"--ppt {args.ppt} needs --x5u")
+    if args.attest or args.origid:
+        raise _UsageError(f"--attest/--origid are SHAKEN claims, not {args.ppt} ones")
+    if not args.dest_tn:
+        raise _UsageError(f"--ppt {args.ppt} needs --dest-tn (the new target for div)")
+    rcd, contents = _rcd_from_args(args)
+    if args.ppt == "rcd":
+        if rcd is None or not args.orig_tn:
+            raise _UsageError("--ppt rcd needs --orig-tn and --rcd-nam")
+        return signer.rcd_identity(
+            args.orig_tn, args.dest_tn, rcd, rcd_contents=contents, iat=args.iat, x5u=args.x5u
+        )
+    if rcd is not None:
+        raise _UsageError("Rich Call Data goes into a shaken or rcd PASSporT, not a div one")
+    if args.original is not None:
+        if args.orig_tn:
+            raise _UsageError("--orig-tn is copied from --original; give one of them")
+        original = _json_arg(args.original, "--original").strip()
+        return signer.div_for(
+            original, args.dest_tn, div_tn=args.div_tn, iat=args.iat, x5u=args.x5u, ppt=args.ppt
+        )
+    if args.ppt == "div-o":
+        raise _UsageError("--ppt div-o needs --original (the PASSporT carried in opt)")
+    if not (args.orig_tn and args.div_tn):
+        raise _UsageError("--ppt div needs --orig-tn and --div-tn (or --original)")
+    return signer.div_identity(args.orig_tn, args.dest_tn, args.div_tn, iat=args.iat, x5u=args.x5u)
 
 
 # -- check -----------------------------------------------------------------------------------
@@ -378,7 +458,12 @@ def _fetch_policy_from_args(args: argparse.Namespace) -> FetchPolicy:
 
 
 def _verifier_from_args(args: argparse.Namespace) -> Verifier:
-    policy = VerifyPolicy(expire=args.expire, future_skew=args.future_skew, strict=args.strict)
+    policy = VerifyPolicy(
+        expire=args.expire,
+        future_skew=args.future_skew,
+        strict=args.strict,
+        fetch_rcd=args.fetch_rcd,
+    )
     trust = _trust_from_args(args)
     key_path = args.cert or args.pubkey
     if key_path:
@@ -427,6 +512,21 @@ def _print_verdict(verdict: Verdict, as_json: bool) -> None:
         if hint:
             print(f"hint: {hint}")
         print(f"libsecsipid code: {verdict.lib_code}")
+    for hop in verdict.chain:
+        div = f" div {hop.div}" if hop.div else ""
+        state = "ok" if hop.ok else f"{hop.reason.value}: {hop.message}"
+        print(f"chain [{hop.index}] {hop.ppt}:{div} -> {', '.join(hop.dest)}  {state}")
+    if verdict.chain_failure is not None:
+        print(
+            f"chain failure: {verdict.chain_failure.reason.value}: {verdict.chain_failure.message}"
+        )
+    rcd = verdict.rcd
+    if rcd is not None:
+        print(f"rcd: nam {rcd.nam!r}" + (f"  crn {rcd.crn!r}" if rcd.crn is not None else ""))
+        for value in rcd.call_info():
+            print(f"call-info: {value}")
+    if verdict.rcd_failure is not None:
+        print(f"rcd failure: {verdict.rcd_failure.reason.value}: {verdict.rcd_failure.message}")
     print(f"verstat: {verdict.verstat}")
 
 
@@ -799,14 +899,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "sign",
-        help="sign a SHAKEN PASSporT and print the Identity header value",
+        help="sign a SHAKEN (or div, rcd) PASSporT and print the Identity header value",
         description="Sign a SHAKEN PASSporT and print the full Identity header value "
-        "(<jws>;info=<x5u>;alg=ES256;ppt=shaken). With --header/--payload, sign given JSON "
+        "(<jws>;info=<x5u>;alg=ES256;ppt=shaken), with Rich Call Data when --rcd-nam is given. "
+        "--ppt div signs the div PASSporT of a retargeted call (RFC 8946), --ppt rcd an rcd "
+        "PASSporT (RFC 9795). With --header/--payload, sign given JSON "
         "(any ppt) and print the token, or the Identity value when --x5u is given.",
         allow_abbrev=False,
     )
     p.add_argument("--orig-tn", help="calling number (separators and sip:/tel: URIs accepted)")
     p.add_argument("--dest-tn", action="append", help="called number; repeat for several (sorted)")
+    p.add_argument(
+        "--ppt",
+        choices=("shaken", "div", "div-o", "rcd"),
+        default="shaken",
+        help="PASSporT type: shaken (default), div/div-o for a retargeted call (RFC 8946: "
+        "--dest-tn is the new target), rcd for Rich Call Data alone (RFC 9795)",
+    )
+    p.add_argument("--div-tn", help="div: the number the call is diverted from (original dest)")
+    p.add_argument(
+        "--original",
+        help="div/div-o: the original Identity value or PASSporT (or @FILE): orig and iat "
+        "are copied from it, div is its dest (div-o also carries it in opt)",
+    )
     p.add_argument("--attest", choices=("A", "B", "C"), help="attestation level")
     p.add_argument("--x5u", help="URL of the signing certificate (becomes info=<...>)")
     p.add_argument("--key", required=True, help="EC P-256 private key (PEM or DER)")
@@ -822,6 +937,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="sign --header/--payload text byte for byte (default: canonical JSON, RFC 8225 §9)",
     )
     p.add_argument("--random-k", action="store_true", help="random ECDSA nonce instead of RFC 6979")
+    g = p.add_argument_group("Rich Call Data (RFC 9795; shaken or --ppt rcd)")
+    g.add_argument("--rcd-nam", help="display name (required for RCD)")
+    g.add_argument("--rcd-apn", help="alternate presentation number")
+    g.add_argument("--rcd-icn", help="URL of the caller's icon/logo")
+    g.add_argument("--rcd-jcd", help="jCard JSON (RFC 7095) inline, or @FILE")
+    g.add_argument("--rcd-jcl", help="URL of the caller's jCard")
+    g.add_argument("--crn", help="call reason")
+    g.add_argument(
+        "--rcd-content",
+        action="append",
+        metavar="URL=FILE",
+        help="content behind an RCD URL (or /jcl/... pointer), digested into rcdi; repeatable",
+    )
     _add_log_options(p)
     p.set_defaults(func=_cmd_sign)
 
@@ -861,6 +989,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dest-tn", action="append", help="called number to match dest (To/R-URI); repeatable"
     )
     p.add_argument("--strict", action="store_true", help="also reject non-canonical forms")
+    p.add_argument(
+        "--fetch-rcd",
+        action="store_true",
+        help="fetch Rich Call Data URLs (icn, jcl) covered by rcdi and check their digests",
+    )
     p.add_argument("--now", type=_epoch_seconds, help="verify as of this time (seconds since 1970)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(

@@ -66,10 +66,12 @@ from ._keys import (
     load_private_key,
     private_key_from_file,
 )
+from ._passport import decode_token
 from ._reasons import Reason
 from ._shared import RedisCache
 from ._signer import Signer, identity_for_json
 from ._source import CertificateSource
+from ._tn import canonical_tn
 from ._trust import TrustPolicy
 from ._verifier import Verdict, Verifier, VerifyPolicy
 
@@ -77,6 +79,7 @@ __all__ = [
     "LIBOPT_NAMES",
     "ConfigError",
     "Settings",
+    "add_call_info",
     "add_verstat",
     "check_request",
     "child_init",
@@ -89,6 +92,7 @@ __all__ = [
     "preload_signing_key",
     "reason_header",
     "reply",
+    "secsipid_add_div_identity",
     "secsipid_add_identity",
     "secsipid_add_identity_prvkey",
     "secsipid_add_verstat",
@@ -738,6 +742,7 @@ def verdict_fields(verdict: Verdict) -> dict[str, str | int]:
     dest = claims.get("dest") if isinstance(claims.get("dest"), dict) else {}
     assert isinstance(orig, dict) and isinstance(dest, dict)
     dests = [str(d) for d in (dest.get("tn") or [])] + [str(d) for d in (dest.get("uri") or [])]
+    rcd = verdict.rcd
     return {
         "ok": 1 if verdict.ok else 0,
         "ret": _code(verdict),
@@ -757,6 +762,10 @@ def verdict_fields(verdict: Verdict) -> dict[str, str | int]:
         "spc": verdict.spc or "",
         "header": json.dumps(verdict.header, separators=(",", ":")),
         "claims": json.dumps(verdict.claims, separators=(",", ":")),
+        "diverted": 1 if verdict.diverted else 0,
+        "chain": json.dumps([hop.to_dict() for hop in verdict.chain], separators=(",", ":")),
+        "rcd_nam": rcd.nam if rcd is not None else "",
+        "call_info": ", ".join(rcd.call_info()) if rcd is not None else "",
     }
 
 
@@ -773,18 +782,25 @@ def _store_xavp(name: str, fields: dict[str, str | int]) -> None:
 
 
 @_guard(-1)
-def secsipid_verdict(key_path: str = "", xavp: str = "secsipid") -> int:
+def secsipid_verdict(key_path: str = "", xavp: str = "secsipid", dest_tn: str = "") -> int:
     """:func:`secsipid_check_identity` that also stores the whole verdict in ``$xavp(xavp)``.
+
+    ``dest_tn`` (e.g. ``"$rU"``), when given, is the call target the PASSporT's ``dest`` --
+    or the outermost ``dest`` of a chain of div PASSporTs (RFC 8946 §4.2 step 1) -- must
+    match; a forwarded call is valid only through its chain then.
 
     Fields: ``ok`` (1/0), ``ret`` (the return code), ``reason`` (stable reason code),
     ``code``/``text`` (the SIP status and phrase to reject with; 0/"" when valid), ``verstat``,
     ``message``, ``index``, ``attest``, ``orig``, ``dest`` (comma-separated), ``origid``,
     ``iat``, ``x5u``, ``ppt``, ``spc`` (from the certificate's TNAuthList, when verified with
-    a certificate), ``header`` and ``claims`` (JSON).  Read them as
-    ``$xavp(secsipid=>reason)``; each call adds a new item on top (``[0]`` is the latest).
+    a certificate), ``header`` and ``claims`` (JSON), ``diverted`` (1 when valid through a div
+    chain), ``chain`` (JSON), ``rcd_nam`` and ``call_info`` (the verified Rich Call Data).
+    Read them as ``$xavp(secsipid=>reason)``; each call adds a new item on top (``[0]`` is
+    the latest).
     """
     state = _st()
-    verdict = state.verifier(expand(key_path)).check(_request_identities())
+    target = expand(dest_tn) if dest_tn else ""
+    verdict = state.verifier(expand(key_path)).check(_request_identities(), dest_tn=target or None)
     code = _checked(verdict)
     _store_xavp(expand(xavp), verdict_fields(verdict))
     return code
@@ -856,6 +872,82 @@ def secsipid_add_identity(
     except Exception as exc:  # noqa: BLE001 - a worker must survive anything
         _log_err(f"secsipid_add_identity: {type(exc).__name__}: {exc}")
         return -1
+
+
+@_guard(-1)
+def add_call_info(verdict: Verdict | None = None) -> int:
+    """Append ``Call-Info`` header(s) (RFC 9796) for the verified Rich Call Data of
+    ``verdict`` (default: the last one): the icon and the jCard URL with their integrity
+    digests and the call reason.  Returns the number of values added, -1 when the verdict
+    has no verified RCD with a URL to put there."""
+    verdict = verdict if verdict is not None else _st().last
+    rcd = verdict.rcd if verdict is not None else None
+    values = rcd.call_info() if rcd is not None else []
+    if not values:
+        return -1
+    hdr = _ksr().hdr
+    for value in values:
+        if hdr.append("Call-Info: " + value + "\r\n") < 0:
+            return -1
+    return len(values)
+
+
+@_guard(-1)
+def secsipid_add_div_identity(dest_tn: str, x5u: str, key_path: str, div_tn: str = "$oU") -> int:
+    """On retargeting (call forwarding): append a ``div`` Identity header (RFC 8946) beside
+    the request's Identity header(s), never replacing them.
+
+    ``dest_tn`` is the new target (e.g. ``"$rU"`` after rewriting the Request-URI),
+    ``div_tn`` the number the call is diverted from (default ``"$oU"``, the user of the
+    original Request-URI).  For every Identity value of the request whose ``dest`` is
+    ``div_tn`` (a SHAKEN PASSporT, or the ``div`` of an earlier forwarding) one ``div``
+    PASSporT is signed per distinct caller, copying ``orig`` and ``iat`` (RFC 8946 §3, §4.1),
+    with the key at ``key_path`` (it needs authority over ``div_tn``).  Verify the request
+    first (``secsipid_check_identity``): the originals are copied, not checked, here.
+
+    Returns 1 when at least one header was added; -1 when the request has no Identity
+    header with that ``dest`` (RFC 8946 §4.1: no div without an original), the numbers do not
+    change, or the key cannot be used (logged at error).
+    """
+    dest, url, key, div = (expand(v) for v in (dest_tn, x5u, key_path, div_tn))
+    values = split_comma_values(_request_identities()) if _request_identities() else []
+    want = canonical_tn(div)
+    if not want:
+        _log_err(f"secsipid_add_div_identity: div_tn {div!r} holds no number")
+        return -1
+    signer = _st().signer_for_path(key)
+    added: list[str] = []
+    callers: set[str] = set()
+    for value in (v.strip() for v in values):
+        token = value.split(";", 1)[0].strip()
+        try:
+            claims = decode_token(token).claims
+        except SecSIPIDError:
+            continue
+        dest_claim, orig = claims.get("dest"), claims.get("orig")
+        if not isinstance(dest_claim, dict) or not isinstance(orig, dict):
+            continue
+        tns = dest_claim.get("tn", ())
+        if not isinstance(tns, list) or want not in [
+            canonical_tn(t) for t in tns if isinstance(t, str)
+        ]:
+            continue
+        caller = json.dumps(orig, sort_keys=True)
+        if caller in callers:
+            continue  # RFC 8946 §4.1: one div per distinct original
+        try:
+            added.append(signer.div_for(value, dest, div_tn=want, x5u=_x5u(url)))
+        except SecSIPIDError as exc:
+            _log_err(f"cannot sign div ({exc.code}): {exc.message}")
+            return -1
+        callers.add(caller)
+    if not added:
+        _log_err(f"secsipid_add_div_identity: no Identity header with dest {want}")
+        return -1
+    for value in added:
+        if _append_identity(value) < 0:
+            return -1
+    return 1
 
 
 @_guard(-1)
