@@ -58,6 +58,7 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
 import secsipid  # noqa: E402
+from helpers import read_every_property  # noqa: E402
 from hostile_certs import hostile_chains, hostile_crls, sign_tbs  # noqa: E402
 from secsipid import (  # noqa: E402
     Credential,
@@ -653,31 +654,16 @@ def _flatten_nodes(nodes: list[Node]) -> list[Node]:
 
 # -- invariants ------------------------------------------------------------------------------------
 
-VERDICT_PROPERTIES = (
-    "ok", "valid", "reason", "message", "lib_code", "sip_status", "sip_reason", "verstat", "spc",
-    "header", "claims", "passport", "index", "failures",
-)  # fmt: skip
-PASSPORT_PROPERTIES = (
-    "identity", "header", "claims", "token", "attest", "iat", "origid", "orig", "dest", "info",
-    "spc", "warnings", "credential",
-)  # fmt: skip
-
 
 def check_verdict(verdict: Verdict) -> str:
-    """Raise InvariantError unless the verdict is an honest outcome whose every property reads and
-    whose to_dict() is strict JSON; return its reason code."""
+    """Raise InvariantError unless the verdict is an honest outcome whose every property (and
+    those of the passports and credentials it holds) reads and whose to_dict() is strict
+    JSON; return its reason code."""
     if not isinstance(verdict, Verdict):
         raise InvariantError(f"not a Verdict: {verdict!r}")
     if verdict.reason is Reason.INTERNAL_ERROR:
         raise InvariantError(f"internal-error: {verdict.message}")
-    for name in VERDICT_PROPERTIES:
-        getattr(verdict, name)
-    repr(verdict)
-    if verdict.passport is not None:
-        for name in PASSPORT_PROPERTIES:
-            getattr(verdict.passport, name)
-        repr(verdict.passport)
-        repr(verdict.passport.credential)
+    read_every_property(verdict)
     json.dumps(verdict.to_dict(), allow_nan=False)
     if bool(verdict) != (verdict.reason is Reason.VALID):
         raise InvariantError("truthiness disagrees with the reason")
