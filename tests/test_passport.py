@@ -572,6 +572,18 @@ def test_nesting_a_passport_extension_needs_is_accepted(
     assert assert_verdict_readable(verdict)["claims"]["rcd"]["jcd"] == jcard
 
 
+@pytest.mark.parametrize("ppt", [["shaken"], [], {"shaken": 1}, 1, None, True])
+def test_header_ppt_of_another_json_type(
+    verifier: Verifier, make_identity: MakeIdentity, ppt: Any
+) -> None:
+    """A JWS header ppt that is not a string (a list, an object...): ppt-mismatch (438), never
+    internal-error.  Found by tools/fuzz.py: a list or object ppt made the check for div/rcd
+    PASSporTs raise "unhashable type" (it looked the value up in a set)."""
+    value = make_identity(update={"ppt": ppt})
+    _reject(verifier, value, Reason.PPT_MISMATCH)
+    assert_verdict_readable(verifier.check(value, now=NOW))
+
+
 # -- crit (issue 7, item 8) --------------------------------------------------------------------
 
 CRIT_VALUES: dict[str, Any] = {

@@ -633,8 +633,9 @@ class Verifier:
         if "crit" in header:
             # RFC 7515 §4.1.11: a recipient MUST reject a JWS whose crit names an extension it
             # does not understand (or that is malformed: not a non-empty list of extension
-            # names).  PASSporT (RFC 8225 §8.1) and SHAKEN (RFC 8588) define no critical header
-            # parameters, so every crit, whatever its value, is refused.
+            # names).  PASSporT (RFC 8225 §8.1) and the extensions verified here, shaken (RFC
+            # 8588), div (RFC 8946) and rcd (RFC 9795), define no critical header parameters,
+            # so every crit, whatever its value, is refused.
             raise VerificationError(
                 Reason.UNSUPPORTED_CRIT,
                 f"PASSporT header crit {repr(header['crit'])[:64]} names parameters this "
@@ -1338,8 +1339,12 @@ def _extended(values: list[tuple[int, str]]) -> bool:
 
 
 def _names_extension(exc: BaseException) -> bool:
-    """Whether a value that failed its checks is a div or rcd PASSporT (by its header)."""
-    return isinstance(exc, VerificationError) and exc.header.get("ppt") in _EXTENDED
+    """Whether a value that failed its checks is a div or rcd PASSporT (by its header).  The
+    header is the caller's JSON: its ppt may be a list or an object (unhashable)."""
+    if not isinstance(exc, VerificationError):
+        return False
+    ppt = exc.header.get("ppt")
+    return isinstance(ppt, str) and ppt in _EXTENDED
 
 
 # Failures of a value whose header and claims were fine: it can still be placed in a chain
