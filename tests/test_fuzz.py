@@ -47,7 +47,7 @@ DEEP_OUTCOMES = {
     "token": {"decoded", "invalid-claims-json", "invalid-jws-header", "malformed-signature"},
     "json": {"parsed/dict", "refused"},
     "verify": {"valid", "bad-signature", "invalid-claim", "unsupported-crit", "non-canonical",
-               "x5u-mismatch", "invalid-claims-json"},
+               "x5u-mismatch", "invalid-claims-json", "invalid-rcd", "div-without-shaken"},
     "credential": {"credential/key-invalid", "key-invalid/key-invalid"},
     "certificate": {"check/valid", "check/cert-untrusted", "body/cert-invalid"},
     "tnauthlist": {"parsed", "refused"},

@@ -64,6 +64,7 @@ from secsipid import (  # noqa: E402
     Credential,
     KeyLoadError,
     Reason,
+    RichCallData,
     Signer,
     StaticCredential,
     TNAuthList,
@@ -90,7 +91,7 @@ CASE_LIMIT = 1.0  # seconds: the invariant's bound for one input
 # The verification time and the samples' iat: the current hour (the lab certificates are
 # valid from an hour ago), so that samples are fresh and certificates valid.
 NOW = int(time.time()) // 3600 * 3600
-ORIG, DEST = "12155550121", "12155550131"
+ORIG, DEST, DIVERTED = "12155550121", "12155550131", "12155550141"
 ORIGID = "123e4567-e89b-42d3-a456-426655440000"
 X5U = "https://cert.example.org/sti.pem"
 
@@ -221,7 +222,7 @@ def mutate_json(rng: random.Random, data: bytes, *, extra_only: bool = False) ->
     hostile value to the top-level object, so that a PASSporT stays otherwise valid."""
     try:
         obj = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # a corpus sample may be nested ~1000 deep
         return mutate_bytes(rng, data, JSON_TOKENS, (), 8192)
     raws: list[str] = []
 
@@ -285,12 +286,15 @@ def mutate_json(rng: random.Random, data: bytes, *, extra_only: bool = False) ->
         else:
             parent[last] = rng.choice((node := parent[last], [node, node], {"tn": node}))
     style = rng.randrange(4)
-    text = json.dumps(
-        obj,
-        separators=(",", ":") if style < 2 else (", ", ": "),
-        sort_keys=style % 2 == 0,
-        ensure_ascii=rng.random() < 0.3,
-    )
+    try:
+        text = json.dumps(
+            obj,
+            separators=(",", ":") if style < 2 else (", ", ": "),
+            sort_keys=style % 2 == 0,
+            ensure_ascii=rng.random() < 0.3,
+        )
+    except RecursionError:
+        return mutate_bytes(rng, data, JSON_TOKENS, (), 8192)
     for i, raw in enumerate(raws):
         text = text.replace(json.dumps(f"\x00RAW{i}\x00"), raw)
     out = text.encode("utf-8", "surrogatepass")
@@ -546,7 +550,9 @@ class Kit:
         self.key = self.pki.leaf_key
         self.signer = Signer(self.key, X5U)
         self.identities = self._identities()
-        self.tokens = [value.split(";", 1)[0] for value in self.identities]
+        self.tokens = [
+            part.split(";", 1)[0] for value in self.identities for part in value.split(",")
+        ]
         self.json_docs = sorted(
             {b64url_decode(part) for t in self.tokens for part in t.split(".")[:2]}
         )
@@ -619,6 +625,15 @@ class Kit:
             s.identity(ORIG, DEST, "B", iat=NOW)
             .replace(";info=<", ' ; INFO = "<')
             .replace(">;alg", '>";alg'),
+            # RFC 9795 rcd: in the SHAKEN PASSporT, and as a PASSporT of its own
+            s.identity(ORIG, DEST, "A", ORIGID, iat=NOW, rcd=RichCallData(nam="Alice", crn="x")),
+            s.rcd_identity(
+                ORIG, DEST, RichCallData(nam="Bob", jcl="https://rcd.example/c.json"), iat=NOW
+            ),
+            # RFC 8946 div: a call from ORIG to DEST, retargeted to DIVERTED, as one request
+            s.identity(ORIG, DEST, "A", ORIGID, iat=NOW)
+            + ","
+            + s.div_identity(ORIG, DIVERTED, DEST, iat=NOW),
         ]
         return values
 
