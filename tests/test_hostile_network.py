@@ -813,3 +813,30 @@ def test_fetches_in_flight_are_bounded(
     assert [o.reason for o in outcomes] == [Reason.CERT_FETCH_TIMEOUT] * 4
     assert memory.negative((source._policy_key, server.url("/other.pem"))) is None
     assert "/other.pem" not in server.hits()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_fetch_that_ends_just_before_joining_is_not_repeated(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], mode: str
+) -> None:
+    """A caller that missed the cache just before another caller's fetch of the same URL
+    finished (and left) looks again when it becomes the fetcher: no second request."""
+    server = serve({"/sti.pem": chain(pki)})
+    url = server.url("/sti.pem")
+    source = source_for(tls, pki)
+    assert source.credential_for(url).certificate is not None  # "the other caller"
+    real_lookup = source._lookup
+    calls = 0
+
+    def lookup(info: str, now: float) -> Any:
+        nonlocal calls
+        calls += 1
+        return (None, None) if calls == 1 else real_lookup(info, now)  # the stale miss
+
+    source._lookup = lookup  # type: ignore[method-assign]
+    if mode == "sync":
+        credential = source.credential_for(url)
+    else:
+        credential = asyncio.run(source.acredential_for(url))
+    assert credential.certificate is not None and calls == 2
+    assert server.hits() == {"/sti.pem": 1}

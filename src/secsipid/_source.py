@@ -783,7 +783,11 @@ class CertificateSource:
             except FutureCancelled:
                 continue  # the fetching caller was cancelled: fetch (or wait) again
         try:
-            credential = self._obtain(info, stale)
+            # A fetch of the same URL may have ended between the lookup above and _join:
+            # look again before going to the network (its result, or its failure).
+            credential, stale = self._lookup(info, time.time())
+            if credential is None:
+                credential = self._obtain(info, stale)
             future.set_result(credential)
             return credential
         except BaseException as exc:
@@ -822,7 +826,9 @@ class CertificateSource:
                     raise
                 # The fetching caller was cancelled, not this one: fetch (or wait) again.
         try:
-            credential = await self._aobtain(info, stale)
+            credential, stale = self._lookup(info, time.time())  # as in credential_for
+            if credential is None:
+                credential = await self._aobtain(info, stale)
             future.set_result(credential)
             return credential
         except asyncio.CancelledError:
