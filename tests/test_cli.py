@@ -665,3 +665,17 @@ def test_kamailio_example_prints_the_shipped_scripts(capsys: pytest.CaptureFixtu
         assert status == 0 and out == (examples / file).read_text()
     status, out, _ = run(capsys, "kamailio-example")
     assert status == 0 and "sti_vs.py" in out and "kamailio.cfg" in out
+
+
+def test_decode_json_lines_are_ascii(capsys: pytest.CaptureFixture[str]) -> None:
+    """decode prints one JSON object per line, in ASCII: a claim holding U+2028 or U+0085
+    (line breaks to str.splitlines) cannot split a line."""
+    import base64
+
+    def b64(obj: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    value = b64({"alg": "ES256"}) + "." + b64({"x": "a\u2028b\u0085c"}) + ".x;info=<https://a/b>"
+    _, out, _ = run_cli(capsys, "decode", value)
+    assert out.isascii() and len(out.splitlines()) == 1
+    assert json.loads(out)["claims"] == {"x": "a\u2028b\u0085c"}

@@ -840,3 +840,17 @@ def test_a_fetch_that_ends_just_before_joining_is_not_repeated(
         credential = asyncio.run(source.acredential_for(url))
     assert credential.certificate is not None and calls == 2
     assert server.hits() == {"/sti.pem": 1}
+
+
+def test_directory_cache_entry_with_an_endless_expiry_is_ignored(tmp_path: Path) -> None:
+    """A cache file whose metadata says it never expires (``Infinity``, which Python's JSON
+    reader accepts) is not used."""
+    from secsipid._source import DirectoryCache
+
+    disk = DirectoryCache(tmp_path)
+    disk.store("https://a.test/x.pem", "key", b"body", time.time() + 60)
+    assert disk.load("https://a.test/x.pem", "key") is not None
+    (path,) = tmp_path.glob("*.pem")
+    head, _, body = path.read_bytes().partition(b"\n")
+    path.write_bytes(head.replace(b'"expires": ', b'"expires": Infinity, "was": ') + b"\n" + body)
+    assert disk.load("https://a.test/x.pem", "key") is None

@@ -25,6 +25,7 @@ import contextlib
 import email.utils
 import hashlib
 import json
+import math
 import os
 import tempfile
 import threading
@@ -299,7 +300,8 @@ class DirectoryCache:
             meta = json.loads(head[len(_DISK_MAGIC) :])
             if meta.get("url") != url or meta.get("policy") != policy_key:
                 return None
-            return body, float(meta["expires"])
+            expires = float(meta["expires"])
+            return (body, expires) if math.isfinite(expires) else None
         except (ValueError, KeyError, TypeError):
             return None
 

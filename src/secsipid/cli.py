@@ -688,7 +688,8 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         result = decode_value(value)
         if result["errors"]:
             status = EXIT_INVALID
-        print(json.dumps(result, ensure_ascii=False, allow_nan=False))
+        # ASCII: a JSON line must not hold U+2028/U+0085, which line splitters split on.
+        print(json.dumps(result, allow_nan=False))
     return status
 
 
