@@ -366,8 +366,9 @@ def test_hanging_names_do_not_starve_other_lookups_sync(
     dns_server: Callable[[dict[str, Any]], DNSServer],
     pki: tuple[LabPKI, Path],
 ) -> None:
-    """16 fetches stuck on names whose DNS server never answers; a fetch of a good name at
-    the same time completes at once (a 4-thread lookup pool once made it wait 20 s)."""
+    """48 fetches stuck on names whose DNS server never answers; a fetch of a good name at
+    the same time completes at once (a 4-thread lookup pool once made it wait 20 s, and a
+    32-connection keep-alive pool made it queue for a free connection)."""
     server = serve({"/sti.pem": chain(pki)}, https=False)
     dns = dns_server({"good.test": {"A": ["127.0.0.1"]}, "*.hang.test": {"mode": "hang"}})
     policy = FetchPolicy(
@@ -382,7 +383,7 @@ def test_hanging_names_do_not_starve_other_lookups_sync(
         except VerificationError as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=stuck, args=(i,)) for i in range(16)]
+    threads = [threading.Thread(target=stuck, args=(i,)) for i in range(48)]
     for t in threads:
         t.start()
     time.sleep(0.3)
@@ -393,7 +394,7 @@ def test_hanging_names_do_not_starve_other_lookups_sync(
     for t in threads:
         t.join(timeout=10)
     assert time.monotonic() - start < 4.0
-    assert [e.reason for e in errors] == [Reason.CERT_FETCH_TIMEOUT] * 16
+    assert [e.reason for e in errors] == [Reason.CERT_FETCH_TIMEOUT] * 48
 
 
 def test_hanging_names_do_not_starve_other_lookups_async(
