@@ -257,6 +257,68 @@ def test_console_script_entry_point(key_files: Any, tmp_path: Path) -> None:
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
 
 
+def _strict_json(text: str) -> Any:
+    """Parse CLI output as strict JSON: NaN/Infinity are not JSON (RFC 8259 §6)."""
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} in the output is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _hostile_value(key_path: Path, extra: str) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    from helpers import PARAMS, SHAKEN_CLAIMS, SHAKEN_HEADER, raw_jws
+    from secsipid import canonical_json
+
+    key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    claims = canonical_json(SHAKEN_CLAIMS)[:-1] + b',"x":' + extra.encode() + b"}"
+    return raw_jws(key, canonical_json(SHAKEN_HEADER), claims) + PARAMS  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("extra", ["1e400", "-1e400", "[" * 40 + "]" * 40])
+def test_hostile_json_output_is_strict_json(
+    capsys: pytest.CaptureFixture[str], key_files: Any, extra: str
+) -> None:
+    """Claims with a number that overflows (or nested too deep): check prints "valid: no"
+    (it printed "valid: yes" and then exited 2), and check --json / decode print strict JSON
+    (they printed Infinity); check exits 1 with the invalid-claims-json reason, decode names the
+    claims as undecodable."""
+    from helpers import NOW
+
+    value = _hostile_value(key_files.key_pem, extra)
+    cert = str(key_files.cert_pem)
+    status, out, err = run(capsys, "check", value, "--cert", cert, "--now", str(NOW))
+    assert (status, err) == (1, "")
+    assert "valid: no" in out and "reason: invalid-claims-json" in out
+    status, out, _ = run(capsys, "check", value, "--cert", cert, "--now", str(NOW), "--json")
+    assert status == 1
+    assert _strict_json(out)["reason"] == "invalid-claims-json"
+    status, out, _ = run(capsys, "decode", value)
+    doc = _strict_json(out)
+    assert status == 1 and doc["claims"] is None
+    assert [e for e in doc["errors"] if e.startswith("claims: ")], doc["errors"]
+
+
+def test_claims_nested_900_deep_in_a_real_process(key_files: Any) -> None:
+    """In a process with a shallow stack, claims nested 900 deep used to parse; then the check
+    said "valid: yes", and --json died with a RecursionError traceback while printing them
+    (~990 deep, the verifier's own re-encoding failed too: internal-error in strict mode).
+    Now refused when parsing: invalid-claims-json, exit 1, nothing on stderr."""
+    from helpers import NOW
+
+    value = _hostile_value(key_files.key_pem, "[" * 900 + "]" * 900)
+    for extra in ([], ["--json"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "secsipid", "check", "-", "--cert", str(key_files.cert_pem),
+             "--now", str(NOW), *extra],
+            input=value, capture_output=True, text=True,
+        )  # fmt: skip
+        assert (proc.returncode, proc.stderr) == (1, "")
+        assert "invalid-claims-json" in proc.stdout
+
+
 def test_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
     """The README's demo command succeeds and shows each expected verdict."""
     status, out, _ = run(capsys, "demo")
@@ -603,3 +665,17 @@ def test_kamailio_example_prints_the_shipped_scripts(capsys: pytest.CaptureFixtu
         assert status == 0 and out == (examples / file).read_text()
     status, out, _ = run(capsys, "kamailio-example")
     assert status == 0 and "sti_vs.py" in out and "kamailio.cfg" in out
+
+
+def test_decode_json_lines_are_ascii(capsys: pytest.CaptureFixture[str]) -> None:
+    """decode prints one JSON object per line, in ASCII: a claim holding U+2028 or U+0085
+    (line breaks to str.splitlines) cannot split a line."""
+    import base64
+
+    def b64(obj: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    value = b64({"alg": "ES256"}) + "." + b64({"x": "a\u2028b\u0085c"}) + ".x;info=<https://a/b>"
+    _, out, _ = run_cli(capsys, "decode", value)
+    assert out.isascii() and len(out.splitlines()) == 1
+    assert json.loads(out)["claims"] == {"x": "a\u2028b\u0085c"}

@@ -366,8 +366,9 @@ def test_hanging_names_do_not_starve_other_lookups_sync(
     dns_server: Callable[[dict[str, Any]], DNSServer],
     pki: tuple[LabPKI, Path],
 ) -> None:
-    """16 fetches stuck on names whose DNS server never answers; a fetch of a good name at
-    the same time completes at once (a 4-thread lookup pool once made it wait 20 s)."""
+    """48 fetches stuck on names whose DNS server never answers; a fetch of a good name at
+    the same time completes at once (a 4-thread lookup pool once made it wait 20 s, and a
+    32-connection keep-alive pool made it queue for a free connection)."""
     server = serve({"/sti.pem": chain(pki)}, https=False)
     dns = dns_server({"good.test": {"A": ["127.0.0.1"]}, "*.hang.test": {"mode": "hang"}})
     policy = FetchPolicy(
@@ -382,7 +383,7 @@ def test_hanging_names_do_not_starve_other_lookups_sync(
         except VerificationError as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=stuck, args=(i,)) for i in range(16)]
+    threads = [threading.Thread(target=stuck, args=(i,)) for i in range(48)]
     for t in threads:
         t.start()
     time.sleep(0.3)
@@ -393,7 +394,7 @@ def test_hanging_names_do_not_starve_other_lookups_sync(
     for t in threads:
         t.join(timeout=10)
     assert time.monotonic() - start < 4.0
-    assert [e.reason for e in errors] == [Reason.CERT_FETCH_TIMEOUT] * 16
+    assert [e.reason for e in errors] == [Reason.CERT_FETCH_TIMEOUT] * 48
 
 
 def test_hanging_names_do_not_starve_other_lookups_async(
@@ -813,3 +814,44 @@ def test_fetches_in_flight_are_bounded(
     assert [o.reason for o in outcomes] == [Reason.CERT_FETCH_TIMEOUT] * 4
     assert memory.negative((source._policy_key, server.url("/other.pem"))) is None
     assert "/other.pem" not in server.hits()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_fetch_that_ends_just_before_joining_is_not_repeated(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], mode: str
+) -> None:
+    """A caller that missed the cache just before another caller's fetch of the same URL
+    finished (and left) looks again when it becomes the fetcher: no second request."""
+    server = serve({"/sti.pem": chain(pki)})
+    url = server.url("/sti.pem")
+    source = source_for(tls, pki)
+    assert source.credential_for(url).certificate is not None  # "the other caller"
+    real_lookup = source._lookup
+    calls = 0
+
+    def lookup(info: str, now: float) -> Any:
+        nonlocal calls
+        calls += 1
+        return (None, None) if calls == 1 else real_lookup(info, now)  # the stale miss
+
+    source._lookup = lookup  # type: ignore[method-assign]
+    if mode == "sync":
+        credential = source.credential_for(url)
+    else:
+        credential = asyncio.run(source.acredential_for(url))
+    assert credential.certificate is not None and calls == 2
+    assert server.hits() == {"/sti.pem": 1}
+
+
+def test_directory_cache_entry_with_an_endless_expiry_is_ignored(tmp_path: Path) -> None:
+    """A cache file whose metadata says it never expires (``Infinity``, which Python's JSON
+    reader accepts) is not used."""
+    from secsipid._source import DirectoryCache
+
+    disk = DirectoryCache(tmp_path)
+    disk.store("https://a.test/x.pem", "key", b"body", time.time() + 60)
+    assert disk.load("https://a.test/x.pem", "key") is not None
+    (path,) = tmp_path.glob("*.pem")
+    head, _, body = path.read_bytes().partition(b"\n")
+    path.write_bytes(head.replace(b'"expires": ', b'"expires": Infinity, "was": ') + b"\n" + body)
+    assert disk.load("https://a.test/x.pem", "key") is None

@@ -155,6 +155,8 @@ def test_missing_nam(make_identity: MakeIdentity, verifier: Verifier) -> None:
     ("extra", "fragment"),
     [
         ({"rcd": "Example Bank"}, "object"),
+        # null used to pass the checks and then make Verdict.rcd raise (found by the fuzzer)
+        ({"rcd": None}, "object"),
         ({"rcd": {"nam": 7}}, "string"),
         ({"rcd": {"nam": "x", "jcd": JCARD, "jcl": "https://rcd.example/c.json"}}, "both"),
         ({"rcd": {"nam": "x", "icn": "not a url"}}, "URL"),

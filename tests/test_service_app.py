@@ -503,6 +503,13 @@ def test_atis_signing_origid_generated_lowercase_attest(
         (b"[1]", 400, "SVC4006", ()),
         (b"{not json", 400, "SVC4006", ()),
         (b'{"a":' * 100000, 413, "SVC4006", ()),
+        # Strict JSON, as for PASSporTs (_codec.loads_strict): a member twice (which one
+        # counts?), NaN, a number that overflows to inf, nesting deeper than 32, not UTF-8.
+        (_signing_body()[:-1] + b', "signingRequest": {}}', 400, "SVC4006", ()),
+        (_signing_body(x=None)[:-2] + b', "x": NaN}}', 400, "SVC4006", ()),
+        (_signing_body()[:-2] + b', "x": 1e400}}', 400, "SVC4006", ()),
+        (_signing_body()[:-2] + b', "x": ' + b"[" * 40 + b"]" * 40 + b"}}", 400, "SVC4006", ()),
+        (_signing_body(orig={"tn": "\u00e9"}).replace(b"\\u00e9", b"\xe9"), 400, "SVC4006", ()),
     ],
 )
 def test_atis_signing_request_errors(

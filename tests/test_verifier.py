@@ -68,6 +68,7 @@ EXPECTED_TABLE: dict[Reason, tuple[int, str, str, int]] = {
     Reason.UNSUPPORTED_ALG: (437, "Unsupported Credential", _N, -202),
     Reason.MALFORMED_TOKEN: (438, "Invalid Identity Header", _N, -301),
     Reason.INVALID_JWS_HEADER: (438, "Invalid Identity Header", _N, -201),
+    Reason.UNSUPPORTED_CRIT: (438, "Invalid Identity Header", _N, -201),
     Reason.INVALID_TYP: (437, "Unsupported Credential", _N, -204),
     Reason.PPT_MISMATCH: (438, "Invalid Identity Header", _N, -203),
     Reason.MISSING_X5U: (436, "Bad Identity Info", _N, -205),
@@ -234,6 +235,16 @@ def _cases() -> dict[str, CaseFactory]:
         "invalid-jws-header": lambda e: Case(
             R.INVALID_JWS_HEADER,
             e.make(header=b"[]", claims=canonical_json(SHAKEN_CLAIMS), raw=True),
+            v(e),
+            key_path=PUB,
+        ),
+        "unsupported-crit": lambda e: Case(
+            R.UNSUPPORTED_CRIT,
+            e.make(
+                header=canonical_json({**SHAKEN_HEADER, "crit": ["foo"]}),
+                claims=canonical_json(SHAKEN_CLAIMS),
+                raw=True,
+            ),
             v(e),
             key_path=PUB,
         ),

@@ -512,7 +512,11 @@ class Fetcher:
     def _new_pool(self) -> httpcore.ConnectionPool:
         return httpcore.ConnectionPool(
             ssl_context=self._ssl,
-            max_connections=32,
+            # Never fewer connections than fetches allowed in flight: a fetch stuck on a
+            # hostile server holds its connection until its deadline, and the others must not
+            # queue behind it for a free one (max_in_flight refuses at once instead).
+            max_connections=self.policy.max_in_flight,
+            max_keepalive_connections=32,
             keepalive_expiry=30.0,
             network_backend=_PinnedSyncBackend(self.policy, self.resolver, self._url),
         )

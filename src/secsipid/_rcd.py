@@ -205,7 +205,7 @@ def check_rcd_claims(claims: Mapping[str, Any]) -> None:
     :class:`VerificationError` (``invalid-rcd``), or ``rcd-integrity-mismatch`` when an
     ``rcdi`` digest of inline content does not match it."""
     rcd = claims.get("rcd")
-    if rcd is not None:
+    if "rcd" in claims:  # present: an object, never null (RichCallData.from_claims reads it)
         if not isinstance(rcd, dict):
             raise _invalid("rcd must be a JSON object")
         nam = rcd.get("nam")

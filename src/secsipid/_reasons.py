@@ -57,6 +57,7 @@ class Reason(enum.StrEnum):
     # The PASSporT (RFC 8225, RFC 8588).
     MALFORMED_TOKEN = "malformed-token"
     INVALID_JWS_HEADER = "invalid-jws-header"
+    UNSUPPORTED_CRIT = "unsupported-crit"
     INVALID_TYP = "invalid-typ"
     PPT_MISMATCH = "ppt-mismatch"
     MISSING_X5U = "missing-x5u"
@@ -169,6 +170,13 @@ _TABLE: dict[Reason, ReasonInfo] = {
     Reason.UNSUPPORTED_ALG: _r(_S437, _N, -202, "alg is not ES256"),
     Reason.MALFORMED_TOKEN: _r(_S438, _N, -301, "the PASSporT is not a JWS compact serialization"),
     Reason.INVALID_JWS_HEADER: _r(_S438, _N, -201, "the PASSporT header is not a JSON object"),
+    Reason.UNSUPPORTED_CRIT: _r(
+        _S438,
+        _N,
+        -201,
+        "the PASSporT header has crit: no supported PASSporT extension defines critical "
+        "header parameters (RFC 7515 §4.1.11)",
+    ),
     Reason.INVALID_TYP: _r(_S437, _N, -204, "the PASSporT typ is not passport"),
     Reason.PPT_MISMATCH: _r(
         _S438,

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from ._codec import JSONError, b64url_encode, canonical_json, loads_strict
+from ._codec import MAX_DEPTH, JSONError, b64url_encode, canonical_json, loads_strict, too_deep
 from ._errors import SigningError, VerificationError
 from ._identity import build_identity, parse_identity
 from ._keys import _check_curve, load_private_key, private_key_from_file
@@ -414,7 +414,8 @@ class Signer:
         Objects are serialized canonically (RFC 8225 §9).  JSON text is parsed, checked and
         re-serialized canonically, unless ``verbatim`` is true: then the text (stripped of
         surrounding whitespace) is signed byte for byte, as secsipidx does.
-        The header's ``alg`` must be ``ES256`` when present.
+        The header's ``alg`` must be ``ES256`` when present, and it must not hold ``crit``
+        (verifiers, ours included, reject it: RFC 7515 §4.1.11).
         """
         parts: list[bytes] = []
         for name, doc in (("header", header), ("payload", payload)):
@@ -431,6 +432,18 @@ class Signer:
                 raise SigningError("invalid-json", f"{name} must be a JSON object")
             if name == "header" and obj.get("alg", "ES256") != "ES256":
                 raise SigningError("invalid-json", "header alg must be ES256")
+            if name == "header" and "crit" in obj:
+                # Verifiers refuse it (RFC 7515 §4.1.11; ours: unsupported-crit): no PASSporT
+                # extension defines a critical header parameter, so never sign one silently.
+                raise SigningError(
+                    "invalid-json",
+                    "header crit is not supported: no PASSporT extension defines critical "
+                    "header parameters, and verifiers reject it (RFC 7515 §4.1.11)",
+                )
+            if not raw and too_deep(dict(obj)):  # text was checked by loads_strict
+                raise SigningError(
+                    "invalid-json", f"{name} is nested deeper than {MAX_DEPTH} levels"
+                )
             try:
                 parts.append(raw if verbatim and raw else canonical_json(dict(obj)))
             except (TypeError, ValueError) as exc:

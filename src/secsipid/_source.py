@@ -25,6 +25,7 @@ import contextlib
 import email.utils
 import hashlib
 import json
+import math
 import os
 import tempfile
 import threading
@@ -237,7 +238,7 @@ def _cache_control(value: str) -> dict[str, str | None]:
 def _seconds(value: str | None) -> float | None:
     try:
         return float(int(value)) if value is not None else None
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: beyond a float ("max-age=9999...")
         return None
 
 
@@ -255,12 +256,12 @@ def freshness(headers: Mapping[str, str], now: float, default_ttl: float) -> tup
     if expires is not None:
         try:
             when = email.utils.parsedate_to_datetime(expires).timestamp()
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):  # Overflow: a year > C long
             return 0.0, storable  # RFC 9111 §5.3: an invalid Expires means already expired
         date_hdr = headers.get("date")
         try:
             date = email.utils.parsedate_to_datetime(date_hdr).timestamp() if date_hdr else now
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             date = now
         return max(when - date, 0.0), storable
     return default_ttl, storable
@@ -299,7 +300,8 @@ class DirectoryCache:
             meta = json.loads(head[len(_DISK_MAGIC) :])
             if meta.get("url") != url or meta.get("policy") != policy_key:
                 return None
-            return body, float(meta["expires"])
+            expires = float(meta["expires"])
+            return (body, expires) if math.isfinite(expires) else None
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -399,9 +401,7 @@ def parse_certificate_body(body: bytes, url: str) -> tuple[Credential, bytes]:
     except KeyLoadError as exc:
         if exc.code in ("key-not-ec", "key-wrong-curve"):
             raise VerificationError(Reason.UNSUPPORTED_KEY, f"{url}: {exc.message}") from exc
-        raise VerificationError(
-            Reason.CERT_INVALID, f"{url}: not a PEM or DER certificate ({exc.code})"
-        ) from exc
+        raise VerificationError(Reason.CERT_INVALID, f"{url}: {exc.message}") from exc
     if credential.certificate is None:
         raise VerificationError(Reason.CERT_INVALID, f"{url}: a public key, not a certificate")
     from cryptography.hazmat.primitives.serialization import Encoding
@@ -785,7 +785,11 @@ class CertificateSource:
             except FutureCancelled:
                 continue  # the fetching caller was cancelled: fetch (or wait) again
         try:
-            credential = self._obtain(info, stale)
+            # A fetch of the same URL may have ended between the lookup above and _join:
+            # look again before going to the network (its result, or its failure).
+            credential, stale = self._lookup(info, time.time())
+            if credential is None:
+                credential = self._obtain(info, stale)
             future.set_result(credential)
             return credential
         except BaseException as exc:
@@ -824,7 +828,9 @@ class CertificateSource:
                     raise
                 # The fetching caller was cancelled, not this one: fetch (or wait) again.
         try:
-            credential = await self._aobtain(info, stale)
+            credential, stale = self._lookup(info, time.time())  # as in credential_for
+            if credential is None:
+                credential = await self._aobtain(info, stale)
             future.set_result(credential)
             return credential
         except asyncio.CancelledError:

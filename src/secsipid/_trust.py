@@ -47,7 +47,7 @@ from cryptography.x509.verification import VerificationError as X509Verification
 
 from ._errors import VerificationError
 from ._fetch import TransientFetchError
-from ._keys import Credential
+from ._keys import CERT_PARSE_ERRORS, Credential, describe_certificate
 from ._reasons import Reason
 from ._tnauthlist import TNAuthList, TNAuthListError
 
@@ -152,12 +152,23 @@ def _load_certs(data: bytes) -> list[x509.Certificate]:
 
 
 def _load_crl(data: bytes) -> x509.CertificateRevocationList | None:
+    """The CRL in ``data``, or None.  A CRL may come from a distribution point the signer's
+    certificate names: the parts revocation checking reads (issuer, update times, revoked
+    serial numbers) are parsed here, so that a malformed one is "no CRL", never an exception
+    from a lazy property later (a KeyError for an odd issuer string tag, ValueError...)."""
     try:
-        if b"-----BEGIN" in data:
-            return x509.load_pem_x509_crl(data)
-        return x509.load_der_x509_crl(data)
-    except ValueError:
+        crl = (
+            x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)
+        )
+        crl.issuer.rfc4514_string()
+        crl.last_update_utc  # noqa: B018 - read for its parse errors
+        crl.next_update_utc  # noqa: B018
+        crl.extensions  # noqa: B018
+        for revoked in crl:
+            revoked.serial_number  # noqa: B018
+    except CERT_PARSE_ERRORS:
         return None
+    return crl
 
 
 def _system_ca_paths() -> list[str]:
@@ -273,8 +284,7 @@ def _ts(value: dt.datetime) -> float:
     return value.timestamp()
 
 
-def _describe(cert: x509.Certificate) -> str:
-    return cert.subject.rfc4514_string() or f"serial {cert.serial_number}"
+_describe = describe_certificate
 
 
 class TrustValidator:
@@ -534,7 +544,7 @@ class TrustValidator:
             crls, crls_until = self._crls_for(cert, now)
             until = min(until, crls_until)
             for crl in crls:
-                if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+                if not _signed_by(crl, issuer):
                     continue  # a CRL not signed by this certificate's issuer says nothing
                 if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
                     raise VerificationError(
@@ -552,6 +562,16 @@ class TrustValidator:
                 Reason.CERT_REVOCATION_UNKNOWN, "revocation cannot be checked without the issuer"
             )
         return until
+
+
+def _signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+    """Whether ``issuer`` signed ``crl``.  Without chain validation (``verify_chain=False``) the
+    issuer is whatever the x5u server sent, possibly with a key that cannot sign at all
+    (X25519: cryptography raises TypeError): such a certificate signed nothing."""
+    try:
+        return crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+    except CERT_PARSE_ERRORS:  # TypeError included
+        return False
 
 
 def _brief(exc: Exception) -> str:

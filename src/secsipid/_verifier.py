@@ -6,7 +6,8 @@ Per Identity value, in the order of RFC 8224 §6.2 and cheapest first:
 2. ``ppt`` parameter: an unsupported one means the header is ignored (Step 1, R47);
 3. ``alg`` parameter ES256 (RFC 8224 §4.1 default), ``info`` present and an absolute URI;
 4. the PASSporT: full form (RFC 8588 §3), JWS header ``alg`` ES256 -- never ``none``, never an
-   HMAC: the algorithm is fixed, not read from the token -- ``typ`` passport, ``ppt`` shaken and
+   HMAC: the algorithm is fixed, not read from the token -- no ``crit`` (RFC 7515 §4.1.11: no
+   PASSporT extension we support defines one), ``typ`` passport, ``ppt`` shaken and
    agreeing with the parameter when present, ``x5u`` equal to ``info`` (RFC 8224 §4.1, simple string
    comparison per RFC 3986 §6.2.1);
 5. SHAKEN claims present with the right types (RFC 8225 §5, RFC 8588);
@@ -628,6 +629,17 @@ class Verifier:
         if header.get("alg") != "ES256":
             raise VerificationError(
                 Reason.UNSUPPORTED_ALG, f"PASSporT alg {header.get('alg')!r} is not ES256"
+            )
+        if "crit" in header:
+            # RFC 7515 §4.1.11: a recipient MUST reject a JWS whose crit names an extension it
+            # does not understand (or that is malformed: not a non-empty list of extension
+            # names).  PASSporT (RFC 8225 §8.1) and the extensions verified here, shaken (RFC
+            # 8588), div (RFC 8946) and rcd (RFC 9795), define no critical header parameters,
+            # so every crit, whatever its value, is refused.
+            raise VerificationError(
+                Reason.UNSUPPORTED_CRIT,
+                f"PASSporT header crit {repr(header['crit'])[:64]} names parameters this "
+                "verifier does not support (RFC 7515 §4.1.11)",
             )
         if header.get("typ") != "passport":
             raise VerificationError(
@@ -1327,8 +1339,12 @@ def _extended(values: list[tuple[int, str]]) -> bool:
 
 
 def _names_extension(exc: BaseException) -> bool:
-    """Whether a value that failed its checks is a div or rcd PASSporT (by its header)."""
-    return isinstance(exc, VerificationError) and exc.header.get("ppt") in _EXTENDED
+    """Whether a value that failed its checks is a div or rcd PASSporT (by its header).  The
+    header is the caller's JSON: its ppt may be a list or an object (unhashable)."""
+    if not isinstance(exc, VerificationError):
+        return False
+    ppt = exc.header.get("ppt")
+    return isinstance(ppt, str) and ppt in _EXTENDED
 
 
 # Failures of a value whose header and claims were fine: it can still be placed in a chain

@@ -495,7 +495,7 @@ def _verdict_dict(verdict: Verdict) -> dict[str, Any]:
 
 def _print_verdict(verdict: Verdict, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(_verdict_dict(verdict), indent=2, sort_keys=True))
+        print(json.dumps(_verdict_dict(verdict), indent=2, sort_keys=True, allow_nan=False))
         return
     print(f"valid: {'yes' if verdict.ok else 'no'}")
     print(f"reason: {verdict.reason.value}")
@@ -688,7 +688,8 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         result = decode_value(value)
         if result["errors"]:
             status = EXIT_INVALID
-        print(json.dumps(result, ensure_ascii=False, allow_nan=False))
+        # ASCII: a JSON line must not hold U+2028/U+0085, which line splitters split on.
+        print(json.dumps(result, allow_nan=False))
     return status
 
 

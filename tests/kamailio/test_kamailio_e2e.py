@@ -575,3 +575,30 @@ def test_verifier_with_redis_down_still_verifies(
         )  # fmt: skip
         _chain(tmp_path, procs, native_as, vs, uas_port, 10)
         assert 1 <= len(server.hits) <= vs.children, server.hits
+
+
+def test_one_budget_for_an_invite_with_several_identity_headers(
+    kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
+) -> None:
+    """An INVITE with two Identity headers whose info never answers and a valid one behind
+    them: inside a Kamailio worker the certificates are fetched at once (on a private event
+    loop), the valid value passes, and the call is not held for one timeout per header
+    (issue 7 item 1)."""
+    uas_port = kh.free_port()
+    procs.append(_uas(tmp_path, uas_port, PASSED, 1).start())
+    with kh.CertServer({"/cert.pem": pki.cert_pem}) as server:
+        vs = _vs(tmp_path, uas_port, "", STIR_LAB=1, STIR_TIMEOUT=3)
+        procs.append(vs.start())
+        values = [
+            _identity(pki.key, x5u=server.url("/slow/a.pem")),
+            _identity(pki.key, x5u=server.url("/slow/b.pem")),
+            _identity(pki.key, x5u=server.url("/cert.pem")),
+        ]
+        extra = "\n".join(f"Identity: {v}" for v in values)
+        start = time.monotonic()
+        result = _one_call(tmp_path, "uac-three", vs.port, extra)
+        elapsed = time.monotonic() - start
+        _assert_all(result, 1)
+        assert elapsed < 3.0, f"{elapsed:.1f} s: the hanging servers held the call"
+        assert sorted(server.hits) == ["/cert.pem", "/slow/a.pem", "/slow/b.pem"]
+        assert "Traceback" not in vs.log()

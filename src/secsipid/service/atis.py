@@ -36,6 +36,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .._codec import JSONError, loads_strict
 from .._passport import UUID_RE
 from .._reasons import VERSTAT_PASSED
 from .._tn import canonical_tn
@@ -150,8 +151,10 @@ def _load(body: bytes, wrapper: str) -> dict[str, Any]:
     if not body.strip():
         raise AtisError.missing_body()
     try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError) as exc:
+        # Strict, as for PASSporTs: no member twice, no NaN/Infinity or numbers beyond a
+        # double, at most MAX_DEPTH levels, UTF-8 only (RFC 8259 §8.1).
+        doc = loads_strict(body)
+    except JSONError as exc:
         raise AtisError.parse_failed(str(exc)[:200]) from None
     if not isinstance(doc, dict):
         raise AtisError.parse_failed("the body is not a JSON object")
