@@ -476,6 +476,27 @@ def test_own_sign_refused(app: ServiceApp, body: Any, code: str) -> None:
     _own_error(_own(app, "/v1/sign", body), 400, code)
 
 
+_GOOD = b'{"orig_tn": "12155551212", "dest_tn": "12155551213", "attest": "A"'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _GOOD + b', "attest": "C"}',  # a member twice: which one would sign?
+        _GOOD + b', "iat": NaN}',
+        _GOOD + b', "iat": 1e400}',
+        _GOOD + b', "rcd": {"nam": "x", "x": ' + b"[" * 40 + b"]" * 40 + b"}}",
+        _GOOD.replace(b"12155551212", b"\xe9") + b"}",  # not UTF-8
+    ],
+    ids=["duplicate", "nan", "overflow", "deep", "latin-1"],
+)
+def test_own_api_strict_json(app: ServiceApp, body: bytes) -> None:
+    """Bodies are parsed as strictly as PASSporTs and ATIS bodies are."""
+    _own_error(_own(app, "/v1/sign", body), 400, "invalid-json")
+    _own_error(_own(app, "/v1/verify", body.replace(b"orig_tn", b"identity")), 400, "invalid-json")
+    assert _own(app, "/v1/sign", _GOOD + b"}").status == 200
+
+
 def test_own_sign_request_errors(key_files: KeyFiles, app: ServiceApp, tmp_path: Path) -> None:
     good = {"orig_tn": CALLER, "dest_tn": FIRST, "attest": "A"}
     _own_error(
