@@ -17,9 +17,10 @@ Two units, both insensitive to what else runs on the machine (unlike requests pe
 * CPU time per request (``time.process_time``, best of five passes), the default;
 * ``--callgrind``: instructions per request counted by valgrind (``apt-get install
   valgrind``): each target runs twice under callgrind, with 100 and 1,100 requests, and the
-  difference is divided by 1,000, so start-up cost cancels out.  Exact and repeatable to a
-  fraction of a percent; the crypto's count is not representative of native speed (valgrind
-  hides some CPU features from OpenSSL), the app's Python code is.
+  difference is divided by 1,000, so start-up cost cancels out.  Runs repeat within a few
+  thousand instructions per request (random UUIDs, dictionary growth); the crypto's count is
+  not representative of native speed (valgrind hides some CPU features from OpenSSL), the
+  app's Python code is.
 
 Run from the repository root::
 
