@@ -2,10 +2,11 @@
 secsipidx-compatible endpoints) over the library.
 
 Layers, top down: ``cli`` (the ``serve`` command: flags, validation, the HTTP server and its
-workers, SIGHUP), ``app`` (the ASGI application), ``atis`` (ATIS-1000082 shapes and error
-bodies), ``state`` (signers, verifier and tokens built from the configuration), ``config``
-(TOML file plus flags), ``metrics`` (Prometheus).  The HTTP server is an optional dependency:
-``pip install 'secsipid[service]'``.
+workers, SIGHUP), ``app`` (the application, ASGI and RSGI), ``atis`` (ATIS-1000082 shapes
+and error bodies), ``native`` (our own JSON API), ``signing`` (what a signing request asks
+for, whichever API), ``state`` (signers, verifier and tokens built from the configuration),
+``config`` (TOML file plus flags), ``metrics`` (Prometheus).  The HTTP server is an
+optional dependency: ``pip install 'secsipid[service]'``.
 """
 
 from __future__ import annotations

@@ -6,14 +6,17 @@ Endpoints::
     POST /v1/check                 secsipidx-compatible verification (body = Identity value)
     POST /v1/sign-csv              secsipidx-compatible signing (OrigTN,DestTN,ATTEST,OrigID,X5U)
     GET  /v1/pub/<file>            the operator's public certificates (no listing, no traversal)
-    POST /stir/v1/signing          ATIS-1000082 signing
-    POST /stir/v1/verification     ATIS-1000082 verification
+    POST /stir/v1/signing          ATIS-1000082 signing (extended: div, Rich Call Data)
+    POST /stir/v1/verification     ATIS-1000082 verification (extended: chains, RCD)
+    POST /v1/verify                our JSON API: the whole verdict (Verdict.to_dict())
+    POST /v1/sign                  our JSON API: SHAKEN (with RCD), div or rcd PASSporTs
     GET  /healthz                  liveness and what is configured
     GET  /metrics                  Prometheus text format
     GET  /openapi.json             the API description
 
 The app is a thin shell: verification is ``Verifier.acheck`` and its :class:`Verdict`, signing is
-``Signer.identity``; this module only translates HTTP into those calls and back.  Every
+``Signer.identity`` and its siblings (``service/signing.py``); this module only translates
+HTTP into those calls and back.  Every
 request takes the :class:`ServiceState` once, so a reload (SIGHUP or a changed file) swaps the
 state between requests, never under one.
 

@@ -57,8 +57,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="run the STI-AS/STI-VS HTTP service (ATIS-1000082 and secsipidx endpoints)",
         description="Run the signing and verification HTTP service: POST /v1/check, "
         "/v1/sign-csv (secsipidx-compatible), /stir/v1/signing, /stir/v1/verification "
-        "(ATIS-1000082), GET /v1/pub/<file>, /healthz, /metrics, /openapi.json. Flags override "
-        "the TOML file given with --config. See docs/service.md.",
+        "(ATIS-1000082), /v1/verify, /v1/sign (JSON, with div and Rich Call Data), GET "
+        "/v1/pub/<file>, /healthz, /metrics, /openapi.json. Flags override the TOML file given "
+        "with --config. See docs/service.md.",
     )
     p.add_argument("--config", help="TOML configuration file")
     p.add_argument(
