@@ -217,15 +217,41 @@ def test_total_deadline_holds(
     assert time.monotonic() - start < 2.5
 
 
-@pytest.mark.parametrize("no_length", [False, True], ids=["content-length", "until-close"])
+@pytest.mark.parametrize(
+    "route",
+    [
+        # Content-Length over the cap, then no body at all: refused on the announced length
+        # (before reading) or the fetch would wait out its deadline (cert-fetch-timeout).
+        {"mode": "announce-then-hang", "length": 5000},
+        # No Content-Length and a body that never ends: refused once the bytes read pass the
+        # cap (while reading), or the fetch would run into its deadline.
+        {"mode": "endless", "body": "A" * 1024, "seconds": 20},
+        # No Content-Length, 5000 bytes, then the connection closes.
+        {"body": "A" * 5000, "no_length": True},
+    ],
+    ids=["announced", "endless", "until-close"],
+)
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 def test_body_over_cap(
-    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], no_length: bool
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pki: tuple[LabPKI, Path],
+    route: dict[str, Any],
+    use_async: bool,
 ) -> None:
-    """Bodies over max_size are refused, announced (Content-Length) or not (streamed)."""
-    server = serve({"/big.pem": {"body": "A" * 5000, "no_length": no_length}})
-    source = lab_source(tls, pki[1], fetch={"max_size": 4096})
-    err = reason_of(source, server.url("/big.pem"))
-    assert err.reason is Reason.CERT_TOO_LARGE and err.lib_code == -404
+    """Bodies over max_size are refused: on the announced Content-Length before the body is
+    read, and while reading when there is none; sync and async."""
+    server = serve({"/big.pem": route})
+    source = lab_source(tls, pki[1], fetch={"max_size": 4096, "timeout": 3.0})
+    url = server.url("/big.pem")
+    with pytest.raises(VerificationError) as exc:
+        if use_async:
+            asyncio.run(source.acredential_for(url))
+        else:
+            source.credential_for(url)
+    err = exc.value
+    assert err.reason is Reason.CERT_TOO_LARGE, (err.reason, err.message)
+    assert err.lib_code == -404 and "4096 byte limit" in err.message
 
 
 def test_redirect_not_followed(
@@ -467,6 +493,27 @@ def test_directory_cache_shared_by_processes(
     assert child() == "valid"
     assert server.hits()["/sti.pem"] == 2
     assert not list(cache_dir.glob(".tmp-*"))
+
+
+def test_no_store_never_written_to_the_directory_cache(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], tmp_path: Path
+) -> None:
+    """Cache-Control: no-store (RFC 9111 §5.2.2.5) keeps a response out of cache_dir, even
+    with a max-age; the same response without it is written there."""
+    server = serve(
+        {
+            "/private.pem": chain_route(pki, headers={"Cache-Control": "no-store, max-age=600"}),
+            "/public.pem": chain_route(pki, headers={"Cache-Control": "max-age=600"}),
+        }
+    )
+    cache_dir = tmp_path / "cache"
+    source = lab_source(tls, pki[1], cache_dir=cache_dir)
+    verifier = Verifier(source)
+    assert verifier.check(sign(pki, server.url("/private.pem"))).ok
+    assert list(cache_dir.iterdir()) == []
+    assert verifier.check(sign(pki, server.url("/public.pem"))).ok
+    files = list(cache_dir.iterdir())
+    assert len(files) == 1 and server.url("/public.pem").encode() in files[0].read_bytes()
 
 
 def test_policies_do_not_share_cache_entries(

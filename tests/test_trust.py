@@ -3,6 +3,7 @@ revocation (CRL files and distribution points), TNAuthList, profile, hot reload.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import time
@@ -22,11 +23,14 @@ from secsipid import (
     Signer,
     TrustPolicy,
     TrustValidator,
+    VerificationError,
     Verifier,
+    build_identity,
 )
-from secsipid._pki import LabPKI, make_crl, make_lab_pki, pem
+from secsipid._pki import LabPKI, make_crl, make_lab_pki, make_self_signed, pem
 
 ORIG, DEST = "12155550121", "12155550131"
+ORIGID = "123e4567-e89b-42d3-a456-426655440000"
 X5U = "https://cert.example.org/sti.pem"
 UTC = dt.UTC
 
@@ -306,3 +310,176 @@ def test_from_libsecsipid_mapping(tmp_path: Path) -> None:
     for bits, kwargs in ((4, {}), (8, {"ca_file": "/a"}), (16, {"ca_file": "/a"})):
         with pytest.raises(ValueError):
             TrustPolicy.from_libsecsipid(bits, **kwargs)
+
+
+# -- refusals that must hold on every path (issue 12) ----------------------------------------
+
+
+def test_async_refuses_like_sync(lab: LabPKI, root_file: Path, tmp_path: Path) -> None:
+    """averify/acheck apply the TrustPolicy exactly as verify/check do: an untrusted root, a
+    revoked certificate and an orig outside a delegate certificate's TNs are refused, both
+    while the chain is being validated (worker thread) and once it is cached (inline)."""
+    import asyncio
+
+    root = (lab.root_key, lab.root)
+    crl = tmp_path / "revoked.crl"
+    revoked = make_lab_pki(root=root)
+    crl.write_bytes(
+        make_crl(revoked.intermediate, revoked.intermediate_key, [revoked.leaf.serial_number])
+        .public_bytes(serialization.Encoding.PEM)
+    )  # fmt: skip
+    delegate = make_lab_pki(root=root, ranges=[("12155550100", 100)])
+    cases = [
+        (make_lab_pki(), TrustPolicy(ca_file=str(root_file)), ORIG, Reason.CERT_UNTRUSTED),
+        (revoked, TrustPolicy(ca_file=str(root_file), crl_files=(str(crl),)), ORIG,
+         Reason.CERT_REVOKED),
+        (delegate, TrustPolicy(ca_file=str(root_file)), "12155550200",
+         Reason.CERT_TN_NOT_AUTHORIZED),
+        (delegate, TrustPolicy(ca_file=str(root_file)), ORIG, Reason.VALID),
+    ]  # fmt: skip
+    for pki, policy, orig, reason in cases:
+        value = Signer(pki.leaf_key, X5U).identity(orig, DEST, "A")
+        sync = Verifier(credential(pki), trust=policy)
+        asyn = Verifier(credential(pki), trust=policy)
+        for _ in range(2):  # first the chain is built, then it comes from the cache
+            verdict = asyncio.run(asyn.acheck(value))
+            assert verdict.reason is reason, (verdict.reason, verdict.message)
+            assert verdict.to_dict() == sync.check(value).to_dict()
+            if reason is Reason.VALID:
+                assert asyncio.run(asyn.averify(value)).orig == orig
+            else:
+                with pytest.raises(VerificationError) as exc:
+                    asyncio.run(asyn.averify(value))
+                assert exc.value.reason is reason
+
+
+def test_delegate_certificate_refuses_uri_orig(lab: LabPKI, root_file: Path) -> None:
+    """RFC 9060: a certificate that lists TNs/ranges authorizes those numbers only; a PASSporT
+    whose orig is a URI (no number) is outside them.  An SPC-only certificate does not scope
+    orig, so the same URI PASSporT passes with it."""
+    delegate = make_lab_pki(root=(lab.root_key, lab.root), spc="1234",
+                            ranges=[("12155550100", 100)], tns=["12155559999"])  # fmt: skip
+    trust = TrustPolicy(ca_file=str(root_file))
+    claims = {"attest": "A", "dest": {"tn": [DEST]}, "iat": int(time.time()),
+              "orig": {"uri": "sip:alice@example.org"}, "origid": ORIGID}  # fmt: skip
+    for pki, reason in ((delegate, Reason.CERT_TN_NOT_AUTHORIZED), (lab, Reason.VALID)):
+        token = Signer(pki.leaf_key, X5U).sign_claims(claims)
+        value = build_identity(token, X5U)
+        verdict = Verifier(credential(pki), trust=trust).check(value)
+        assert verdict.reason is reason, (verdict.reason, verdict.message)
+
+
+def test_require_crl_refuses_a_one_certificate_chain(tmp_path: Path) -> None:
+    """With require_crl, a chain of one certificate (a self-signed certificate that is itself
+    the anchor, or a lone leaf without chain validation) has no issuer whose CRL could speak
+    for it: cert-revocation-unknown.  Without require_crl the same chains pass."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = make_self_signed(key, spc="1234")
+    anchor = tmp_path / "self.pem"
+    anchor.write_bytes(pem(cert))
+    value = Signer(key, X5U).identity(ORIG, DEST, "A")
+    lone = Credential.from_certificates([cert])
+    for base in (TrustPolicy(ca_file=str(anchor)), TrustPolicy(verify_chain=False)):
+        strict = dataclasses.replace(base, require_crl=True)
+        assert Verifier(lone, trust=base).check(value).ok
+        verdict = Verifier(lone, trust=strict).check(value)
+        assert verdict.reason is Reason.CERT_REVOCATION_UNKNOWN, verdict.message
+        assert (verdict.sip_status, verdict.lib_code) == (437, -110)
+
+
+def _crl(
+    issuer: x509.Certificate,
+    key: ec.EllipticCurvePrivateKey,
+    serials: list[int],
+    *,
+    this_update: dt.datetime,
+    next_update: dt.datetime,
+) -> x509.CertificateRevocationList:
+    """A CRL with the given thisUpdate/nextUpdate (``make_crl`` dates from now)."""
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.subject)
+        .last_update(this_update)
+        .next_update(next_update)
+    )
+    for serial in serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial)
+            .revocation_date(this_update).build()
+        )  # fmt: skip
+    return builder.sign(key, hashes.SHA256())
+
+
+def test_require_crl_refuses_a_crl_past_next_update(
+    lab: LabPKI, root_file: Path, tmp_path: Path
+) -> None:
+    """A CRL whose nextUpdate has passed is not current (RFC 5280 §5.1.2.5): with require_crl
+    the leaf's revocation status is unknown.  The same CRL issued again with a future
+    nextUpdate establishes it."""
+    now = dt.datetime.now(UTC).replace(microsecond=0)
+    root_crl = tmp_path / "root.crl"
+    root_crl.write_bytes(make_crl(lab.root, lab.root_key).public_bytes(serialization.Encoding.PEM))
+    for next_update, reason in ((now - dt.timedelta(hours=1), "cert-revocation-unknown"),
+                                (now + dt.timedelta(hours=1), "valid")):  # fmt: skip
+        crl = _crl(lab.intermediate, lab.intermediate_key, [12345],
+                   this_update=now - dt.timedelta(days=2), next_update=next_update)  # fmt: skip
+        path = tmp_path / f"inter-{reason}.crl"
+        path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        trust = TrustPolicy(ca_file=str(root_file), crl_files=(str(path), str(root_crl)),
+                            require_crl=True)  # fmt: skip
+        assert check(lab, trust) == reason
+
+
+def test_fetched_crl_refreshed_after_next_update(lab: LabPKI, root_file: Path,
+                                                 tmp_path: Path) -> None:  # fmt: skip
+    """A CRL fetched from the distribution point holds until its nextUpdate; once time passes
+    it, the CRL is fetched again and a serial revoked in the new one is refused, for a chain
+    that was validated (and cached) before."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    pki = make_lab_pki(root=(lab.root_key, lab.root), crl_url=f"http://127.0.0.1:{port}/ca.crl")
+    published = tmp_path / "published.crl"
+    start = dt.datetime.now(UTC).replace(microsecond=0)
+    first = _crl(pki.intermediate, pki.intermediate_key, [],
+                 this_update=start - dt.timedelta(minutes=1),
+                 next_update=start + dt.timedelta(minutes=10))  # fmt: skip
+    published.write_bytes(first.public_bytes(serialization.Encoding.DER))
+    server = CertServer(tmp_path / "crl", {"/ca.crl": {"body_file": str(published)}}, None,
+                        port=port)  # fmt: skip
+    try:
+        trust = TrustValidator(
+            TrustPolicy(ca_file=str(root_file), fetch_crls=True),
+            Fetcher(FetchPolicy(allow_private=True)),
+        )
+        # One credential, as a certificate source hands it out while cached: its validated
+        # chain is kept by the validator between verifications.
+        verifier = Verifier(credential(pki), trust=trust)
+        signer = Signer(pki.leaf_key, X5U)
+        t0 = start.timestamp()
+
+        def reason_at(t: float) -> str:
+            return verifier.check(signer.identity(ORIG, DEST, "A", iat=int(t)), now=t).reason
+
+        assert reason_at(t0) == "valid"
+        assert server.hits()["/ca.crl"] == 1
+        second = _crl(
+            pki.intermediate,
+            pki.intermediate_key,
+            [pki.leaf.serial_number],
+            this_update=start + dt.timedelta(minutes=5),
+            next_update=start + dt.timedelta(minutes=20),
+        )
+        published.write_bytes(second.public_bytes(serialization.Encoding.DER))
+        # Before the first CRL's nextUpdate its answer stands (no refetch)...
+        assert reason_at(t0 + 9 * 60) == "valid"
+        assert server.hits()["/ca.crl"] == 1
+        # ...after it, the new CRL is fetched and revokes the leaf.
+        assert reason_at(t0 + 11 * 60) == "cert-revoked"
+        assert server.hits()["/ca.crl"] == 2
+        assert reason_at(t0 + 12 * 60) == "cert-revoked"
+    finally:
+        server.stop()
