@@ -28,6 +28,7 @@ from secsipid import (
     build_identity,
 )
 from secsipid._pki import LabPKI, make_crl, make_lab_pki, make_self_signed, pem
+from secsipid._trust import _brief, _describe
 
 ORIG, DEST = "12155550121", "12155550131"
 ORIGID = "123e4567-e89b-42d3-a456-426655440000"
@@ -297,19 +298,32 @@ def test_profile_key_usage(lab: LabPKI, root_file: Path) -> None:
     assert verdict.reason is Reason.CERT_PROFILE
 
 
-def test_from_libsecsipid_mapping(tmp_path: Path) -> None:
-    """libsecsipid CertVerify bits map onto named options; missing files are refused."""
-    assert TrustPolicy.from_libsecsipid(0) is None
-    t = TrustPolicy.from_libsecsipid(4, ca_file="/ca.pem")
-    assert t is not None and t.ca_file == "/ca.pem" and not t.system_cas and t.verify_chain
-    t = TrustPolicy.from_libsecsipid(1)
-    assert t is not None and t.system_cas  # Go falls back to the system roots
-    t = TrustPolicy.from_libsecsipid(4 | 8 | 16, ca_file="/a", ca_inter="/b", crl_file="/c")
-    assert t is not None
-    assert (t.intermediates_file, t.crl_files) == ("/b", ("/c",))
-    for bits, kwargs in ((4, {}), (8, {"ca_file": "/a"}), (16, {"ca_file": "/a"})):
-        with pytest.raises(ValueError):
-            TrustPolicy.from_libsecsipid(bits, **kwargs)
+def test_from_libsecsipid_mapping() -> None:
+    """libsecsipid CertVerify bits map onto named options (file options whose bit is not set
+    are ignored, as libsecsipid does); missing files are refused, each with its option named."""
+    parity = {"require_tnauthlist": False, "check_profile": False}
+    cases = [
+        ((0,), None),
+        ((32,), TrustPolicy(verify_chain=False, **parity)),
+        ((32 | 1,), TrustPolicy(verify_chain=False, **parity)),
+        ((1,), TrustPolicy(system_cas=True, **parity)),  # Go falls back to the system roots
+        ((2,), TrustPolicy(system_cas=True, **parity)),
+        ((4, "/a", "/b", "/c"), TrustPolicy(ca_file="/a", **parity)),
+        ((2 | 4, "/a"), TrustPolicy(ca_file="/a", system_cas=True, **parity)),
+        ((8, "", "/b"), TrustPolicy(system_cas=True, intermediates_file="/b", **parity)),
+        ((4 | 8 | 16, "/a", "/b", "/c"),
+         TrustPolicy(ca_file="/a", intermediates_file="/b", crl_files=("/c",), **parity)),
+    ]  # fmt: skip
+    for args, expected in cases:
+        assert TrustPolicy.from_libsecsipid(*args) == expected, args
+    for args, message in (
+        ((-1,), "CertVerify must not be negative"),
+        ((4,), "CertVerify bit 4 needs CertCAFile"),
+        ((8, "/a"), "CertVerify bit 8 needs CertCAInter"),
+        ((16, "/a"), "CertVerify bit 16 needs CertCRLFile"),
+    ):
+        with pytest.raises(ValueError, match=f"^{message}$"):
+            TrustPolicy.from_libsecsipid(*args)
 
 
 # -- refusals that must hold on every path (issue 12) ----------------------------------------
@@ -481,5 +495,185 @@ def test_fetched_crl_refreshed_after_next_update(lab: LabPKI, root_file: Path,
         assert reason_at(t0 + 11 * 60) == "cert-revoked"
         assert server.hits()["/ca.crl"] == 2
         assert reason_at(t0 + 12 * 60) == "cert-revoked"
+    finally:
+        server.stop()
+
+
+# -- what mutation testing found unguarded (docs/testing.md) ----------------------------------
+
+
+def test_refusal_messages_name_the_certificate_and_the_cause(lab: LabPKI, root_file: Path) -> None:
+    """An operator reads which certificate failed and why: the subject (or, without one, the
+    serial) and path validation's own first words, without its object dump."""
+    other = make_lab_pki()
+    value = Signer(other.leaf_key, X5U).identity(ORIG, DEST, "A")
+    verdict = Verifier(credential(other), trust=TrustPolicy(ca_file=str(root_file))).check(value)
+    assert verdict.message.startswith(
+        f"{other.leaf.subject.rfc4514_string()} does not chain to a trusted root: "
+        "validation failed: "
+    ), verdict.message
+    assert _brief(ValueError("validation failed: x (encountered processing <a> (encountered "
+                             "processing <b>)")) == "validation failed: x"  # fmt: skip
+    assert _brief(ValueError("validation failed: no detail")) == "validation failed: no detail"
+    key = ec.generate_private_key(ec.SECP256R1())
+    nameless = make_self_signed(key, spc="1234")
+    assert _describe(nameless) == nameless.subject.rfc4514_string() != ""
+    empty = (
+        x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(nameless.subject)
+        .public_key(key.public_key()).serial_number(4242)
+        .not_valid_before(nameless.not_valid_before_utc)
+        .not_valid_after(nameless.not_valid_after_utc).sign(key, hashes.SHA256())
+    )  # fmt: skip
+    assert _describe(empty) == "serial 4242"
+
+
+def test_failed_validation_is_cached(lab: LabPKI, root_file: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """An untrusted chain is validated once, not once per verification, and every refusal
+    carries the reason and message of the first."""
+    validator = TrustValidator(TrustPolicy(ca_file=str(root_file)))
+    calls = 0
+    original = validator._verify_path
+
+    def counting(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(validator, "_verify_path", counting)
+    other = make_lab_pki()
+    verifier = Verifier(credential(other), trust=validator)
+    signer = Signer(other.leaf_key, X5U)
+    verdicts = [verifier.check(signer.identity(ORIG, DEST, "A")) for _ in range(5)]
+    assert calls == 1
+    assert {(v.reason, v.message) for v in verdicts} == {
+        (Reason.CERT_UNTRUSTED, verdicts[0].message)
+    }
+    assert "does not chain to a trusted root" in verdicts[0].message
+
+
+def test_bundle_with_an_unparsable_certificate_keeps_the_others(
+    lab: LabPKI, tmp_path: Path
+) -> None:
+    """One certificate of an anchor bundle that cannot be parsed is skipped (and reported),
+    not the reason to drop the whole bundle."""
+    broken = b"-----BEGIN CERTIFICATE-----\nMIIBbroken\n-----END CERTIFICATE-----\n"
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(pem(make_lab_pki().root) + broken + pem(lab.root))
+    validator = TrustValidator(TrustPolicy(ca_file=str(bundle)))
+    assert check(lab, validator) == "valid"
+    assert validator._material.problems == [f"{bundle}: 1 certificate(s) could not be parsed"]
+    assert len(validator._material.anchors) == 2
+
+
+# The system bundle holds roots with serial number 0, which cryptography warns about.
+@pytest.mark.filterwarnings(
+    "ignore:Parsed a serial number:cryptography.utils.CryptographyDeprecationWarning"
+)
+@pytest.mark.skipif(
+    not os.path.exists("/etc/ssl/certs/ca-certificates.crt"),
+    reason="no system CA bundle (Debian package ca-certificates)",
+)
+def test_system_cas(lab: LabPKI, root_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """system_cas (libsecsipid CertVerify 1/2) trusts the system bundle: OpenSSL's default file,
+    SSL_CERT_FILE when set (even a missing one, which is then reported), else the usual
+    bundle paths.  Our lab root is in none of the system bundles."""
+    policy = TrustPolicy(system_cas=True)
+    monkeypatch.setenv("SSL_CERT_FILE", str(root_file))
+    assert check(lab, policy) == "valid"
+    missing = root_file.parent / "missing.pem"
+    monkeypatch.setenv("SSL_CERT_FILE", str(missing))
+    verdict = Verifier(credential(lab), trust=policy).check(
+        Signer(lab.leaf_key, X5U).identity(ORIG, DEST, "A")
+    )
+    assert verdict.reason is Reason.NO_TRUST_ANCHORS and str(missing) in verdict.message
+    monkeypatch.delenv("SSL_CERT_FILE")
+    assert check(lab, policy) == "cert-untrusted"  # the system roots, not ours
+    # An OpenSSL without a default file: the Debian/RHEL bundle paths are tried.
+    import ssl
+
+    paths = ssl.get_default_verify_paths()
+    monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: paths._replace(cafile=None))
+    validator = TrustValidator(policy)
+    assert check(lab, validator) == "cert-untrusted"
+    assert validator._material.problems == []
+    assert len(validator._material.anchors) > 10
+
+
+def test_revocation_edge_cases(lab: LabPKI, root_file: Path, tmp_path: Path) -> None:
+    """A CRL not signed by the issuer is skipped, not the end of the search; a CRL is current
+    up to and including its nextUpdate; a two-certificate chain (no chain validation) needs
+    the one CRL of its issuer; each refusal says which certificate."""
+    now = dt.datetime.now(UTC).replace(microsecond=0)
+    forger = ec.generate_private_key(ec.SECP256R1())
+    serial = lab.leaf.serial_number
+    forged = _crl(lab.intermediate, forger, [], this_update=now - dt.timedelta(hours=1),
+                  next_update=now + dt.timedelta(hours=1))  # fmt: skip
+    revoking = _crl(lab.intermediate, lab.intermediate_key, [serial],
+                    this_update=now - dt.timedelta(hours=1),
+                    next_update=now + dt.timedelta(hours=1))  # fmt: skip
+    files = []
+    for name, crl in (("forged", forged), ("revoking", revoking)):
+        path = tmp_path / f"{name}.crl"
+        path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        files.append(str(path))
+    verdict = Verifier(credential(lab), trust=TrustPolicy(
+        ca_file=str(root_file), crl_files=tuple(files))).check(
+        Signer(lab.leaf_key, X5U).identity(ORIG, DEST, "A"))  # fmt: skip
+    assert verdict.reason is Reason.CERT_REVOKED
+    assert verdict.message == f"{lab.leaf.subject.rfc4514_string()} is revoked (CRL)"
+
+    # Current up to nextUpdate inclusive (RFC 5280 §5.1.2.5), then not.
+    next_update = now + dt.timedelta(hours=1)
+    good = _crl(lab.intermediate, lab.intermediate_key, [], this_update=now,
+                next_update=next_update)  # fmt: skip
+    good_file = tmp_path / "good.crl"
+    good_file.write_bytes(good.public_bytes(serialization.Encoding.DER))
+    root_crl = tmp_path / "root.crl"
+    root_crl.write_bytes(make_crl(lab.root, lab.root_key, next_update_days=30)
+                         .public_bytes(serialization.Encoding.DER))  # fmt: skip
+    strict = TrustPolicy(ca_file=str(root_file), crl_files=(str(good_file), str(root_crl)),
+                         require_crl=True)  # fmt: skip
+    t = next_update.timestamp()
+    assert check(lab, strict, now=t) == "valid"
+    unknown = Verifier(credential(lab), trust=strict).check(
+        Signer(lab.leaf_key, X5U).identity(ORIG, DEST, "A", iat=int(t) + 1), now=t + 1
+    )
+    assert unknown.reason is Reason.CERT_REVOCATION_UNKNOWN
+    assert unknown.message == (
+        f"no current CRL signed by the issuer of {lab.leaf.subject.rfc4514_string()}"
+    )
+
+    # Without chain validation the chain is what x5u sent: leaf and intermediate.
+    two = dataclasses.replace(strict, verify_chain=False, ca_file=None, crl_files=(str(good_file),))
+    assert check(lab, two) == "valid"
+
+
+def test_crl_fetch_only_when_asked_and_failures_handled(lab: LabPKI, root_file: Path,
+                                                        tmp_path: Path) -> None:  # fmt: skip
+    """fetch_crls off: the distribution points are not fetched even with a fetcher; on: a
+    distribution point that fails leaves the status unknown (refused only with require_crl)
+    and is not asked again within a minute; certificates without a distribution point are
+    checked with what there is."""
+    server = CertServer(tmp_path / "srv", {"/gone.crl": {"status": 404}}, None)
+    try:
+        fetcher = Fetcher(FetchPolicy(allow_private=True))
+        pki = make_lab_pki(root=(lab.root_key, lab.root), crl_url=server.url("/gone.crl"))
+        off = TrustValidator(TrustPolicy(ca_file=str(root_file)), fetcher)
+        assert check(pki, off) == "valid"
+        assert server.hits().get("/gone.crl", 0) == 0
+        on = TrustValidator(TrustPolicy(ca_file=str(root_file), fetch_crls=True), fetcher)
+        now = time.time()
+        assert check(pki, on, now=now) == "valid"
+        hits = server.hits()["/gone.crl"]
+        assert hits >= 1
+        assert check(pki, on, now=now + 30) == "valid"
+        assert server.hits()["/gone.crl"] == hits  # remembered for a minute
+        strict = TrustValidator(
+            TrustPolicy(ca_file=str(root_file), fetch_crls=True, require_crl=True), fetcher
+        )
+        assert check(pki, strict) == "cert-revocation-unknown"
+        # The lab chain without distribution points: nothing to fetch, nothing fails.
+        assert check(lab, on) == "valid"
     finally:
         server.stop()
