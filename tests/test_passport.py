@@ -437,35 +437,50 @@ def test_lenient_claims_accepted(
 _HEADER_TEXT = json.dumps(SHAKEN_HEADER, separators=(", ", ": "))
 _REVERSED_CLAIMS = json.dumps(dict(reversed(list(SHAKEN_CLAIMS.items()))), separators=(",", ":"))
 _ESCAPED_CLAIMS = canonical_json(SHAKEN_CLAIMS).decode().replace("A", "\\u0041", 1)
+_H = "PASSporT header is not in RFC 8225 §9 canonical JSON form"
+_C = "PASSporT claims are not in RFC 8225 §9 canonical JSON form"
 NON_CANONICAL = [
-    pytest.param(_HEADER_TEXT, SHAKEN_CLAIMS, id="header-whitespace"),
-    pytest.param(SHAKEN_HEADER, _REVERSED_CLAIMS, id="claims-key-order"),
-    pytest.param(SHAKEN_HEADER, json.dumps(SHAKEN_CLAIMS, indent=1), id="claims-whitespace"),
-    pytest.param(SHAKEN_HEADER, _ESCAPED_CLAIMS, id="claims-escaped-ascii"),
-    pytest.param(SHAKEN_HEADER, {**SHAKEN_CLAIMS, "origid": "call-1234"}, id="non-uuid-origid"),
+    pytest.param(_HEADER_TEXT, SHAKEN_CLAIMS, _H, id="header-whitespace"),
+    pytest.param(SHAKEN_HEADER, _REVERSED_CLAIMS, _C, id="claims-key-order"),
+    pytest.param(SHAKEN_HEADER, json.dumps(SHAKEN_CLAIMS, indent=1), _C, id="claims-whitespace"),
+    pytest.param(SHAKEN_HEADER, _ESCAPED_CLAIMS, _C, id="claims-escaped-ascii"),
     pytest.param(
-        SHAKEN_HEADER, {**SHAKEN_CLAIMS, "orig": {"tn": "+12155550121"}}, id="orig-tn-plus"
+        SHAKEN_HEADER,
+        {**SHAKEN_CLAIMS, "origid": "call-1234"},
+        "origid is not a UUID (RFC 8588 §5)",
+        id="non-uuid-origid",
     ),
     pytest.param(
-        SHAKEN_HEADER, {**SHAKEN_CLAIMS, "dest": {"tn": ["1-215-555-0131"]}}, id="dest-tn-dash"
+        SHAKEN_HEADER,
+        {**SHAKEN_CLAIMS, "orig": {"tn": "+12155550121"}},
+        "orig.tn is not a canonical telephone number (RFC 8224 §8.3)",
+        id="orig-tn-plus",
+    ),
+    pytest.param(
+        SHAKEN_HEADER,
+        {**SHAKEN_CLAIMS, "dest": {"tn": ["1-215-555-0131"]}},
+        "dest.tn holds a non-canonical telephone number (RFC 8224 §8.3)",
+        id="dest-tn-dash",
     ),
 ]
 
 
-@pytest.mark.parametrize(("header", "claims"), NON_CANONICAL)
+@pytest.mark.parametrize(("header", "claims", "warning"), NON_CANONICAL)
 def test_non_canonical_lenient_then_strict(
     public_key: ec.EllipticCurvePublicKey,
     make_identity: MakeIdentity,
     header: Any,
     claims: Any,
+    warning: str,
 ) -> None:
-    """Accepted by default with a warning (R15, R20), rejected as non-canonical when strict."""
+    """Accepted by default with a warning (R15, R20), rejected as non-canonical when strict;
+    the warning and the refusal name the deviation."""
     value = make_identity(header=header, claims=claims)
     lenient = Verifier(public_key).verify(value, now=NOW)
-    assert lenient.warnings
+    assert lenient.warnings == [warning]
     strict = Verifier(public_key, policy=VerifyPolicy(strict=True))
     err = _reject(strict, value, Reason.NON_CANONICAL)
-    assert err.sip_reason == "Invalid PASSporT"
+    assert err.sip_reason == "Invalid PASSporT" and err.message == warning
 
 
 def test_canonical_token_has_no_warnings(verifier: Verifier, identity: str) -> None:

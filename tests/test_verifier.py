@@ -644,6 +644,62 @@ def test_orig_checked_before_dest(verifier: Verifier, identity: str) -> None:
     assert verifier.check(identity, orig_tn=ORIG, now=NOW).ok
 
 
+def test_mismatch_messages_show_the_claim(verifier: Verifier, make_identity: MakeIdentity,
+                                          identity: str) -> None:  # fmt: skip
+    """The refusal shows what the PASSporT claimed (number, URI or dest object)."""
+    verdict = verifier.check(identity, orig_tn="12155550122", now=NOW)
+    assert verdict.message == "orig '12155550121' does not match the calling party"
+    value = make_identity(claims_update={"orig": {"uri": "sip:alice@example.com"},
+                                         "dest": {"uri": ["sip:bob@example.com"]}})  # fmt: skip
+    verdict = verifier.check(value, orig_tn="sip:mallory@example.com", now=NOW)
+    assert verdict.message == "orig 'sip:alice@example.com' does not match the calling party"
+    verdict = verifier.check(identity, dest_tn="12155550132", now=NOW)
+    assert verdict.message == "dest {'tn': ['12155550131']} does not match the called party"
+    # A URI dest claim checked against a number: a mismatch, not an error.
+    verdict = verifier.check(value, dest_tn="12155550131", now=NOW)
+    assert verdict.reason is Reason.DEST_MISMATCH, verdict.message
+
+
+def test_wrong_argument_types_name_the_type(verifier: Verifier) -> None:
+    """verify/averify take one Identity value as str: anything else is a programmer error
+    that says what it got."""
+    with pytest.raises(TypeError, match=r"^identity must be str, not list$"):
+        verifier.verify(["x"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^identity must be str, not bytes$"):
+        asyncio.run(verifier.averify(b"x"))  # type: ignore[arg-type]
+
+
+def test_no_key_source_message(identity: str) -> None:
+    """A Verifier without key or source says so (500: a configuration problem)."""
+    for verdict in (Verifier().check(identity, now=NOW),
+                    asyncio.run(Verifier().acheck(identity, now=NOW))):  # fmt: skip
+        assert_verdict(verdict, Reason.NO_KEY_SOURCE)
+        assert verdict.message == "no key, certificate or certificate source is configured"
+
+
+def test_async_uses_a_sync_source_per_info(
+    signer: Signer, public_key: ec.EllipticCurvePublicKey
+) -> None:
+    """A source without acredential_for is asked, from averify/acheck, for the info URL of
+    the header at hand; the VerifiedPassport keeps that header."""
+    other = ec.generate_private_key(ec.SECP256R1())
+    keys = {
+        X5U: Credential(public_key),
+        "https://other.example/c.pem": Credential(other.public_key()),
+    }
+
+    class BySource:
+        def credential_for(self, info: str) -> Credential:
+            return keys[info]
+
+    verifier = Verifier(BySource())
+    for key, url in ((signer.key, X5U), (other, "https://other.example/c.pem")):
+        value = Signer(key, url).identity(ORIG, DEST, "A", ORIGID, iat=NOW)
+        passport = asyncio.run(verifier.averify(value, now=NOW))
+        assert passport.info == url and passport.identity.info == url
+        assert asyncio.run(verifier.acheck(value, now=NOW)).ok
+
+
 # -- several Identity headers ------------------------------------------------------------------
 
 
