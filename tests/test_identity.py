@@ -356,3 +356,12 @@ def test_any_text_parses_or_raises_known_error(value: str) -> None:
 def test_grammar_soup_parses_or_raises_known_error(value: str, max_size: int) -> None:
     """Strings built from the grammar's delimiters behave the same way, even with tiny caps."""
     _parse_or_known_error(value, max_size=max_size)
+
+
+def test_repr_shows_the_start_of_the_token_and_the_parameters() -> None:
+    """repr (logs, debuggers): the first 24 characters of the token and the parameters."""
+    hdr = parse_identity("abcdefghijklmnopqrstuvwxyz0123.b.c;info=<https://x.example/c>;alg=ES256")
+    assert repr(hdr) == (
+        "IdentityHeader(token='abcdefghijklmnopqrstuvwx'..., "
+        "params={'info': 'https://x.example/c', 'alg': 'ES256'})"
+    )

@@ -163,3 +163,40 @@ def test_self_signed_without_spc_has_no_tnauthlist() -> None:
 
     cert = make_self_signed(ec.generate_private_key(ec.SECP256R1()))
     assert TNAuthList.from_certificate(cert) is None
+
+
+def test_der_encoding_is_minimal() -> None:
+    """DER (X.690 §10.1, §8.3.2): integers and lengths in their shortest form; a length of
+    exactly 128 needs the long form (0x80 alone would mean "indefinite")."""
+    for count, encoded in ((2, "020102"), (127, "02017f"), (128, "02020080"),
+                           (255, "020200ff"), (256, "02020100")):  # fmt: skip
+        der = TNAuthList(ranges=(TNRange("1215", count),)).to_der()
+        assert der.endswith(bytes.fromhex(encoded)), (count, der.hex())
+    spcs = tuple(f"S{i:03d}" for i in range(20))  # 20 entries of 8 bytes: 160 content bytes
+    der = TNAuthList(spcs=spcs).to_der()
+    assert der[:3] == bytes.fromhex("3081a0") and len(der) == 163
+    # One SPC of n characters: IA5String n + 2 bytes, [0] n + 4, so the SEQUENCE holds n + 4.
+    assert TNAuthList(spcs=("X" * 123,)).to_der()[:2] == bytes.fromhex("307f")
+    assert TNAuthList(spcs=("X" * 124,)).to_der()[:3] == bytes.fromhex("308180")
+    assert TNAuthList.from_der(TNAuthList(spcs=("X" * 124,)).to_der()).spc == "X" * 124
+
+
+def test_telephone_number_rules() -> None:
+    """TelephoneNumber: 1 to 15 characters from "0123456789#*" (RFC 8226 §9), all of them
+    allowed together; one more character, or another one, is refused by name."""
+    assert TNAuthList.from_der(TNAuthList(tns=("0123456789#*",)).to_der()).tns == ("0123456789#*",)
+    assert TNAuthList.from_der(TNAuthList(tns=("1" * 15,)).to_der()).tns == ("1" * 15,)
+    for bad in ("1" * 16, "12a"):
+        with pytest.raises(TNAuthListError) as exc:
+            TNAuthList.from_der(TNAuthList(tns=(bad,)).to_der())
+        assert str(exc.value) == f"not a TelephoneNumber: {bad!r}"
+
+
+def test_range_covers_only_numbers_of_its_length() -> None:
+    """A range covers numbers of the same length as its start, digits only: a longer number
+    with the same value (a leading zero) or one with '#'/'*' is outside, never an error."""
+    r = TNRange("12155550100", 100)
+    assert r.covers("12155550150")
+    assert not r.covers("012155550150")
+    assert not r.covers("1215555015#")
+    assert not TNRange("1215555010#", 100).covers("12155550150")
