@@ -4,6 +4,8 @@ by PID), a test CA trusted through configuration, never by disabling checks."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import subprocess
 import sys
 import threading
@@ -493,6 +495,155 @@ def test_directory_cache_shared_by_processes(
     assert child() == "valid"
     assert server.hits()["/sti.pem"] == 2
     assert not list(cache_dir.glob(".tmp-*"))
+
+
+def test_directory_cache_file_and_sharing(
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pki: tuple[LabPKI, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """cache_dir (created when missing) holds one file per URL and fetch policy, written to a
+    temporary file in the same directory and renamed into place, readable by other users:
+    a first line with the format and the entry's metadata, then the PEM chain.  A source
+    with another memory cache reads it instead of fetching; another policy does not."""
+    import hashlib
+    import tempfile
+
+    server = serve({"/sti.pem": chain_route(pki, headers={"Cache-Control": "max-age=600"})})
+    url = server.url("/sti.pem")
+    cache_dir = tmp_path / "not" / "yet" / "there"
+    made_in: list[str] = []
+    mkstemp = tempfile.mkstemp
+
+    def recording_mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        fd, name = mkstemp(*args, **kwargs)
+        made_in.append(str(Path(name).parent))
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", recording_mkstemp)
+    first = lab_source(tls, pki[1], cache_dir=cache_dir)
+    before = time.time()
+    credential = first.credential_for(url)
+    files = list(cache_dir.iterdir())
+    assert len(files) == 1 and made_in == [str(cache_dir)]
+    policy_key = repr(first.fetch_policy.cache_key)
+    digest = hashlib.sha256(f"{policy_key}\n{url}".encode()).hexdigest()[:40]
+    assert files[0].name == f"{digest}.pem"
+    assert files[0].stat().st_mode & 0o777 == 0o644
+    head, _, body = files[0].read_bytes().partition(b"\n")
+    assert head.startswith(b"secsipid-cache-v1 ")
+    meta = json.loads(head[len(b"secsipid-cache-v1 ") :])
+    assert head[len(b"secsipid-cache-v1 ") :] == json.dumps(meta, sort_keys=True).encode()
+    assert (meta["url"], meta["policy"]) == (url, policy_key)
+    assert before + 599 <= meta["expires"] <= time.time() + 601
+    assert before <= meta["stored"] <= time.time()
+    assert body == pki[0].chain_pem
+
+    second = lab_source(tls, pki[1], cache_dir=cache_dir)  # its own, empty memory cache
+    assert second.credential_for(url).certificate == credential.certificate
+    assert server.hits()["/sti.pem"] == 1
+    other = lab_source(tls, pki[1], cache_dir=cache_dir,
+                       fetch={"allowed_ports": frozenset({server.port})})  # fmt: skip
+    assert other.credential_for(url).certificate == credential.certificate
+    assert server.hits()["/sti.pem"] == 2 and len(list(cache_dir.iterdir())) == 2
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"secsipid-cache-v1 {}",  # no newline: no body
+        b"secsipid-cache-v2 {META}\n{BODY}",  # another format
+        b"secsipid-cache-v1 {not json\n{BODY}",
+        b'secsipid-cache-v1 {"url": "https://other.example/x.pem", "policy": "{POLICY}", '
+        b'"expires": {EXPIRES}}\n{BODY}',
+        b'secsipid-cache-v1 {"url": "{URL}", "policy": "other", "expires": {EXPIRES}}\n{BODY}',
+        b'secsipid-cache-v1 {"url": "{URL}", "policy": "{POLICY}"}\n{BODY}',
+        b'secsipid-cache-v1 {"url": "{URL}", "policy": "{POLICY}", "expires": "soon"}\n{BODY}',
+        b'secsipid-cache-v1 {"url": "{URL}", "policy": "{POLICY}", "expires": 1}\n{BODY}',
+        b"secsipid-cache-v1 {META}\nnot a certificate",
+    ],
+    ids=["no-newline", "other-format", "bad-json", "other-url", "other-policy", "no-expiry",
+         "bad-expiry", "expired", "bad-body"],
+)  # fmt: skip
+def test_directory_cache_ignores_unusable_files(
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pki: tuple[LabPKI, Path],
+    tmp_path: Path,
+    content: bytes,
+) -> None:
+    """A cache file that is not exactly ours, for this URL and policy, current and holding a
+    certificate, is ignored: the certificate is fetched and the file replaced."""
+    server = serve({"/sti.pem": chain_route(pki)})
+    url = server.url("/sti.pem")
+    cache_dir = tmp_path / "cache"
+    lab_source(tls, pki[1], cache_dir=cache_dir).credential_for(url)
+    (path,) = cache_dir.iterdir()
+    good = path.read_bytes()
+    meta, _, body = good.partition(b"\n")
+    fields = json.loads(meta[len(b"secsipid-cache-v1 ") :])
+    replacements = {b"{META}": meta[len(b"secsipid-cache-v1 ") :], b"{BODY}": body,
+                    b"{URL}": url.encode(), b"{EXPIRES}": str(fields["expires"]).encode(),
+                    b"{POLICY}": fields["policy"].replace("\\", "\\\\").encode()}  # fmt: skip
+    for key, value in replacements.items():
+        content = content.replace(key, value)
+    path.write_bytes(content)
+    source = lab_source(tls, pki[1], cache_dir=cache_dir)
+    assert source.credential_for(url).certificate == pki[0].leaf
+    assert server.hits()["/sti.pem"] == 2
+    assert path.read_bytes().partition(b"\n")[2] == body  # replaced by a good file
+    assert list(cache_dir.iterdir()) == [path]
+
+
+def test_directory_cache_write_failures_are_harmless(
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pki: tuple[LabPKI, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cache directory that cannot be written (gone, or a write that fails half way) makes
+    a slower cache, never a failed verification, and leaves no temporary file behind."""
+    server = serve({"/sti.pem": chain_route(pki)})
+    url = server.url("/sti.pem")
+    cache_dir = tmp_path / "cache"
+    source = lab_source(tls, pki[1], cache_dir=cache_dir)
+
+    def failing_chmod(path: Any, mode: int) -> None:
+        raise PermissionError(13, "refused by the test", path)
+
+    monkeypatch.setattr(os, "chmod", failing_chmod)
+    assert source.credential_for(url).certificate == pki[0].leaf
+    assert list(cache_dir.iterdir()) == []
+    monkeypatch.undo()
+    cache_dir.rmdir()
+    source.memory.clear()
+    assert source.credential_for(url).certificate == pki[0].leaf
+    assert not cache_dir.exists()
+    assert server.hits()["/sti.pem"] == 2
+
+
+def test_memory_cache_bounds(pki: tuple[LabPKI, Path]) -> None:
+    """The memory cache holds at most max_entries entries and max_bytes bytes of chains,
+    least recently used out first; clear() empties it and its accounting."""
+    from secsipid._keys import Credential
+    from secsipid._source import _Entry
+
+    credential = Credential.from_certificates([pki[0].leaf])
+    cache = MemoryCache(max_entries=2, max_bytes=10)
+    entry = _Entry(credential, b"x" * 10, 0.0)
+    cache.put(("p", "a"), entry)
+    assert cache.get(("p", "a")) is entry and len(cache) == 1
+    cache.clear()
+    cache.put(("p", "b"), entry)  # exactly max_bytes again after clear()
+    assert cache.get(("p", "b")) is entry
+    cache.put(("p", "c"), _Entry(credential, b"y", 0.0))  # 11 bytes: "b" goes
+    assert cache.get(("p", "b")) is None and len(cache) == 1
+    for name in ("d", "e", "f"):
+        cache.put(("p", name), _Entry(credential, b"", 0.0))
+    assert len(cache) == 2 and cache.get(("p", "f")) is not None
 
 
 def test_no_store_never_written_to_the_directory_cache(
