@@ -19,6 +19,7 @@ from secsipid import (
     Credential,
     Fetcher,
     FetchPolicy,
+    FetchResult,
     Reason,
     Signer,
     TrustPolicy,
@@ -677,3 +678,195 @@ def test_crl_fetch_only_when_asked_and_failures_handled(lab: LabPKI, root_file: 
         assert check(lab, on) == "valid"
     finally:
         server.stop()
+
+
+def test_validity_bounds_are_inclusive(root_file: Path, lab: LabPKI) -> None:
+    """A certificate is valid from notBefore through notAfter inclusive (RFC 5280 §4.1.2.5),
+    in UTC whatever the local time zone; outside, the refusal names the certificate."""
+    now = dt.datetime.now(UTC).replace(microsecond=0)
+    pki = make_lab_pki(root=(lab.root_key, lab.root), leaf_not_before=now - dt.timedelta(hours=1),
+                       leaf_not_after=now + dt.timedelta(hours=1))  # fmt: skip
+    trust = TrustPolicy(ca_file=str(root_file))
+    subject = pki.leaf.subject.rfc4514_string()
+    first, last = (
+        pki.leaf.not_valid_before_utc.timestamp(),
+        pki.leaf.not_valid_after_utc.timestamp(),
+    )
+    for t, reason in ((first - 1, "cert-not-yet-valid"), (first, "valid"), (last, "valid"),
+                      (last + 1, "cert-expired")):  # fmt: skip
+        verdict = Verifier(credential(pki), trust=trust).check(
+            Signer(pki.leaf_key, X5U).identity(ORIG, DEST, "A", iat=int(t)), now=t
+        )
+        assert verdict.reason == reason, (t - first, verdict.message)
+        if reason == "cert-expired":
+            assert verdict.message == f"{subject} has expired"
+        elif reason == "cert-not-yet-valid":
+            assert verdict.message == f"{subject} is not yet valid"
+
+
+def test_path_validation_time_is_utc(root_file: Path, lab: LabPKI,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Path validation runs at the verification time in UTC: a local time zone 14 hours
+    ahead does not make a certificate that expires within the hour look expired."""
+    now = dt.datetime.now(UTC).replace(microsecond=0)
+    pki = make_lab_pki(root=(lab.root_key, lab.root), leaf_not_after=now + dt.timedelta(hours=1))
+    monkeypatch.setenv("TZ", "TST-14")
+    time.tzset()
+    try:
+        assert check(pki, TrustPolicy(ca_file=str(root_file))) == "valid"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_no_trust_anchors_says_why(lab: LabPKI, tmp_path: Path) -> None:
+    """Without any usable anchor the refusal (500: our configuration) lists the problems of
+    the configured files, or says that they hold no certificate."""
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    missing = tmp_path / "missing"
+    junk = tmp_path / "junk.pem"
+    junk.write_bytes(b"not a certificate")
+    value = Signer(lab.leaf_key, X5U).identity(ORIG, DEST, "A")
+    for policy, message in (
+        (TrustPolicy(ca_dir=str(empty_dir)), "no certificates in the configured files"),
+        (TrustPolicy(ca_dir=str(missing)), f"{missing}: No such file or directory"),
+        (TrustPolicy(ca_file=str(junk), intermediates_file=str(missing)),
+         f"{junk}: no certificate; {missing}: No such file or directory"),
+    ):  # fmt: skip
+        verdict = Verifier(credential(lab), trust=policy).check(value)
+        assert verdict.reason is Reason.NO_TRUST_ANCHORS and verdict.sip_status == 500
+        assert verdict.message == f"no trust anchors: {message}"
+
+
+def test_anchor_sources_add_up(lab: LabPKI, root_file: Path, tmp_path: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """ca_file, ca_dir and the system CAs are all anchors together: none replaces another."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "other.pem").write_bytes(pem(make_lab_pki().root))
+    assert check(lab, TrustPolicy(ca_file=str(root_file), ca_dir=str(other))) == "valid"
+    monkeypatch.setenv("SSL_CERT_FILE", str(other / "other.pem"))
+    assert check(lab, TrustPolicy(ca_file=str(root_file), system_cas=True)) == "valid"
+    assert check(lab, TrustPolicy(ca_dir=str(other), system_cas=True)) == "cert-untrusted"
+
+
+def test_anchor_files_are_rechecked_only_every_reload_interval(lab: LabPKI,
+                                                               tmp_path: Path) -> None:  # fmt: skip
+    """Within reload_interval a changed anchor file is not read again (one stat per interval,
+    not per verification)."""
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_bytes(pem(lab.root))
+    validator = TrustValidator(TrustPolicy(ca_file=str(anchors), reload_interval=3600))
+    assert check(lab, validator) == "valid"
+    anchors.write_bytes(pem(make_lab_pki().root))
+    os.utime(anchors, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+    assert check(lab, validator) == "valid"
+
+
+def test_is_cached_tells_when_check_needs_no_io(lab: LabPKI, root_file: Path,
+                                                tmp_path: Path) -> None:  # fmt: skip
+    """is_cached: False before a credential's chain is validated, True after; with fetched
+    CRLs, only up to the time their answer holds (inclusive); False after the trust files
+    changed."""
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_bytes(pem(lab.root))
+    plain = TrustValidator(TrustPolicy(ca_file=str(anchors), reload_interval=0))
+    cred = credential(lab)
+    verifier = Verifier(cred, trust=plain)
+    assert not plain.is_cached(cred)
+    assert verifier.check(Signer(lab.leaf_key, X5U).identity(ORIG, DEST, "A")).ok
+    assert plain.is_cached(cred) and plain.is_cached(cred, time.time() + 10**6)
+    anchors.write_bytes(pem(lab.root) + pem(make_lab_pki().root))
+    os.utime(anchors, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+    plain._material.refresh()
+    assert not plain.is_cached(cred)
+
+    published = tmp_path / "published.crl"  # read by the server at each request
+    server = CertServer(tmp_path / "srv", {"/ca.crl": {"body_file": str(published)}}, None)
+    try:
+        pki = make_lab_pki(root=(lab.root_key, lab.root), crl_url=server.url("/ca.crl"))
+        start = dt.datetime.now(UTC).replace(microsecond=0)
+        until = start + dt.timedelta(minutes=10)
+        crl = _crl(
+            pki.intermediate,
+            pki.intermediate_key,
+            [],
+            this_update=start - dt.timedelta(minutes=1),
+            next_update=until,
+        )
+        published.write_bytes(crl.public_bytes(serialization.Encoding.DER))
+        revoking = TrustValidator(
+            TrustPolicy(ca_file=str(root_file), fetch_crls=True),
+            Fetcher(FetchPolicy(allow_private=True)),
+        )
+        cred = credential(pki)
+        t0 = start.timestamp()
+        assert not revoking.is_cached(cred, t0)
+        value = Signer(pki.leaf_key, X5U).identity(ORIG, DEST, "A", iat=int(t0))
+        assert Verifier(cred, trust=revoking).check(value, now=t0).ok
+        t1 = until.timestamp()
+        assert revoking.is_cached(cred, t0) and revoking.is_cached(cred, t1)
+        assert not revoking.is_cached(cred, t1 + 1)
+        assert revoking.is_cached(cred)  # the wall clock is still before nextUpdate
+    finally:
+        server.stop()
+
+
+class _CountingFetcher:
+    """Stands in for the Fetcher in CRL cache timing tests: answers ``body`` (or raises a
+    fetch failure when it is None) and counts the requests per URL."""
+
+    def __init__(self, body: bytes | None) -> None:
+        self.body = body
+        self.calls: dict[str, int] = {}
+
+    def get(self, url: str, *, allow_http: bool | None = None) -> object:
+        assert allow_http is True  # CRLs are signed: http is fine for them (ATIS-1000080)
+        self.calls[url] = self.calls.get(url, 0) + 1
+        if self.body is None:
+            raise VerificationError(Reason.CERT_FETCH_FAILED, f"{url}: refused by the test")
+        return FetchResult(url, 200, {}, self.body, time.time())
+
+
+def test_fetched_crl_lifetimes(lab: LabPKI, root_file: Path) -> None:
+    """A fetched CRL is kept until its nextUpdate, at most an hour; an expired one for a
+    second; a failed fetch is retried after a minute; the CRL cache holds 257 URLs and then
+    starts afresh."""
+    now = dt.datetime.now(UTC).replace(microsecond=0)
+    t0 = now.timestamp()
+    policy = TrustPolicy(ca_file=str(root_file), fetch_crls=True)
+
+    def lifetime(next_update: dt.datetime | None) -> tuple[_CountingFetcher, TrustValidator]:
+        body = None
+        if next_update is not None:
+            crl = _crl(lab.intermediate, lab.intermediate_key, [],
+                       this_update=now - dt.timedelta(days=2), next_update=next_update)  # fmt: skip
+            body = crl.public_bytes(serialization.Encoding.DER)
+        fetcher = _CountingFetcher(body)
+        return fetcher, TrustValidator(policy, fetcher)  # type: ignore[arg-type]
+
+    for next_update, kept in (
+        (now + dt.timedelta(days=7), 3600.0),  # at most an hour
+        (now + dt.timedelta(minutes=10), 600.0),  # until nextUpdate
+        (now - dt.timedelta(days=1), 1.0),  # expired: a second
+        (None, 60.0),  # the fetch failed: a minute
+    ):
+        fetcher, validator = lifetime(next_update)
+        expires, crl = validator._fetch_crl("http://ca.example/a.crl", t0)
+        assert expires == t0 + kept and (crl is None) is (next_update is None)
+        validator._fetch_crl("http://ca.example/a.crl", t0)
+        validator._fetch_crl("http://ca.example/a.crl", t0 + kept - 0.5)
+        assert fetcher.calls["http://ca.example/a.crl"] == 1, next_update
+        validator._fetch_crl("http://ca.example/a.crl", t0 + kept)
+        assert fetcher.calls["http://ca.example/a.crl"] == 2, next_update
+
+    fetcher, validator = lifetime(now + dt.timedelta(days=7))
+    urls = [f"http://ca.example/{i}.crl" for i in range(258)]
+    for url in urls[:257]:
+        validator._fetch_crl(url, t0)
+    validator._fetch_crl(urls[0], t0)
+    assert fetcher.calls[urls[0]] == 1  # 257 URLs: all still cached
+    validator._fetch_crl(urls[257], t0)  # the 258th: the cache starts afresh
+    validator._fetch_crl(urls[0], t0)
+    assert fetcher.calls[urls[0]] == 2
