@@ -398,6 +398,8 @@ def test_concurrent_failures_each_get_the_reason(
          3600.0, True),
         ({"expires": "garbage"}, 0.0, True),
         ({"cache-control": "max-age=abc"}, 3600.0, True),
+        ({"cache-control": "max-age"}, 3600.0, True),  # no value: ignored, not an error
+        ({"cache-control": "s-maxage, max-age=60"}, 60.0, True),
     ],
 )  # fmt: skip
 def test_freshness_from_headers(headers: dict[str, str], ttl: float, storable: bool) -> None:
@@ -680,7 +682,11 @@ def test_policies_do_not_share_cache_entries(
 
 
 def test_source_requires_an_explicit_trust_choice() -> None:
-    """CertificateSource without trust= is refused: off only when asked."""
+    """CertificateSource without trust= is refused: off only when asked (the signature shows
+    the default as UNSET)."""
+    import inspect
+
+    assert repr(inspect.signature(CertificateSource).parameters["trust"].default) == "UNSET"
     with pytest.raises(TypeError, match="trust"):
         CertificateSource()
     with pytest.raises(ValueError, match="trust anchors"):

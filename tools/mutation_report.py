@@ -36,16 +36,25 @@ MODULES = [
 
 @dataclass(frozen=True)
 class Equivalent:
+    """One entry of tools/mutation-equivalent.txt: the function (a glob), the line the mutant
+    removes and the one it adds (exact, stripped; or globs in ``removed_glob``/``added_glob``
+    for one rule that covers many lines), and why no test can tell them apart."""
+
     function: str
-    removed: str
-    added: str
     why: str
+    removed: str | None = None
+    added: str | None = None
+    removed_glob: str | None = None
+    added_glob: str | None = None
 
     def matches(self, function: str, removed: str, added: str) -> bool:
+        def same(line: str, exact: str | None, glob: str | None) -> bool:
+            return line == exact if exact is not None else fnmatch.fnmatchcase(line, glob or "")
+
         return (
             fnmatch.fnmatchcase(function, self.function)
-            and fnmatch.fnmatchcase(removed, self.removed)
-            and fnmatch.fnmatchcase(added, self.added)
+            and same(removed, self.removed, self.removed_glob)
+            and same(added, self.added, self.added_glob)
         )
 
 
