@@ -489,8 +489,9 @@ def test_fetched_crl_refreshed_after_next_update(lab: LabPKI, root_file: Path,
             next_update=start + dt.timedelta(minutes=20),
         )
         published.write_bytes(second.public_bytes(serialization.Encoding.DER))
-        # Before the first CRL's nextUpdate its answer stands (no refetch)...
+        # Up to the first CRL's nextUpdate (inclusive) its answer stands (no refetch)...
         assert reason_at(t0 + 9 * 60) == "valid"
+        assert reason_at(t0 + 10 * 60) == "valid"
         assert server.hits()["/ca.crl"] == 1
         # ...after it, the new CRL is fetched and revokes the leaf.
         assert reason_at(t0 + 11 * 60) == "cert-revoked"
@@ -870,3 +871,236 @@ def test_fetched_crl_lifetimes(lab: LabPKI, root_file: Path) -> None:
     validator._fetch_crl(urls[257], t0)  # the 258th: the cache starts afresh
     validator._fetch_crl(urls[0], t0)
     assert fetcher.calls[urls[0]] == 2
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, validator: TrustValidator, name: str) -> list[int]:
+    """Count the calls of one of ``validator``'s methods (calls[0])."""
+    calls = [0]
+    original = getattr(validator, name)
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(validator, name, counting)
+    return calls
+
+
+def test_cached_chain_refusals_at_iat_and_now(lab: LabPKI, root_file: Path) -> None:
+    """Once a chain is validated, each verification still checks its validity window at iat
+    and at now, and says which of the two fell outside."""
+    now = dt.datetime.now(UTC).replace(microsecond=0)
+    pki = make_lab_pki(root=(lab.root_key, lab.root), leaf_not_before=now - dt.timedelta(hours=1),
+                       leaf_not_after=now + dt.timedelta(hours=1))  # fmt: skip
+    first = pki.leaf.not_valid_before_utc.timestamp()
+    last = pki.leaf.not_valid_after_utc.timestamp()
+    verifier = Verifier(credential(pki), trust=TrustPolicy(ca_file=str(root_file)))
+    signer = Signer(pki.leaf_key, X5U)
+
+    def verdict(iat: float, t: float) -> tuple[str, str]:
+        v = verifier.check(signer.identity(ORIG, DEST, "A", iat=int(iat)), now=t)
+        return v.reason.value, v.message
+
+    assert verdict(first + 60, first + 60)[0] == "valid"  # validated and cached
+    assert verdict(first - 1, first + 1) == (
+        "cert-not-yet-valid",
+        f"certificate chain not yet valid at iat ({first - 1:.0f})",
+    )
+    assert verdict(last, last) == ("valid", "")
+    assert verdict(last - 1, last + 1) == (
+        "cert-expired",
+        f"certificate chain expired before now ({last + 1:.0f})",
+    )
+    assert verdict(last + 1, last + 1) == (
+        "cert-expired", f"certificate chain expired before iat ({last + 1:.0f})")  # fmt: skip
+
+
+def test_revocation_is_checked_once_per_chain(lab: LabPKI, root_file: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """With CRL files, the chain's revocation status is established once and kept with the
+    validated chain: later verifications neither rebuild the path nor recheck the CRLs."""
+    crl = tmp_path / "inter.crl"
+    crl.write_bytes(make_crl(lab.intermediate, lab.intermediate_key, [])
+                    .public_bytes(serialization.Encoding.DER))  # fmt: skip
+    validator = TrustValidator(TrustPolicy(ca_file=str(root_file), crl_files=(str(crl),)))
+    paths = _counting(monkeypatch, validator, "_verify_path")
+    revocations = _counting(monkeypatch, validator, "_check_revocation")
+    verifier = Verifier(credential(lab), trust=validator)
+    signer = Signer(lab.leaf_key, X5U)
+    for _ in range(5):
+        assert verifier.check(signer.identity(ORIG, DEST, "A")).ok
+    assert (paths[0], revocations[0]) == (1, 1)
+
+
+def test_revoked_is_remembered_unknown_is_not(lab: LabPKI, root_file: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A revoked chain stays refused without being validated again; an unknown revocation
+    status (the CRL could not be fetched) is asked again once the failed fetch is due for a
+    retry, and the chain passes as soon as a CRL says it is good."""
+    published = tmp_path / "published.crl"
+    server = CertServer(tmp_path / "srv", {"/ca.crl": {"body_file": str(published)}}, None)
+    try:
+        pki = make_lab_pki(root=(lab.root_key, lab.root), crl_url=server.url("/ca.crl"))
+        root_crl = tmp_path / "root.crl"  # the intermediate's status, from a file
+        root_crl.write_bytes(
+            make_crl(lab.root, lab.root_key).public_bytes(serialization.Encoding.DER)
+        )
+        strict = TrustValidator(
+            TrustPolicy(
+                ca_file=str(root_file),
+                crl_files=(str(root_crl),),
+                fetch_crls=True,
+                require_crl=True,
+            ),
+            Fetcher(FetchPolicy(allow_private=True)),
+        )
+        paths = _counting(monkeypatch, strict, "_verify_path")
+        verifier = Verifier(credential(pki), trust=strict)
+        signer = Signer(pki.leaf_key, X5U)
+        t0 = time.time()
+
+        def reason_at(t: float) -> str:
+            return verifier.check(signer.identity(ORIG, DEST, "A", iat=int(t)), now=t).reason
+
+        assert reason_at(t0) == "cert-revocation-unknown"  # nothing published yet (404)
+        good = make_crl(pki.intermediate, pki.intermediate_key, [])
+        published.write_bytes(good.public_bytes(serialization.Encoding.DER))
+        assert reason_at(t0 + 61) == "valid"
+
+        revoked = make_lab_pki(root=(lab.root_key, lab.root), crl_url=server.url("/ca.crl"))
+        published.write_bytes(make_crl(revoked.intermediate, revoked.intermediate_key,
+                                       [revoked.leaf.serial_number])
+                              .public_bytes(serialization.Encoding.DER))  # fmt: skip
+        before = paths[0]
+        fresh = TrustValidator(TrustPolicy(ca_file=str(root_file), fetch_crls=True),
+                               Fetcher(FetchPolicy(allow_private=True)))  # fmt: skip
+        fresh_paths = _counting(monkeypatch, fresh, "_verify_path")
+        v = Verifier(credential(revoked), trust=fresh)
+        value = Signer(revoked.leaf_key, X5U).identity(ORIG, DEST, "A")
+        assert [v.check(value).reason for _ in range(3)] == ["cert-revoked"] * 3
+        assert fresh_paths[0] == 1 and paths[0] == before
+    finally:
+        server.stop()
+
+
+def test_chain_recheck_keeps_the_rest_of_the_chain(lab: LabPKI, root_file: Path,
+                                                   tmp_path: Path) -> None:  # fmt: skip
+    """When a fetched CRL is due and the revocation status is established again, the chain's
+    validity window and TNAuthList scope stay as validated."""
+    published = tmp_path / "published.crl"
+    server = CertServer(tmp_path / "srv", {"/ca.crl": {"body_file": str(published)}}, None)
+    try:
+        start = dt.datetime.now(UTC).replace(microsecond=0)
+        pki = make_lab_pki(root=(lab.root_key, lab.root), crl_url=server.url("/ca.crl"),
+                           ranges=[("12155550100", 100)],
+                           leaf_not_before=start - dt.timedelta(hours=1),
+                           leaf_not_after=start + dt.timedelta(days=1))  # fmt: skip
+        for minutes in (10, 30):
+            published.write_bytes(
+                _crl(pki.intermediate, pki.intermediate_key, [],
+                     this_update=start - dt.timedelta(minutes=1),
+                     next_update=start + dt.timedelta(minutes=minutes))
+                .public_bytes(serialization.Encoding.DER)
+            )  # fmt: skip
+            if minutes == 10:
+                validator = TrustValidator(
+                    TrustPolicy(ca_file=str(root_file), fetch_crls=True),
+                    Fetcher(FetchPolicy(allow_private=True)),
+                )
+                verifier = Verifier(credential(pki), trust=validator)
+                t0 = start.timestamp()
+                value = Signer(pki.leaf_key, X5U).identity(ORIG, DEST, "A", iat=int(t0))
+                assert verifier.check(value, now=t0).ok
+        t = t0 + 11 * 60  # the first CRL is due: the status is established again
+        signer = Signer(pki.leaf_key, X5U)
+        assert verifier.check(signer.identity(ORIG, DEST, "A", iat=int(t)), now=t).ok
+        assert server.hits()["/ca.crl"] == 2
+        outside = verifier.check(signer.identity("12155550200", DEST, "A", iat=int(t)), now=t)
+        assert outside.reason is Reason.CERT_TN_NOT_AUTHORIZED
+        end = pki.leaf.not_valid_after_utc.timestamp() + 1
+        late = verifier.check(signer.identity(ORIG, DEST, "A", iat=int(end)), now=end)
+        assert late.reason is Reason.CERT_EXPIRED
+        early = t0 - 2 * 3600
+        soon = verifier.check(signer.identity(ORIG, DEST, "A", iat=int(early)), now=early)
+        assert soon.reason is Reason.CERT_NOT_YET_VALID
+        assert validator.is_cached(credential(pki), t) is False  # another credential object
+    finally:
+        server.stop()
+
+
+def test_tnauthlist_and_profile_refusals(lab: LabPKI, root_file: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The SHAKEN certificate rules (RFC 8226 §9, ATIS-1000080 §6.4.1) refuse with messages
+    that name the problem; a malformed TNAuthList is only refused when one is required;
+    these refusals are remembered like path failures."""
+    root = (lab.root_key, lab.root)
+    trust = TrustPolicy(ca_file=str(root_file))
+    bare = make_lab_pki(root=root, tnauthlist=False)
+    verdict = Verifier(credential(bare), trust=trust).check(
+        Signer(bare.leaf_key, X5U).identity(ORIG, DEST, "A"))  # fmt: skip
+    assert verdict.message == (
+        f"certificate {bare.leaf.subject.rfc4514_string()} has no TNAuthList extension"
+    )
+
+    def leaf_with(
+        *,
+        tnauth_der: bytes | None = None,
+        sha: hashes.HashAlgorithm | None = None,
+        key_usage: bool = True,
+    ) -> tuple[ec.EllipticCurvePrivateKey, Credential]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "S")]))
+            .issuer_name(lab.intermediate.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(key_usage, False, False, False, False, False, False,
+                                         False, False), critical=True)
+            .add_extension(x509.UnrecognizedExtension(
+                x509.ObjectIdentifier("1.3.6.1.5.5.7.1.26"),
+                tnauth_der or bytes.fromhex("3008a0061604") + b"1234"), critical=False)
+        )  # fmt: skip
+        leaf = builder.sign(lab.intermediate_key, sha or hashes.SHA256())
+        return key, Credential.from_certificates([leaf, lab.intermediate])
+
+    malformed = bytes.fromhex("3003a00116")
+    key, cred = leaf_with(tnauth_der=malformed)
+    value = Signer(key, X5U).identity(ORIG, DEST, "A")
+    validator = TrustValidator(trust)
+    profile_checks = _counting(monkeypatch, validator, "_check_profile")
+    verifier = Verifier(cred, trust=validator)
+    for _ in range(3):
+        verdict = verifier.check(value)
+        assert verdict.reason is Reason.CERT_NO_TNAUTHLIST
+        assert verdict.message == "malformed TNAuthList: truncated DER"
+    assert profile_checks[0] == 1
+    relaxed = dataclasses.replace(trust, require_tnauthlist=False)
+    assert Verifier(cred, trust=relaxed).check(value).ok
+
+    for kwargs, message in (
+        ({"sha": hashes.SHA384()}, "certificate signature algorithm is ecdsa-with-SHA384, "
+                                   "not ecdsa-with-SHA256 (ATIS-1000080 §6.4.1)"),
+        ({"key_usage": False}, "key usage lacks digitalSignature"),
+    ):  # fmt: skip
+        key, cred = leaf_with(**kwargs)  # type: ignore[arg-type]
+        validator = TrustValidator(trust)
+        paths = _counting(monkeypatch, validator, "_verify_path")
+        verifier = Verifier(cred, trust=validator)
+        value = Signer(key, X5U).identity(ORIG, DEST, "A")
+        for _ in range(3):
+            verdict = verifier.check(value)
+            assert (verdict.reason, verdict.message) == (Reason.CERT_PROFILE, message)
+        assert paths[0] == 0  # refused before path validation, and remembered
+        assert Verifier(cred, trust=dataclasses.replace(trust, check_profile=False)).check(value).ok
+
+    key_only = Credential(lab.leaf_key.public_key())
+    verdict = Verifier(key_only, trust=trust).check(
+        Signer(lab.leaf_key, X5U).identity(ORIG, DEST, "A")
+    )
+    assert verdict.message == (
+        "a bare public key cannot be validated: the credential must be a certificate"
+    )
