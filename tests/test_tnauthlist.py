@@ -38,24 +38,96 @@ def test_ranges_and_numbers_cover() -> None:
     assert back.covers("12155559999") and not back.covers("12155559998")
 
 
+def _tlv(tag: int, content: bytes) -> bytes:
+    """A DER TLV, written here rather than with the module's own writer (X.690 §8.1.3)."""
+    n = len(content)
+    if n < 0x80:
+        return bytes([tag, n]) + content
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + content
+
+
+def _seq(*entries: bytes) -> str:
+    return _tlv(0x30, b"".join(entries)).hex()
+
+
+def _ia5(text: bytes) -> bytes:
+    return _tlv(0x16, text)
+
+
+def _range(*fields: bytes) -> bytes:
+    return _tlv(0xA1, _tlv(0x30, b"".join(fields)))
+
+
+def _int(raw: bytes) -> bytes:
+    return _tlv(0x02, raw)
+
+
+@pytest.mark.parametrize(
+    ("hexder", "message"),
+    [
+        ("", "truncated DER"),
+        ("30", "truncated DER"),
+        ("3000", "TNAuthList is empty"),  # SEQUENCE SIZE (1..MAX)
+        ("3003a00116", "truncated DER"),  # the [0] holds one byte: no room for a TLV
+        ("3008a0061604313233", "truncated DER value"),  # length beyond the data
+        ("3006a30416023132", "unknown TNEntry tag 0xa3"),  # choice [3]
+        ("1f00", "multi-byte DER tags are not used by TNAuthList"),
+        ("3080", "bad DER length"),  # indefinite length
+        ("3081", "bad DER length"),  # the length byte is missing
+        ("308180", "truncated DER value"),  # a long-form length that is there
+        ("308400000010", "bad DER length"),  # 4 length bytes: more than a TNAuthList needs
+        ("3081063004a0021601", "non-minimal DER length"),  # 6 fits the short form
+        ("30820092" + _seq(_tlv(0xA0, _ia5(b"X" * 140)))[6:], "non-minimal DER length"),
+        (_seq(_range(_ia5(b"1"), _int(b"\x01"))), "TN range count must be at least 2"),
+        (_seq(_range(_ia5(b"1"), _int(b"\x01" + bytes(8)))), "TN range count must be at least 2"),
+        (_seq(_range(_int(b"\x02"), _ia5(b"1"))), "TN range is not {IA5String, INTEGER}"),
+        (_seq(_tlv(0xA1, _tlv(0x30, _ia5(b"1") + _int(b"\x02")) + b"\x00")),
+         "TN range is not a SEQUENCE"),  # a byte after the SEQUENCE
+        (_seq(_tlv(0xA1, _tlv(0x31, _ia5(b"1") + _int(b"\x02")))), "TN range is not a SEQUENCE"),
+        (_seq(_tlv(0xA2, _ia5(b"1234:x"))), "not a TelephoneNumber: '1234:x'"),
+        (_seq(_tlv(0xA0, _ia5(b"123"))) + "ff", "TNAuthList is not a single DER SEQUENCE"),
+        (_tlv(0x31, _tlv(0xA0, _ia5(b"1"))).hex(), "TNAuthList is not a single DER SEQUENCE"),
+        (_seq(_tlv(0xA0, _tlv(0x0C, b"123"))), "expected an IA5String"),  # a UTF8String
+        (_seq(_tlv(0xA0, _ia5(b"12") + b"\xff")), "expected an IA5String"),  # a byte after
+        (_seq(_tlv(0xA0, _ia5(b""))), "IA5String must be non-empty ASCII"),
+        (_seq(_tlv(0xA0, _ia5(b"\x80"))), "IA5String must be non-empty ASCII"),
+    ],
+)  # fmt: skip
+def test_malformed_der_is_a_clean_error(hexder: str, message: str) -> None:
+    """Hostile encodings raise TNAuthListError naming what is wrong, never IndexError or a
+    crash."""
+    with pytest.raises(TNAuthListError) as exc:
+        TNAuthList.from_der(bytes.fromhex(hexder))
+    assert str(exc.value) == message
+
+
 @pytest.mark.parametrize(
     "hexder",
     [
-        "",  # empty
-        "3000",  # empty SEQUENCE: SIZE (1..MAX)
-        "3003a00116",  # truncated inner
-        "3008a0061604313233",  # length beyond data
-        "3006a3041602 3132".replace(" ", ""),  # unknown choice tag [3]
-        "3009a1073005160131020101",  # range count 1 (< 2)
-        "300aa208160631323334 3a78".replace(" ", ""),  # TN with ':' and 'x'
-        "3081083006a00416023132",  # non-minimal long-form length
-        "3008a006160431323334ff",  # trailing garbage after the SEQUENCE
+        _seq(_tlv(0xA0, _ia5(b"1"))),  # the smallest: one SPC of one character
+        _seq(_tlv(0xA0, _ia5(b"\x7f"))),  # IA5 goes up to 0x7f
+        _seq(_tlv(0xA0, _ia5(b"X" * 124))),  # a SEQUENCE of 128 bytes: 30 81 80
+        _seq(_tlv(0xA0, _ia5(b"X" * 300))),  # two length bytes
+        _seq(_tlv(0xA0, _ia5(b"X" * 70_000))),  # three length bytes
+        _seq(_range(_ia5(b"1"), _int(b"\x7f" + b"\xff" * 7))),  # the largest count: 8 bytes
+        _seq(_range(_ia5(b"1"), _int(b"\x02"), _int(b"\x7b"), _tlv(0x01, b"\xff"))),  # "..."
     ],
-)
-def test_malformed_der_is_a_clean_error(hexder: str) -> None:
-    """Hostile encodings raise TNAuthListError, never IndexError or a crash."""
-    with pytest.raises(TNAuthListError):
-        TNAuthList.from_der(bytes.fromhex(hexder))
+)  # fmt: skip
+def test_well_formed_der_parses(hexder: str) -> None:
+    """Boundaries of the reader that are still valid: they parse and survive re-encoding."""
+    parsed = TNAuthList.from_der(bytes.fromhex(hexder))
+    assert TNAuthList.from_der(parsed.to_der()) == parsed
+
+
+def test_entry_count_limit() -> None:
+    """At most 10,000 entries: a hostile list cannot make the reader work without end."""
+    tn = _tlv(0xA2, _ia5(b"1"))
+    ok = TNAuthList.from_der(bytes.fromhex(_seq(tn * 10_000)))
+    assert len(ok.tns) == 10_000
+    with pytest.raises(TNAuthListError) as exc:
+        TNAuthList.from_der(bytes.fromhex(_seq(tn * 10_001)))
+    assert str(exc.value) == "TNAuthList has too many entries"
 
 
 # Every refusal of TNAuthList.from_der, by its message (TNAuthListError has no code).
