@@ -365,3 +365,20 @@ def test_repr_shows_the_start_of_the_token_and_the_parameters() -> None:
         "IdentityHeader(token='abcdefghijklmnopqrstuvwx'..., "
         "params={'info': 'https://x.example/c', 'alg': 'ES256'})"
     )
+
+
+def test_parameter_values_are_unquoted() -> None:
+    """Quoted-string values lose their quotes and quoted-pair backslashes (RFC 3261 §25.1),
+    angle-bracketed ones their brackets and the blanks inside; other values stay as sent."""
+    hdr = parse_identity(
+        'a.b.c;info=< https://x.example/c >;e="";one="x";two="ab";esc="a\\"b\\\\c";lt=<>;t=tok'
+    )
+    assert dict(hdr.params) == {
+        "info": "https://x.example/c",
+        "e": "",
+        "one": "x",
+        "two": "ab",
+        "esc": 'a"b\\c',
+        "lt": "",
+        "t": "tok",
+    }

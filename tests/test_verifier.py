@@ -408,6 +408,83 @@ def test_internal_error_is_not_swallowed_by_verify(env: Env) -> None:
     assert "RuntimeError" in verdict.message
 
 
+def test_examination_messages(
+    verifier: Verifier, make_identity: MakeIdentity, identity: str
+) -> None:
+    """Each refusal of the PASSporT says what it found (RFC 8224 §6.2 steps 1-5)."""
+    info = "https://other.example/c.pem"
+    h, _, s = _token(identity).split(".")
+    hs256 = canonical_json({**SHAKEN_HEADER, "alg": "HS256"})
+    cases = [
+        (make_identity(header=hs256, claims=canonical_json(SHAKEN_CLAIMS), raw=True),
+         "PASSporT alg 'HS256' is not ES256"),
+        (make_identity(update={"typ": "JWT"}), "PASSporT typ 'JWT' is not passport"),
+        (make_identity(drop=("ppt",)),
+         "PASSporT ppt None is not shaken (Identity ppt parameter 'shaken')"),
+        (make_identity(drop=("x5u",)), "PASSporT header has no x5u"),
+        (make_identity(update={"x5u": info}), f"x5u {info!r} differs from info {X5U!r}"),
+        (make_identity(claims_update={"iat": NOW - 301}), "iat is 301 s old, over the 300 s limit"),
+        (make_identity(claims_update={"iat": NOW + 6}),
+         "iat is 6 s in the future, over the 5 s skew"),
+        (f"{h}.{b64url_encode(canonical_json({**SHAKEN_CLAIMS, 'attest': 'B'}))}.{s}{PARAMS}",
+         "the ES256 signature does not verify"),
+    ]  # fmt: skip
+    for value, message in cases:
+        assert verifier.check(value, now=NOW).message == message
+
+
+def test_internal_errors_are_logged(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    """A bug (an unexpected exception) is logged with its traceback for the operator."""
+    with caplog.at_level("ERROR", logger="secsipid"):
+        verdict = Verifier(BrokenSource()).check(env.identity, now=NOW)
+    assert verdict.reason is Reason.INTERNAL_ERROR
+    (record,) = caplog.records
+    assert record.getMessage() == "secsipid: unexpected error verifying an Identity header"
+    assert record.exc_info is not None and record.exc_info[0] is RuntimeError
+
+
+def test_unusable_key_argument_names_its_type() -> None:
+    """Verifier(key) with something that is not a key, certificate, path or source."""
+    with pytest.raises(TypeError, match=r"^cannot verify with a int$"):
+        Verifier(123)  # type: ignore[arg-type]
+
+
+def test_trust_policy_uses_the_sources_fetcher(
+    tmp_path: Path, public_key: ec.EllipticCurvePublicKey
+) -> None:
+    """Verifier(source, trust=TrustPolicy(...)) fetches CRLs with the source's fetcher (its
+    fetch policy: here loopback allowed), like the source's own trust would."""
+    from fetchkit import CertServer
+    from secsipid import Fetcher, FetchPolicy, TrustPolicy
+    from secsipid._pki import make_crl, make_lab_pki, pem
+
+    published = tmp_path / "ca.crl"
+    server = CertServer(tmp_path / "srv", {"/ca.crl": {"body_file": str(published)}}, None)
+    try:
+        pki = make_lab_pki(crl_url=server.url("/ca.crl"))
+        published.write_bytes(
+            make_crl(pki.intermediate, pki.intermediate_key, [pki.leaf.serial_number])
+            .public_bytes(serialization.Encoding.DER)
+        )  # fmt: skip
+        root = tmp_path / "root.pem"
+        root.write_bytes(pem(pki.root))
+
+        class SourceWithFetcher:
+            fetcher = Fetcher(FetchPolicy(allow_private=True))
+
+            def credential_for(self, info: str) -> Credential:
+                return Credential.from_certificates([pki.leaf, pki.intermediate])
+
+        verifier = Verifier(
+            SourceWithFetcher(), trust=TrustPolicy(ca_file=str(root), fetch_crls=True)
+        )
+        value = Signer(pki.leaf_key, X5U).identity(ORIG, DEST, "A")
+        assert verifier.check(value).reason is Reason.CERT_REVOKED
+        assert server.hits()["/ca.crl"] == 1
+    finally:
+        server.stop()
+
+
 def test_verify_empty_value_is_malformed(verifier: Verifier) -> None:
     """verify('') (a single empty value) is malformed-identity; no-identity is per request."""
     with pytest.raises(VerificationError) as exc:
