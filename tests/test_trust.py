@@ -1104,3 +1104,35 @@ def test_tnauthlist_and_profile_refusals(lab: LabPKI, root_file: Path,
     assert verdict.message == (
         "a bare public key cannot be validated: the credential must be a certificate"
     )
+
+
+def test_trust_files_loading(lab: LabPKI, tmp_path: Path) -> None:
+    """Anchor directories skip subdirectories and notes (*.txt, *.md, *.0) without complaint;
+    a missing file or a bad CRL is reported and the rest still loads; certificates of the
+    intermediates file never become anchors."""
+    d = tmp_path / "anchors"
+    (d / "a-subdir").mkdir(parents=True)
+    for name in ("README.txt", "notes.md", "1a2b3c4d.0"):
+        (d / name).write_text("not a certificate")
+    (d / "z-lab.pem").write_bytes(pem(lab.root))
+    validator = TrustValidator(TrustPolicy(ca_dir=str(d)))
+    assert check(lab, validator) == "valid"
+    assert validator._material.problems == []
+
+    missing = tmp_path / "missing.pem"
+    bad_crl = tmp_path / "bad.crl"
+    bad_crl.write_bytes(b"not a CRL")
+    validator = TrustValidator(
+        TrustPolicy(ca_file=str(missing), ca_dir=str(d), crl_files=(str(bad_crl),))
+    )
+    assert check(lab, validator) == "valid"
+    assert validator._material.problems == [
+        f"{missing}: No such file or directory",
+        f"{bad_crl}: not a PEM or DER CRL",
+    ]
+
+    other = make_lab_pki()
+    inter = tmp_path / "inter.pem"
+    inter.write_bytes(pem(other.root) + pem(other.intermediate))
+    policy = TrustPolicy(ca_dir=str(d), intermediates_file=str(inter))
+    assert check(other, policy) == "cert-untrusted"
