@@ -400,6 +400,7 @@ def test_require_crl_refuses_a_one_certificate_chain(tmp_path: Path) -> None:
         verdict = Verifier(lone, trust=strict).check(value)
         assert verdict.reason is Reason.CERT_REVOCATION_UNKNOWN, verdict.message
         assert (verdict.sip_status, verdict.lib_code) == (437, -110)
+        assert verdict.message == "revocation cannot be checked without the issuer"
 
 
 def _crl(
@@ -600,6 +601,14 @@ def test_system_cas(lab: LabPKI, root_file: Path, monkeypatch: pytest.MonkeyPatc
     assert check(lab, validator) == "cert-untrusted"
     assert validator._material.problems == []
     assert len(validator._material.anchors) > 10
+    # On a RHEL-family system the bundle is elsewhere.
+    rhel = "/etc/pki/tls/certs/ca-bundle.crt"
+    monkeypatch.setattr(os.path, "exists", lambda path: path == rhel)
+    validator = TrustValidator(policy)
+    verdict = Verifier(credential(lab), trust=validator).check(
+        Signer(lab.leaf_key, X5U).identity(ORIG, DEST, "A")
+    )
+    assert verdict.message == f"no trust anchors: {rhel}: No such file or directory"
 
 
 def test_revocation_edge_cases(lab: LabPKI, root_file: Path, tmp_path: Path) -> None:
@@ -661,7 +670,13 @@ def test_crl_fetch_only_when_asked_and_failures_handled(lab: LabPKI, root_file: 
     try:
         fetcher = Fetcher(FetchPolicy(allow_private=True))
         pki = make_lab_pki(root=(lab.root_key, lab.root), crl_url=server.url("/gone.crl"))
-        off = TrustValidator(TrustPolicy(ca_file=str(root_file)), fetcher)
+        # Revocation is checked (a CRL file), but distribution points are not fetched.
+        crl_file = tmp_path / "root.crl"
+        crl_file.write_bytes(
+            make_crl(lab.root, lab.root_key).public_bytes(serialization.Encoding.DER)
+        )
+        off = TrustValidator(TrustPolicy(ca_file=str(root_file), crl_files=(str(crl_file),)),
+                             fetcher)  # fmt: skip
         assert check(pki, off) == "valid"
         assert server.hits().get("/gone.crl", 0) == 0
         on = TrustValidator(TrustPolicy(ca_file=str(root_file), fetch_crls=True), fetcher)
