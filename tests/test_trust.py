@@ -24,6 +24,7 @@ from secsipid import (
     Signer,
     TrustPolicy,
     TrustValidator,
+    Verdict,
     VerificationError,
     Verifier,
     build_identity,
@@ -998,47 +999,67 @@ def test_revoked_is_remembered_unknown_is_not(lab: LabPKI, root_file: Path, tmp_
         server.stop()
 
 
-def test_chain_recheck_keeps_the_rest_of_the_chain(lab: LabPKI, root_file: Path,
-                                                   tmp_path: Path) -> None:  # fmt: skip
-    """When a fetched CRL is due and the revocation status is established again, the chain's
-    validity window and TNAuthList scope stay as validated."""
+def test_chain_recheck_keeps_the_rest_of_the_chain(
+    lab: LabPKI, root_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a fetched CRL is due, only the revocation status is established again: the chain
+    stays validated (no path building), keeps its validity window and TNAuthList scope, and
+    the next CRL is asked for when that one is due in turn."""
     published = tmp_path / "published.crl"
     server = CertServer(tmp_path / "srv", {"/ca.crl": {"body_file": str(published)}}, None)
     try:
         start = dt.datetime.now(UTC).replace(microsecond=0)
-        pki = make_lab_pki(root=(lab.root_key, lab.root), crl_url=server.url("/ca.crl"),
-                           ranges=[("12155550100", 100)],
-                           leaf_not_before=start - dt.timedelta(hours=1),
-                           leaf_not_after=start + dt.timedelta(days=1))  # fmt: skip
-        for minutes in (10, 30):
-            published.write_bytes(
-                _crl(pki.intermediate, pki.intermediate_key, [],
-                     this_update=start - dt.timedelta(minutes=1),
-                     next_update=start + dt.timedelta(minutes=minutes))
-                .public_bytes(serialization.Encoding.DER)
-            )  # fmt: skip
-            if minutes == 10:
-                validator = TrustValidator(
-                    TrustPolicy(ca_file=str(root_file), fetch_crls=True),
-                    Fetcher(FetchPolicy(allow_private=True)),
-                )
-                verifier = Verifier(credential(pki), trust=validator)
-                t0 = start.timestamp()
-                value = Signer(pki.leaf_key, X5U).identity(ORIG, DEST, "A", iat=int(t0))
-                assert verifier.check(value, now=t0).ok
-        t = t0 + 11 * 60  # the first CRL is due: the status is established again
+        t0 = start.timestamp()
+        pki = make_lab_pki(
+            root=(lab.root_key, lab.root),
+            crl_url=server.url("/ca.crl"),
+            ranges=[("12155550100", 100)],
+            leaf_not_before=start - dt.timedelta(hours=1),
+            leaf_not_after=start + dt.timedelta(days=1),
+        )
+
+        def publish(minutes: int) -> None:
+            crl = _crl(
+                pki.intermediate,
+                pki.intermediate_key,
+                [],
+                this_update=start - dt.timedelta(minutes=1),
+                next_update=start + dt.timedelta(minutes=minutes),
+            )
+            published.write_bytes(crl.public_bytes(serialization.Encoding.DER))
+
+        validator = TrustValidator(
+            TrustPolicy(ca_file=str(root_file), fetch_crls=True),
+            Fetcher(FetchPolicy(allow_private=True)),
+        )
+        paths = _counting(monkeypatch, validator, "_verify_path")
+        revocations = _counting(monkeypatch, validator, "_check_revocation")
+        verifier = Verifier(credential(pki), trust=validator)
         signer = Signer(pki.leaf_key, X5U)
-        assert verifier.check(signer.identity(ORIG, DEST, "A", iat=int(t)), now=t).ok
-        assert server.hits()["/ca.crl"] == 2
-        outside = verifier.check(signer.identity("12155550200", DEST, "A", iat=int(t)), now=t)
+
+        def verdict(t: float, orig: str = ORIG) -> Verdict:
+            return verifier.check(signer.identity(orig, DEST, "A", iat=int(t)), now=t)
+
+        publish(10)
+        assert verdict(t0).ok
+        publish(30)
+        for minutes, fetches in ((11, 2), (12, 2), (31, 3), (32, 3)):
+            t = t0 + minutes * 60
+            if minutes == 31:
+                publish(60)
+            assert verdict(t).ok
+            assert server.hits()["/ca.crl"] == fetches
+        assert (paths[0], revocations[0]) == (1, 3)  # built once; statuses at 0, 11 and 31 min
+        t = t0 + 33 * 60
+        outside = verdict(t, "12155550200")
         assert outside.reason is Reason.CERT_TN_NOT_AUTHORIZED
+        assert outside.message == (
+            "orig '12155550200' is not among the TNs/ranges of the certificate's TNAuthList"
+        )
         end = pki.leaf.not_valid_after_utc.timestamp() + 1
-        late = verifier.check(signer.identity(ORIG, DEST, "A", iat=int(end)), now=end)
-        assert late.reason is Reason.CERT_EXPIRED
-        early = t0 - 2 * 3600
-        soon = verifier.check(signer.identity(ORIG, DEST, "A", iat=int(early)), now=early)
-        assert soon.reason is Reason.CERT_NOT_YET_VALID
-        assert validator.is_cached(credential(pki), t) is False  # another credential object
+        assert verdict(end).reason is Reason.CERT_EXPIRED
+        assert verdict(t0 - 2 * 3600).reason is Reason.CERT_NOT_YET_VALID
+        assert paths[0] == 1
     finally:
         server.stop()
 
@@ -1151,3 +1172,39 @@ def test_trust_files_loading(lab: LabPKI, tmp_path: Path) -> None:
     inter.write_bytes(pem(other.root) + pem(other.intermediate))
     policy = TrustPolicy(ca_dir=str(d), intermediates_file=str(inter))
     assert check(other, policy) == "cert-untrusted"
+
+
+def test_remembered_failure_ends_when_the_trust_files_change(lab: LabPKI, tmp_path: Path) -> None:
+    """A chain refused as untrusted is validated again, for the same credential, once the
+    anchors change."""
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_bytes(pem(make_lab_pki().root))
+    verifier = Verifier(credential(lab),
+                        trust=TrustPolicy(ca_file=str(anchors), reload_interval=0))  # fmt: skip
+    value = Signer(lab.leaf_key, X5U).identity(ORIG, DEST, "A")
+    assert verifier.check(value).reason is Reason.CERT_UNTRUSTED
+    anchors.write_bytes(pem(lab.root))
+    os.utime(anchors, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+    assert verifier.check(value).ok
+
+
+def test_anchor_bundle_parsing(lab: LabPKI, tmp_path: Path) -> None:
+    """PEM bundles: other blocks (a key, a CRL) are passed over, every certificate after them
+    is read, every unparsable one counted; a DER file is one certificate."""
+    other = make_lab_pki()
+    key_block = other.leaf.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    broken = b"-----BEGIN CERTIFICATE-----\nMIIBbroken\n-----END CERTIFICATE-----\n"
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(key_block + broken + pem(other.root) + broken + pem(lab.root))
+    der = tmp_path / "root.der"
+    der.write_bytes(lab.root.public_bytes(serialization.Encoding.DER))
+    for path, anchors, problems in (
+        (bundle, 2, [f"{bundle}: 2 certificate(s) could not be parsed"]),
+        (der, 1, []),
+    ):
+        validator = TrustValidator(TrustPolicy(ca_file=str(path)))
+        assert check(lab, validator) == "valid"
+        assert len(validator._material.anchors) == anchors
+        assert validator._material.problems == problems
