@@ -39,6 +39,7 @@ from secsipid import (
     canonical_json,
     decode_token,
 )
+from secsipid._passport import check_shaken_claims
 
 
 def _reject(verifier: Verifier, value: str, reason: Reason, **kw: Any) -> VerificationError:
@@ -496,8 +497,10 @@ def test_strict_requires_ppt_param(
     """No Identity ppt parameter: a warning by default, ppt-mismatch when strict."""
     value = make_identity(params=f";info=<{X5U}>;alg=ES256")
     passport = Verifier(public_key).verify(value, now=NOW)
-    assert any("ppt" in w for w in passport.warnings)
-    _reject(Verifier(public_key, policy=VerifyPolicy(strict=True)), value, Reason.PPT_MISMATCH)
+    assert passport.warnings == ["Identity header has no ppt parameter (RFC 8224 §4.1)"]
+    err = _reject(Verifier(public_key, policy=VerifyPolicy(strict=True)), value,
+                  Reason.PPT_MISMATCH)  # fmt: skip
+    assert err.message == "Identity header has no ppt parameter (strict mode)"
 
 
 def test_lone_surrogate_escape_in_claims(
@@ -658,3 +661,39 @@ def test_verbatim_sign_json_round_trip(signer: Signer, verifier: Verifier) -> No
     assert a.split(".")[:2] == b.split(".")[:2]
     assert verifier.check(a + PARAMS, now=NOW).ok
     assert ORIGID in b64url_decode(a.split(".")[1]).decode()
+
+
+@pytest.mark.parametrize(
+    ("update", "reason", "message", "lib_code"),
+    [
+        ({"attest": "Z"}, "invalid-claim", "attest must be A, B or C, not 'Z'", -231),
+        ({"dest": "x"}, "invalid-claim", "dest must be an object", -231),
+        ({"dest": {}}, "invalid-claim", 'dest must hold "tn" and/or "uri"', -231),
+        ({"dest": {"tn": []}}, "invalid-claim", "dest.tn must be a non-empty array of strings",
+         -231),
+        ({"dest": {"uri": [""]}}, "invalid-claim",
+         "dest.uri must be a non-empty array of strings", -231),
+        ({"iat": "1"}, "invalid-claim", "iat must be an integer NumericDate, not str", -231),
+        ({"iat": 0}, "invalid-claim", "iat must be positive", -231),
+        ({"orig": "x"}, "invalid-claim", "orig must be an object", -231),
+        ({"orig": {}}, "invalid-claim", 'orig must hold exactly one of "tn" or "uri"', -231),
+        ({"orig": {"tn": ""}}, "invalid-claim", "orig.tn must be a non-empty string", -231),
+        ({"origid": ""}, "invalid-claim", "origid must be a non-empty string", -231),
+        ({"attest": "Z", "origid": None}, "invalid-claim",
+         "attest must be A, B or C, not 'Z'; missing claim 'origid'", -231),
+        ({"iat": None}, "missing-claim", "missing claim 'iat'", -232),  # libsecsipid: iat 0
+        ({"iat": None, "attest": "Z"}, "invalid-claim",
+         "attest must be A, B or C, not 'Z'; missing claim 'iat'", -231),
+        ({"attest": None, "origid": None}, "missing-claim",
+         "missing claim 'attest'; missing claim 'origid'", -231),
+    ],
+)  # fmt: skip
+def test_claim_refusals_list_every_problem(
+    update: dict[str, Any], reason: str, message: str, lib_code: int
+) -> None:
+    """Every problem of the claims is reported at once, invalid ones before missing ones; a
+    missing iat alone is libsecsipid's "expired" (-232), anything else its -231."""
+    claims = {k: v for k, v in {**SHAKEN_CLAIMS, **update}.items() if v is not None}
+    with pytest.raises(VerificationError) as exc:
+        check_shaken_claims(claims)
+    assert (exc.value.reason, exc.value.message, exc.value.lib_code) == (reason, message, lib_code)

@@ -82,6 +82,10 @@ def _int(raw: bytes) -> bytes:
         (_seq(_range(_ia5(b"1"), _int(b"\x01"))), "TN range count must be at least 2"),
         (_seq(_range(_ia5(b"1"), _int(b"\x01" + bytes(8)))), "TN range count must be at least 2"),
         (_seq(_range(_int(b"\x02"), _ia5(b"1"))), "TN range is not {IA5String, INTEGER}"),
+        (_seq(_range(_ia5(b"1"), _ia5(b"2"))), "TN range is not {IA5String, INTEGER}"),
+        (_seq(_range(_int(b"\x01"), _int(b"\x02"))), "TN range is not {IA5String, INTEGER}"),
+        (_seq(_range(_ia5(b"1"), _int(b"\xff"))), "TN range count must be at least 2"),  # -1
+        (_seq(_range(_ia5(b"1"), _int(b""))), "TN range count must be at least 2"),
         (_seq(_tlv(0xA1, _tlv(0x30, _ia5(b"1") + _int(b"\x02")) + b"\x00")),
          "TN range is not a SEQUENCE"),  # a byte after the SEQUENCE
         (_seq(_tlv(0xA1, _tlv(0x31, _ia5(b"1") + _int(b"\x02")))), "TN range is not a SEQUENCE"),
