@@ -697,3 +697,58 @@ def test_claim_refusals_list_every_problem(
     with pytest.raises(VerificationError) as exc:
         check_shaken_claims(claims)
     assert (exc.value.reason, exc.value.message, exc.value.lib_code) == (reason, message, lib_code)
+
+
+_SIG = "A" * 86  # 64 zero bytes: well formed, never a valid signature
+
+
+@pytest.mark.parametrize(
+    ("token", "reason", "message"),
+    [
+        ("a.b", "malformed-token", "PASSporT has 2 segments, not 3"),
+        ("..c2ln", "compact-form", "compact-form PASSporT: SHAKEN requires the full form"),
+        (".e30.sig", "malformed-token", "PASSporT header segment is empty"),
+        ("e" * 6145 + ".e30." + _SIG, "invalid-jws-header", "PASSporT header is too large"),
+        ("e3=.e30." + _SIG, "malformed-token", "PASSporT header is not unpadded base64url"),
+        ("e30x.e30." + _SIG, "invalid-jws-header",
+         "PASSporT header: not JSON: Extra data: line 1 column 3 (char 2)"),
+        ("W10.e30." + _SIG, "invalid-jws-header", "PASSporT header is not a JSON object"),
+        ("e30." + "e" * 6145 + "." + _SIG, "invalid-claims-json", "PASSporT claims are too large"),
+        ("e30.e3=." + _SIG, "malformed-token", "PASSporT claims are not unpadded base64url"),
+        ("e30.W10." + _SIG, "invalid-claims-json", "PASSporT claims are not a JSON object"),
+        ("e30.e30.AAAA", "malformed-signature",
+         "ES256 signature must be 64 bytes (86 base64url characters), got 4 characters"),
+        ("e30.e30." + "=" * 86, "malformed-signature", "signature is not unpadded base64url"),
+    ],
+)  # fmt: skip
+def test_decode_token_messages(token: str, reason: str, message: str) -> None:
+    """Each structural refusal of a PASSporT says what was wrong with which segment."""
+    with pytest.raises(VerificationError) as exc:
+        decode_token(token)
+    assert (exc.value.reason, exc.value.message) == (reason, message)
+
+
+def test_header_segment_size_limit_and_cache() -> None:
+    """A header segment of exactly 6144 characters is decoded (one more is refused unread,
+    see above); a decoded header is kept, so the same segment is not decoded twice."""
+    from secsipid._passport import MAX_SEGMENT_SIZE, _decode_header
+
+    size = MAX_SEGMENT_SIZE * 3 // 4  # JSON bytes whose base64url is exactly the limit
+    empty = len(canonical_json({**SHAKEN_HEADER, "pad": ""}))
+    segment = b64url_encode(canonical_json({**SHAKEN_HEADER, "pad": "x" * (size - empty)}))
+    assert len(segment) == MAX_SEGMENT_SIZE
+    assert decode_token(f"{segment}.e30.{_SIG}").header["pad"] == "x" * (size - empty)
+    assert _decode_header(segment) is _decode_header(segment)
+
+
+def test_strict_refusal_lists_every_deviation(
+    public_key: ec.EllipticCurvePublicKey, make_identity: MakeIdentity
+) -> None:
+    """Strict mode names every deviation at once, in one message."""
+    value = make_identity(claims_update={"origid": "call-1234", "orig": {"tn": "+12155550121"}})
+    err = _reject(Verifier(public_key, policy=VerifyPolicy(strict=True)), value,
+                  Reason.NON_CANONICAL)  # fmt: skip
+    assert err.message == (
+        "origid is not a UUID (RFC 8588 §5); "
+        "orig.tn is not a canonical telephone number (RFC 8224 §8.3)"
+    )
