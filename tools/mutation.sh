@@ -27,25 +27,14 @@ for module in "$@"; do
     patterns+=("secsipid.${module}.*")
 done
 
+rm -rf mutants
 log=$(mktemp -t secsipid-mutmut.XXXXXX)
 start=$(date +%s)
-# mutmut 3.8's first pass (which test reaches which function) now and then fails with a
-# LookupError from its own call tracking (a ContextVar reset), never the same test twice:
-# start again then, at most three times.
-for attempt in 1 2 3; do
-    rm -rf mutants
-    # mutmut redraws a progress line many times a second: keep it out of the terminal.
-    if .venv/bin/mutmut run --max-children "${JOBS:-2}" "${patterns[@]}" >"$log" 2>&1; then
-        break
-    fi
-    if [ "$attempt" -lt 3 ] && grep -q "failed to collect stats" "$log" \
-        && grep -q "LookupError: <ContextVar name='_mutmut_call_context'" "$log"; then
-        echo "mutation: mutmut's first pass tripped over its own call tracking; again" >&2
-        continue
-    fi
+# mutmut redraws a progress line many times a second: keep it out of the terminal.
+if ! .venv/bin/mutmut run --max-children "${JOBS:-2}" "${patterns[@]}" >"$log" 2>&1; then
     tail -n 40 "$log" >&2
     echo "mutation: mutmut failed (full log: $log)" >&2
     exit 1
-done
+fi
 echo "mutation: $(( $(date +%s) - start )) s (mutmut log: $log)"
 .venv/bin/python tools/mutation_report.py "$@"
