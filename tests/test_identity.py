@@ -382,3 +382,15 @@ def test_parameter_values_are_unquoted() -> None:
         "lt": "",
         "t": "tok",
     }
+
+
+def test_parameter_cache_is_bounded() -> None:
+    """The parsed-parameter cache keeps at most 512 parameter strings, then starts afresh."""
+    from secsipid import _identity
+
+    texts = [f";info=<https://x.example/{n}>" for n in range(513)]
+    for text in texts[:512]:
+        parse_identity("a.b.c" + text)
+    assert len(_identity._PARAMS_CACHE) == 512
+    parse_identity("a.b.c" + texts[512])
+    assert list(_identity._PARAMS_CACHE) == [texts[512]]

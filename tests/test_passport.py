@@ -752,3 +752,16 @@ def test_strict_refusal_lists_every_deviation(
         "origid is not a UUID (RFC 8588 §5); "
         "orig.tn is not a canonical telephone number (RFC 8224 §8.3)"
     )
+
+
+def test_header_cache_is_bounded() -> None:
+    """The decoded-header cache keeps at most 1,024 segments, then starts afresh: a flood of
+    distinct headers cannot grow it without bound."""
+    from secsipid import _passport
+
+    segments = [b64url_encode(canonical_json({"n": n})) for n in range(1025)]
+    for segment in segments[:1024]:
+        _passport._decode_header(segment)
+    assert len(_passport._HEADER_CACHE) == 1024
+    _passport._decode_header(segments[1024])
+    assert list(_passport._HEADER_CACHE) == [segments[1024]]
