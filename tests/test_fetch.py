@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from fetchkit import CertServer, TLSFiles, make_tls_files
 from helpers import run_cli
@@ -400,6 +402,15 @@ def test_concurrent_failures_each_get_the_reason(
         ({"cache-control": "max-age=abc"}, 3600.0, True),
         ({"cache-control": "max-age"}, 3600.0, True),  # no value: ignored, not an error
         ({"cache-control": "s-maxage, max-age=60"}, 60.0, True),
+        ({"cache-control": 'max-age="60"'}, 60.0, True),  # a quoted value
+        ({"cache-control": "no-store"}, 0.0, False),
+        # Expires counts from the response's Date (RFC 9111 §4.2.1), else from now.
+        ({"expires": "Thu, 01 Jan 2026 01:00:00 GMT", "date": "Wed, 31 Dec 2025 23:00:00 GMT"},
+         7200.0, True),
+        ({"expires": "Thu, 01 Jan 2026 01:00:00 GMT", "date": "garbage"}, 3600.0, True),
+        ({"expires": "Thu, 01 Jan 2026 01:00:00 GMT"}, 3600.0, True),
+        ({"expires": "Wed, 31 Dec 2025 23:00:00 GMT", "date": "Thu, 01 Jan 2026 00:00:00 GMT"},
+         0.0, True),
     ],
 )  # fmt: skip
 def test_freshness_from_headers(headers: dict[str, str], ttl: float, storable: bool) -> None:
@@ -629,23 +640,48 @@ def test_directory_cache_write_failures_are_harmless(
 
 def test_memory_cache_bounds(pki: tuple[LabPKI, Path]) -> None:
     """The memory cache holds at most max_entries entries and max_bytes bytes of chains,
-    least recently used out first; clear() empties it and its accounting."""
+    least recently used out first, its byte count exact through replacements, evictions and
+    clear(); storing a URL forgets its failure."""
     from secsipid._keys import Credential
     from secsipid._source import _Entry
 
     credential = Credential.from_certificates([pki[0].leaf])
-    cache = MemoryCache(max_entries=2, max_bytes=10)
-    entry = _Entry(credential, b"x" * 10, 0.0)
-    cache.put(("p", "a"), entry)
-    assert cache.get(("p", "a")) is entry and len(cache) == 1
+
+    def entry(size: int) -> _Entry:
+        return _Entry(credential, b"x" * size, 0.0)
+
+    def keys(cache: MemoryCache) -> list[str]:
+        return [k[1] for k in cache._entries]
+
+    cache = MemoryCache(max_entries=3, max_bytes=10)
+    cache.put(("p", "a"), entry(10))
+    cache.put(("p", "a"), entry(10))  # a replacement: still 10 bytes, not 20
+    assert keys(cache) == ["a"]
     cache.clear()
-    cache.put(("p", "b"), entry)  # exactly max_bytes again after clear()
-    assert cache.get(("p", "b")) is entry
-    cache.put(("p", "c"), _Entry(credential, b"y", 0.0))  # 11 bytes: "b" goes
-    assert cache.get(("p", "b")) is None and len(cache) == 1
-    for name in ("d", "e", "f"):
-        cache.put(("p", name), _Entry(credential, b"", 0.0))
-    assert len(cache) == 2 and cache.get(("p", "f")) is not None
+    cache.put(("p", "b"), entry(10))  # exactly max_bytes again after clear()
+    assert keys(cache) == ["b"]
+    cache.put(("p", "c"), entry(6))  # 16 bytes: the oldest goes
+    cache.put(("p", "d"), entry(4))  # 10 bytes: both stay
+    assert keys(cache) == ["c", "d"] and cache._bytes == 10
+    cache.get(("p", "c"))  # c is now the most recently used
+    cache.put(("p", "e"), entry(1))  # 11 bytes: d goes, not c
+    assert keys(cache) == ["c", "e"] and cache._bytes == 7
+    for name in ("f", "g"):
+        cache.put(("p", name), entry(0))  # entries, not bytes, over the bound
+    assert keys(cache) == ["e", "f", "g"] and cache._bytes == 1
+
+    error = VerificationError(Reason.CERT_FETCH_STATUS, "x: HTTP 500")
+    negatives = MemoryCache(max_entries=2)
+    negatives.put_negative(("p", "old"), error, 0.0)  # long expired
+    negatives.put_negative(("p", "live"), error, time.time() + 600)
+    negatives.put_negative(("p", "new"), error, time.time() + 600)  # full: the expired goes
+    assert set(negatives._negative) == {("p", "live"), ("p", "new")}
+    negatives.put_negative(("p", "third"), error, time.time() + 600)  # full of live ones
+    assert set(negatives._negative) == {("p", "third")}
+    negatives.put_negative(("p", "fourth"), error, time.time() + 600)
+    negatives.put(("p", "third"), entry(1))  # fetched at last: no longer a failure
+    assert negatives.negative(("p", "third")) is None
+    assert negatives.negative(("p", "fourth")) is not None
 
 
 def test_no_store_never_written_to_the_directory_cache(
@@ -798,3 +834,102 @@ def test_fetch_after_fork(
     # The parent's pooled connection still works after the children are gone.
     parent.memory.clear()
     assert parent.credential_for(url)
+
+
+def test_parse_certificate_body(pki: tuple[LabPKI, Path]) -> None:
+    """What an x5u response may hold: a PEM chain of at most 10 certificates (kept, normalized)
+    or one DER certificate, on P-256 keys; everything else is refused with the URL and why."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from secsipid._pki import make_self_signed
+    from secsipid._source import parse_certificate_body
+
+    url = "https://cert.example.org/sti.pem"
+    lab = pki[0]
+    credential, body = parse_certificate_body(b"\\n" + lab.chain_pem + b"\\n\\n", url)
+    assert credential.certificate == lab.leaf and body == lab.chain_pem
+    ten = lab.chain_pem + pem(lab.root) * 8
+    assert parse_certificate_body(ten, url)[0].certificate == lab.leaf
+
+    p384 = make_self_signed(ec.generate_private_key(ec.SECP384R1()))  # type: ignore[arg-type]
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rsa_cert = (
+        x509.CertificateBuilder().subject_name(lab.leaf.subject).issuer_name(lab.leaf.subject)
+        .public_key(rsa_key.public_key()).serial_number(1)
+        .not_valid_before(lab.leaf.not_valid_before_utc)
+        .not_valid_after(lab.leaf.not_valid_after_utc).sign(rsa_key, hashes.SHA256())
+    )  # fmt: skip
+    public = lab.leaf.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    for data, reason, message in (
+        (ten + pem(lab.root), "cert-invalid", f"{url}: more than 10 certs"),
+        (pem(p384), "unsupported-key", f"{url}: EC key on curve secp384r1: ES256 needs P-256"),
+        (pem(rsa_cert), "unsupported-key",
+         f"{url}: RSAPublicKey is not an EC key: ES256 needs EC P-256"),
+        (b"<html>", "cert-invalid", f"{url}: not a PEM or DER certificate (key-invalid)"),
+        (public, "cert-invalid", f"{url}: a public key, not a certificate"),
+    ):  # fmt: skip
+        with pytest.raises(VerificationError) as exc:
+            parse_certificate_body(data, url)
+        assert (exc.value.reason, exc.value.message) == (reason, message)
+
+
+def test_async_source_caches_like_sync(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """acredential_for: the answer is cached under its URL (a second call does not fetch), a
+    failure too (negative cache), an expired entry serves on error with stale_if_error, each
+    URL gets its own certificate even when fetched at the same time, and a response that may
+    not be cached (max-age=0) is fetched again on the next call."""
+    other = make_lab_pki(root=(pki[0].root_key, pki[0].root), spc="5678")
+    server = serve({
+        "/a.pem": chain_route(pki, delay=0.2),
+        "/b.pem": {"body": other.chain_pem.decode(), "delay": 0.2},
+        "/zero.pem": chain_route(pki, headers={"Cache-Control": "max-age=0"}),
+        "/down.pem": {"status": 503},
+    })  # fmt: skip
+    source = lab_source(tls, pki[1], cache=CacheConfig(stale_if_error=600))
+
+    async def main() -> None:
+        a, b = await asyncio.gather(
+            source.acredential_for(server.url("/a.pem")),
+            source.acredential_for(server.url("/b.pem")),
+        )
+        assert (a.spc, b.spc) == ("1234", "5678")
+        assert (await source.acredential_for(server.url("/a.pem"))).spc == "1234"
+        for _ in range(2):
+            await source.acredential_for(server.url("/zero.pem"))
+            with pytest.raises(VerificationError):
+                await source.acredential_for(server.url("/down.pem"))
+
+    asyncio.run(main())
+    hits = server.hits()
+    assert (hits["/a.pem"], hits["/b.pem"], hits["/zero.pem"], hits["/down.pem"]) == (1, 1, 2, 1)
+    server.stop()  # expired entries now serve on error
+    assert asyncio.run(source.acredential_for(server.url("/zero.pem"))).spc == "1234"
+
+
+def test_async_fetches_from_several_event_loops(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """Two threads, each with its own event loop, asking for the same uncached URL at the same
+    time: each waits on a fetch of its own loop, both get the certificate."""
+    server = serve({"/sti.pem": chain_route(pki, delay=0.3)})
+    source = lab_source(tls, pki[1])
+    results: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def run() -> None:
+        barrier.wait()
+        credential = asyncio.run(source.acredential_for(server.url("/sti.pem")))
+        results.append(str(credential.spc))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == ["1234", "1234"]
+    assert 1 <= server.hits()["/sti.pem"] <= 2
