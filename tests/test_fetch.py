@@ -933,3 +933,61 @@ def test_async_fetches_from_several_event_loops(
         t.join()
     assert results == ["1234", "1234"]
     assert 1 <= server.hits()["/sti.pem"] <= 2
+
+
+def test_single_flight_threads_share_failures(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """Threads waiting on another thread's fetch get its failure (each its own exception
+    object, same reason and message), or its bug (an exception that is not ours) as it is."""
+    server = serve({"/gone.pem": {"status": 503, "delay": 0.3}})
+    url = server.url("/gone.pem")
+    source = lab_source(tls, pki[1])
+
+    def in_threads(call: Callable[[], object], n: int = 4) -> list[BaseException]:
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(n)
+
+        def run() -> None:
+            barrier.wait()
+            try:
+                call()
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertions
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return errors
+
+    errors = in_threads(lambda: source.credential_for(url))
+    assert [type(e) for e in errors] == [VerificationError] * 4
+    assert {(e.reason, e.message) for e in errors} == {  # type: ignore[attr-defined]
+        (Reason.CERT_FETCH_STATUS, f"{url}: HTTP 503")
+    }
+    assert len({id(e) for e in errors}) == 4
+    assert server.hits()["/gone.pem"] == 1
+
+    class BuggyFetcher:
+        policy = source.fetch_policy
+
+        def get(self, url: str, *, allow_http: bool | None = None) -> object:
+            time.sleep(0.3)
+            raise RuntimeError("a bug in the fetcher")
+
+    buggy = CertificateSource(fetch=source.fetch_policy, trust=None, memory=MemoryCache(),
+                              fetcher=BuggyFetcher())  # type: ignore[arg-type]  # fmt: skip
+    errors = in_threads(lambda: buggy.credential_for(url))
+    assert [str(e) for e in errors] == ["a bug in the fetcher"] * 4
+
+
+def test_uncacheable_response_not_written_to_the_directory_cache(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], tmp_path: Path
+) -> None:
+    """A response that is stale at once (max-age=0) is not written to cache_dir either."""
+    server = serve({"/zero.pem": chain_route(pki, headers={"Cache-Control": "max-age=0"})})
+    cache_dir = tmp_path / "cache"
+    assert lab_source(tls, pki[1], cache_dir=cache_dir).credential_for(server.url("/zero.pem"))
+    assert list(cache_dir.iterdir()) == []
