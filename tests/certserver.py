@@ -4,9 +4,10 @@
 
 ``routes.json`` maps a path to ``{"status": 200, "headers": {...}, "body": "<text>" or
 "body_hex": ".." or "body_file": "<path, read at each request>", "mode": "normal" | "hang" |
-"trickle" | "announce-then-hang" | "endless"}``.  ``GET /_hits``
-returns the per-path request counts as JSON.  The bound port is written to the ready file.
-Listens on 127.0.0.1 only.  Stopped by the tests with SIGTERM (by PID).
+"trickle" | "slow-headers" | "announce-then-hang" | "endless"}``.  ``GET /_hits`` returns the
+per-path request counts as JSON, ``GET /_hosts`` the Host header of each path's last request.
+The bound port is written to the ready file.  Listens on a loopback address (``--host``,
+default 127.0.0.1).  Stopped by the tests with SIGTERM (by PID).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 HITS: dict[str, int] = {}
+HOSTS: dict[str, str] = {}
 LOCK = threading.Lock()
 
 
@@ -33,13 +35,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
-        if path == "/_hits":
+        if path in ("/_hits", "/_hosts"):
             with LOCK:
-                body = json.dumps(HITS).encode()
+                body = json.dumps(HITS if path == "/_hits" else HOSTS).encode()
             self._send(200, {"Content-Type": "application/json"}, body)
             return
         with LOCK:
             HITS[path] = HITS.get(path, 0) + 1
+            HOSTS[path] = self.headers.get("Host", "")
         route = self.routes.get(path)
         if route is None:
             self._send(404, {"Content-Type": "text/plain"}, b"not found\n")
@@ -122,11 +125,15 @@ def main() -> None:
     parser.add_argument("--routes", required=True)
     parser.add_argument("--ready", required=True)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     args = parser.parse_args()
     Handler.routes = json.loads(Path(args.routes).read_text())
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    if not args.host.startswith("127."):
+        raise SystemExit("certserver: loopback (127.0.0.0/8) only")
+    http.server.ThreadingHTTPServer.request_queue_size = 128  # 16 fetches at once, no SYN drops
+    server = http.server.ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     if args.tls_cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

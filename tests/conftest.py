@@ -15,6 +15,8 @@ Constants and plain helpers are in ``helpers.py``.  Times are fixed, never the w
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -149,3 +151,19 @@ def make_identity(signer: Signer, private_key: ec.EllipticCurvePrivateKey) -> Ma
         return token + params
 
     return make
+
+
+@pytest.fixture(scope="session")
+def secsipidx() -> str:
+    """The real secsipidx binary (Debian package secsipidx) for the interop tests; missing, it
+    fails the run with the install hint, unless SECSIPID_SKIP_INTEROP=1 skips those tests."""
+    path = shutil.which("secsipidx")
+    if path is None:
+        if os.environ.get("SECSIPID_SKIP_INTEROP") == "1":
+            pytest.skip("secsipidx not installed and SECSIPID_SKIP_INTEROP=1")
+        pytest.fail(
+            "secsipidx not found: apt-get install secsipidx "
+            "(or set SECSIPID_SKIP_INTEROP=1 to skip the interop tests)",
+            pytrace=False,
+        )
+    return path

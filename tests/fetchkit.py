@@ -91,49 +91,23 @@ def make_tls_files(directory: Path) -> TLSFiles:
     return files
 
 
-class CertServer:
-    """``certserver.py`` in its own process, on 127.0.0.1 and an ephemeral port."""
+class _ScriptProcess:
+    """A test server script in its own process: started, waited for (it writes its port to a
+    ready file), stopped by PID."""
 
-    def __init__(
-        self,
-        directory: Path,
-        routes: dict[str, dict[str, Any]],
-        tls: TLSFiles | None,
-        *,
-        port: int = 0,
-    ) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.tls = tls
-        routes_file = directory / "routes.json"
-        routes_file.write_text(json.dumps(routes))
+    def _start(self, script: str, directory: Path, args: list[str]) -> int:
         ready = directory / "ready.txt"
         ready.unlink(missing_ok=True)
-        cmd = [sys.executable, str(HERE / "certserver.py"), "--routes", str(routes_file),
-               "--ready", str(ready), "--port", str(port)]  # fmt: skip
-        if tls is not None:
-            cmd += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+        cmd = [sys.executable, str(HERE / script), "--ready", str(ready), *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while not ready.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 err = self.proc.stderr.read().decode() if self.proc.stderr else ""
                 self.stop()
-                raise RuntimeError(f"certserver did not start: {err}")
+                raise RuntimeError(f"{script} did not start: {err}")
             time.sleep(0.02)
-        self.port = int(ready.read_text())
-        self.scheme = "https" if tls is not None else "http"
-
-    def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"{self.scheme}://{host}:{self.port}{path}"
-
-    def hits(self) -> dict[str, int]:
-        """Per-path request counts, asked over plain HTTP(S) with urllib (not our fetcher)."""
-        import ssl
-
-        ctx = ssl.create_default_context(cafile=str(self.tls.ca)) if self.tls else None
-        with urllib.request.urlopen(self.url("/_hits"), timeout=5, context=ctx) as resp:
-            result: dict[str, int] = json.loads(resp.read())
-        return result
+        return int(ready.read_text())
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -145,3 +119,58 @@ class CertServer:
                 self.proc.wait()
         if self.proc.stderr is not None:
             self.proc.stderr.close()
+
+
+class CertServer(_ScriptProcess):
+    """``certserver.py`` in its own process, on a loopback address and an ephemeral port."""
+
+    def __init__(
+        self,
+        directory: Path,
+        routes: dict[str, dict[str, Any]],
+        tls: TLSFiles | None,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+    ) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.tls = tls
+        routes_file = directory / "routes.json"
+        routes_file.write_text(json.dumps(routes))
+        args = ["--routes", str(routes_file), "--port", str(port), "--host", host]
+        if tls is not None:
+            args += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+        self.port = self._start("certserver.py", directory, args)
+        self.host = host
+        self.scheme = "https" if tls is not None else "http"
+
+    def url(self, path: str, host: str | None = None) -> str:
+        return f"{self.scheme}://{host or self.host}:{self.port}{path}"
+
+    def _ask(self, path: str) -> Any:
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=str(self.tls.ca)) if self.tls else None
+        with urllib.request.urlopen(self.url(path), timeout=5, context=ctx) as resp:
+            return json.loads(resp.read())
+
+    def hits(self) -> dict[str, int]:
+        """Per-path request counts, asked over plain HTTP(S) with urllib (not our fetcher)."""
+        result: dict[str, int] = self._ask("/_hits")
+        return result
+
+    def hosts(self) -> dict[str, str]:
+        """The Host header of each path's last request."""
+        result: dict[str, str] = self._ask("/_hosts")
+        return result
+
+
+class DNSServer(_ScriptProcess):
+    """``dnsserver.py`` in its own process, on 127.0.0.1 UDP and an ephemeral port."""
+
+    def __init__(self, directory: Path, zone: dict[str, dict[str, Any]]) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        zone_file = directory / "zone.json"
+        zone_file.write_text(json.dumps(zone))
+        self.port = self._start("dnsserver.py", directory, ["--zone", str(zone_file)])
+        self.nameserver = f"127.0.0.1:{self.port}"

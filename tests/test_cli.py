@@ -3,10 +3,13 @@ the installed console script to prove the entry point works."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,7 @@ import pytest
 from cryptography import x509
 
 from helpers import run_cli
-from secsipid import b64url_decode
+from secsipid import Signer, b64url_decode, private_key_from_file
 
 X5U = "https://cert.example.org/sti.pem"
 
@@ -145,17 +148,66 @@ def test_sign_given_json(capsys: pytest.CaptureFixture[str], key_files: Any) -> 
     assert b64url_decode(out.strip().split(".")[1]) == payload.encode()
 
 
+DECODE_KEYS = {"params", "compact", "header", "claims", "signature", "errors", "reason"}
+
+
+def _json_lines(out: str) -> list[dict[str, Any]]:
+    lines = out.splitlines()
+    assert lines and all(line.startswith("{") and line.endswith("}") for line in lines), out
+    return [json.loads(line) for line in lines]
+
+
 def test_decode(capsys: pytest.CaptureFixture[str], key_files: Any) -> None:
-    """decode prints params, header and claims; a malformed value exits 1."""
+    """decode prints params, header and claims as one JSON line; a malformed value exits 1."""
     value = sign(capsys, key_files.key_pem, "--origid", "123e4567-e89b-42d3-a456-426655440000")
     status, out, _ = run(capsys, "decode", value)
-    doc = json.loads(out)
+    [doc] = _json_lines(out)
     assert status == 0
+    assert set(doc) == DECODE_KEYS and doc["errors"] == [] and doc["reason"] is None
     assert doc["params"] == {"info": X5U, "alg": "ES256", "ppt": "shaken"}
     assert doc["claims"]["origid"] == "123e4567-e89b-42d3-a456-426655440000"
     assert doc["header"]["ppt"] == "shaken" and doc["compact"] is False
     status, out, _ = run(capsys, "decode", "x" * 9000)
-    assert status == 1 and json.loads(out)["reason"] == "too-large"
+    [doc] = _json_lines(out)
+    assert status == 1 and doc["reason"] == "too-large" and set(doc) == DECODE_KEYS
+
+
+@pytest.mark.parametrize(
+    ("value", "decoded", "failed"),
+    [
+        ("a.b.c;info=<x>", {"params": {"info": "x"}}, ["header", "claims", "signature"]),
+        ("eyJ!.eyJ.x", {"signature": "x"}, ["header", "claims", "signature"]),
+        ("e30.eyJ.AAAA;info=<x>", {"header": {}}, ["claims", "signature"]),
+        ("e30.e30;info=<x>", {"params": {"info": "x"}}, ["token"]),
+    ],
+)
+def test_decode_undecodable_part_exits_1(
+    capsys: pytest.CaptureFixture[str], value: str, decoded: dict[str, Any], failed: list[str]
+) -> None:
+    """A part that cannot be decoded makes the exit status 1 and is named in "errors"; what
+    could be decoded is printed (issue 8 item 1: these exited 0)."""
+    status, out, err = run(capsys, "decode", value)
+    [doc] = _json_lines(out)
+    assert status == 1, out
+    assert err == ""
+    assert [e.split(":")[0] for e in doc["errors"]] == failed
+    for key, want in decoded.items():
+        assert doc[key] == want
+
+
+def test_decode_several_values_one_line_each(
+    capsys: pytest.CaptureFixture[str], key_files: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One shape whatever the count: one JSON object per value, one per line."""
+    import io
+
+    value = sign(capsys, key_files.key_pem)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"Identity: {value}\n\ny: garbage\n"))
+    status, out, _ = run(capsys, "decode", "-")
+    docs = _json_lines(out)
+    assert status == 1
+    assert [bool(d["errors"]) for d in docs] == [False, True]
+    assert all(set(d) == DECODE_KEYS for d in docs)
 
 
 def test_keygen_with_spc(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -205,6 +257,68 @@ def test_console_script_entry_point(key_files: Any, tmp_path: Path) -> None:
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
 
 
+def _strict_json(text: str) -> Any:
+    """Parse CLI output as strict JSON: NaN/Infinity are not JSON (RFC 8259 §6)."""
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} in the output is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _hostile_value(key_path: Path, extra: str) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    from helpers import PARAMS, SHAKEN_CLAIMS, SHAKEN_HEADER, raw_jws
+    from secsipid import canonical_json
+
+    key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    claims = canonical_json(SHAKEN_CLAIMS)[:-1] + b',"x":' + extra.encode() + b"}"
+    return raw_jws(key, canonical_json(SHAKEN_HEADER), claims) + PARAMS  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("extra", ["1e400", "-1e400", "[" * 40 + "]" * 40])
+def test_hostile_json_output_is_strict_json(
+    capsys: pytest.CaptureFixture[str], key_files: Any, extra: str
+) -> None:
+    """Claims with a number that overflows (or nested too deep): check prints "valid: no"
+    (it printed "valid: yes" and then exited 2), and check --json / decode print strict JSON
+    (they printed Infinity); check exits 1 with the invalid-claims-json reason, decode names the
+    claims as undecodable."""
+    from helpers import NOW
+
+    value = _hostile_value(key_files.key_pem, extra)
+    cert = str(key_files.cert_pem)
+    status, out, err = run(capsys, "check", value, "--cert", cert, "--now", str(NOW))
+    assert (status, err) == (1, "")
+    assert "valid: no" in out and "reason: invalid-claims-json" in out
+    status, out, _ = run(capsys, "check", value, "--cert", cert, "--now", str(NOW), "--json")
+    assert status == 1
+    assert _strict_json(out)["reason"] == "invalid-claims-json"
+    status, out, _ = run(capsys, "decode", value)
+    doc = _strict_json(out)
+    assert status == 1 and doc["claims"] is None
+    assert [e for e in doc["errors"] if e.startswith("claims: ")], doc["errors"]
+
+
+def test_claims_nested_900_deep_in_a_real_process(key_files: Any) -> None:
+    """In a process with a shallow stack, claims nested 900 deep used to parse; then the check
+    said "valid: yes", and --json died with a RecursionError traceback while printing them
+    (~990 deep, the verifier's own re-encoding failed too: internal-error in strict mode).
+    Now refused when parsing: invalid-claims-json, exit 1, nothing on stderr."""
+    from helpers import NOW
+
+    value = _hostile_value(key_files.key_pem, "[" * 900 + "]" * 900)
+    for extra in ([], ["--json"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "secsipid", "check", "-", "--cert", str(key_files.cert_pem),
+             "--now", str(NOW), *extra],
+            input=value, capture_output=True, text=True,
+        )  # fmt: skip
+        assert (proc.returncode, proc.stderr) == (1, "")
+        assert "invalid-claims-json" in proc.stdout
+
+
 def test_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
     """The README's demo command succeeds and shows each expected verdict."""
     status, out, _ = run(capsys, "demo")
@@ -245,7 +359,7 @@ def test_keygen_ca_lab_pki(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     [
         (["check", "x", "--pubkey", "PUB", "--expire", "-5"], 2, "expire"),
         (["check", "x", "--no-verify-cert", "--timeout", "0"], 2, "timeout"),
-        (["check", "x", "--no-verify-cert", "--max-size", "-1"], 2, "max_size"),
+        (["check", "x", "--no-verify-cert", "--max-size", "-1"], 2, "--max-size"),
         (["keygen", "--out", "/proc/secsipid-nope"], 2, "os-error"),
         (["decode", "abc"], 1, ""),
         (["fetch", "https://[::1"], 1, "cert-url-refused"),
@@ -261,3 +375,307 @@ def test_bad_options_are_clean_errors(
     assert got == status
     assert needle in err + out
     assert "Traceback" not in err
+
+
+# -- issue 8: first use ------------------------------------------------------------------------
+
+ERROR_LINE = re.compile(r"secsipid: error: [a-z0-9-]+: \S.*\n")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check", "x", "--pubkey", "PUB", "--expire", "-1"],
+        ["check", "x", "--bogus-option"],
+        ["sign", "--key"],
+        ["keygen"],
+        ["check", "x", "--pubkey", "PUB", "--now", "soon"],
+        ["sign", "--key", "PUB", "--attest", "Z"],
+        ["nosuchcommand"],
+        ["check", "x", "--cert", "/nonexistent/cert.pem"],
+        ["check", "x"],
+        ["fetch", "https://[::1"],
+        ["keygen", "--out", "/proc/secsipid-nope"],
+        ["kamailio-example", "nope"],
+    ],
+)
+def test_every_error_is_the_documented_line(
+    capsys: pytest.CaptureFixture[str], key_files: Any, argv: list[str]
+) -> None:
+    """docs/cli.md: an error is one line, `secsipid: error: <code>: <message>`, for option
+    errors of subcommands too (issue 8 item 5: argparse printed usage plus a second line)."""
+    argv = [str(key_files.pub_pem) if a == "PUB" else a for a in argv]
+    status, out, err = run(capsys, *argv)
+    assert status in (1, 2)
+    assert ERROR_LINE.fullmatch(err), err
+    assert "usage: secsipid" not in err and "Traceback" not in err
+    assert out == ""
+
+
+def test_option_errors_name_the_option_not_internals(
+    capsys: pytest.CaptureFixture[str], key_files: Any
+) -> None:
+    """--expire -1 said "VerifyPolicy.expire must be a non-negative int" (issue 8 item 4)."""
+    for argv, option in (
+        (["check", "x", "--pubkey", str(key_files.pub_pem), "--expire", "-1"], "--expire"),
+        (
+            ["check", "x", "--pubkey", str(key_files.pub_pem), "--future-skew", "-3"],
+            "--future-skew",
+        ),
+        (["check", "x", "--no-verify-cert", "--timeout", "0"], "--timeout"),
+        (["check", "x", "--no-verify-cert", "--timeout", "nan"], "--timeout"),
+    ):
+        status, _, err = run(capsys, *argv)
+        assert status == 2
+        assert option in err and argv[-1] in err, err
+        assert "Policy" not in err and "non-negative int" not in err
+
+
+def test_mismatch_messages_show_both_numbers(
+    capsys: pytest.CaptureFixture[str], key_files: Any
+) -> None:
+    """orig-mismatch/dest-mismatch show the number in the PASSporT and the one given."""
+    value = sign(capsys, key_files.key_pem)
+    cert = str(key_files.cert_pem)
+    _, out, _ = run(capsys, "check", value, "--cert", cert, "--orig-tn", "+1 999-555-0100")
+    assert "12155550121" in out and "19995550100" in out and "hint: --orig-tn" in out
+    _, out, _ = run(capsys, "check", value, "--cert", cert, "--dest-tn", "12155550199", "--json")
+    doc = json.loads(out)
+    assert "12155550131" in doc["message"] and "12155550199" in doc["message"]
+    assert "--dest-tn" in doc["hint"]
+
+
+def test_untrusted_chain_message(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A chain to another root: no "candidates exhausted" jargon, and the options to use."""
+    run(capsys, "keygen", "--ca", "--out", str(tmp_path / "a"))
+    run(capsys, "keygen", "--ca", "--out", str(tmp_path / "b"))
+    _, value, _ = run(
+        capsys, "sign", "--orig-tn", "12155550121", "--dest-tn", "1", "--attest", "A",
+        "--x5u", X5U, "--key", str(tmp_path / "a" / "key.pem"),
+    )  # fmt: skip
+    status, out, _ = run(
+        capsys, "check", value.strip(), "--cert", str(tmp_path / "a" / "chain.pem"),
+        "--ca-file", str(tmp_path / "b" / "root.pem"), "--json",
+    )  # fmt: skip
+    doc = json.loads(out)
+    assert status == 1 and doc["reason"] == "cert-untrusted"
+    assert "candidates exhausted" not in doc["message"]
+    assert "interior" not in doc["message"]
+    assert "trust anchors" in doc["message"]
+    assert "--ca-file" in doc["hint"] and "--no-verify-cert" in doc["hint"]
+
+
+def test_refused_urls_name_the_lab_options(
+    capsys: pytest.CaptureFixture[str], key_files: Any
+) -> None:
+    """http:// and loopback info URLs are refused with the option that allows them."""
+    lab = Signer(private_key_from_file(key_files.key_pem))
+    for url, allow, option in (
+        ("http://cert.example.org/sti.pem", [], "--allow-http"),
+        ("https://127.0.0.1:9/sti.pem", [], "--allow-private"),
+        ("http://127.0.0.1:9/sti.pem", ["--allow-http"], "--allow-private"),
+    ):
+        value = lab.identity("12155550121", "12155550131", "A", x5u=url)
+        status, out, _ = run(capsys, "check", value, "--no-verify-cert", *allow)
+        assert status == 1 and "cert-url-refused" in out
+        assert "hint: a lab certificate server" in out and option in out, out
+        status, _, err = run(capsys, "fetch", url, *allow)
+        assert status == 1 and ERROR_LINE.fullmatch(err) and option in err, err
+
+
+def test_keygen_refuses_to_overwrite(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Re-running keygen replaced key.pem silently; now it needs --force (issue 8 item 3)."""
+    out = tmp_path / "lab"
+    assert run(capsys, "keygen", "--out", str(out))[0] == 0
+    before = (out / "key.pem").read_bytes()
+    status, stdout, err = run(capsys, "keygen", "--out", str(out))
+    assert status == 2 and ERROR_LINE.fullmatch(err) and "--force" in err and "key.pem" in err
+    assert stdout == ""
+    assert (out / "key.pem").read_bytes() == before
+    assert run(capsys, "keygen", "--out", str(out), "--force")[0] == 0
+    assert (out / "key.pem").read_bytes() != before
+    pki = tmp_path / "pki"
+    assert run(capsys, "keygen", "--ca", "--out", str(pki))[0] == 0
+    root = (pki / "root.pem").read_bytes()
+    status, _, err = run(capsys, "keygen", "--ca", "--out", str(pki))
+    assert status == 2 and "--force" in err
+    assert (pki / "root.pem").read_bytes() == root
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["--days", "0"], "--days"),
+        (["--days", "-5"], "--days"),
+        (["--ca", "--range", "12155550100:0"], "--range"),
+        (["--ca", "--range", "x:5"], "--range"),
+        (["--tn", "12155550100"], "--tn"),
+        (["--range", "12155550100:10"], "--range"),
+        (["--crl-url", "http://crl.example/x.crl"], "--crl-url"),
+    ],
+)
+def test_keygen_refuses_nonsense(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], option: str
+) -> None:
+    """Values that make no certificate (or were silently ignored without --ca) are refused
+    with a one-line error naming the option, and nothing is written."""
+    status, _, err = run(capsys, "keygen", "--out", str(tmp_path / "x"), *argv)
+    assert status == 2 and ERROR_LINE.fullmatch(err) and option in err, err
+    assert not (tmp_path / "x").exists()
+
+
+def _close_stdout_then_feed(cmd: list[str], data: str) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` with a stdout pipe whose reader is gone before anything is written."""
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdin is not None and proc.stderr is not None
+    proc.stdout.close()
+    with contextlib.suppress(BrokenPipeError):  # it may stop reading once its output is gone
+        proc.stdin.write(data)
+    with contextlib.suppress(BrokenPipeError):
+        proc.stdin.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    return subprocess.CompletedProcess(cmd, proc.wait(30), "", err)
+
+
+def test_broken_pipe_exits_quietly(key_files: Any) -> None:
+    """`secsipid check ... | head -1`: the reader going away is not a usage error (it exited
+    2) and prints nothing; the status is a SIGPIPE death's, 141 (issue 8 item 2)."""
+    signer = Signer(private_key_from_file(key_files.key_pem))
+    lines = "".join(signer.identity("1", "2", "A", x5u=X5U) + "\n" for _ in range(200))
+    for argv in (
+        ["check", "-", "--cert", str(key_files.cert_pem)],
+        ["check", "--each", "--cert", str(key_files.cert_pem)],
+        ["decode", "-"],
+    ):
+        done = _close_stdout_then_feed([sys.executable, "-m", "secsipid", *argv], lines)
+        assert done.returncode == 141, (argv, done.returncode, done.stderr)
+        assert done.stderr == "", done.stderr
+
+
+def test_check_each_line(
+    capsys: pytest.CaptureFixture[str], key_files: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--each: one verdict per input line, as JSON lines with the line number (issue 8
+    item 10); exit 1 when any line is invalid."""
+    import io
+
+    value = sign(capsys, key_files.key_pem)
+    text = f"{value}\n\nIdentity: garbage;info=<{X5U}>\ny: {value}, {value}x\n"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+    status, out, _ = run(capsys, "check", "--each", "--cert", str(key_files.cert_pem))
+    docs = _json_lines(out)
+    assert status == 1
+    assert [(d["line"], d["valid"], d["reason"]) for d in docs] == [
+        (1, True, "valid"),
+        (3, False, "malformed-token"),
+        (4, True, "valid"),
+    ]
+    assert docs[1]["sip_status"] == 438
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{value}\n{value}\n"))
+    status, out, _ = run(capsys, "check", "--each", "--cert", str(key_files.cert_pem))
+    assert status == 0 and len(_json_lines(out)) == 2
+    status, _, err = run(capsys, "check", "somefile", "--each", "--cert", str(key_files.cert_pem))
+    assert status == 2 and "--each" in err
+
+
+@pytest.fixture
+def lab_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A lab PKI and its chain served over HTTP on 127.0.0.1: (x5u URL, PKI directory)."""
+    import http.server
+    import threading
+
+    from secsipid.cli import main
+
+    pki = tmp_path / "pki"
+    assert main(["keygen", "--ca", "--out", str(pki)]) == 0
+    body = (pki / "chain.pem").read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/pem-certificate-chain")
+            self.send_header("Cache-Control", "max-age=600")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/sti.pem", pki
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_verbose_shows_fetch_cache_and_trust(
+    capsys: pytest.CaptureFixture[str], lab_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    """-v logs the fetch (status, size, time), where the certificate came from and the trust
+    decision; --log-level debug adds the response's caching headers (issue 8 item 11)."""
+    url, pki = lab_server
+    capsys.readouterr()
+    value = Signer(private_key_from_file(pki / "key.pem")).identity("1", "2", "A", x5u=url)
+    common = ["--allow-http", "--allow-private", "--ca-file", str(pki / "root.pem")]
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    status, out, err = run(capsys, "check", value, *common, *cache, "-v")
+    assert status == 0 and "valid: yes" in out
+    assert f"fetch {url}" in err and f"fetched {url}: HTTP 200" in err
+    assert "trust: CN=SHAKEN 1234" in err and "validated (SPC 1234)" in err
+    assert "verdict: valid" in err
+    assert "cache-control" not in err
+    status, _, err = run(capsys, "check", value, *common, *cache, "--log-level", "debug")
+    assert status == 0
+    assert f"{url}: certificate from the cache (no fetch)" in err and "fetched" not in err
+    # Another URL: the in-process memory cache has the first one.
+    fresh = Signer(private_key_from_file(pki / "key.pem")).identity("1", "2", "A", x5u=url + "2")
+    status, _, err = run(capsys, "check", fresh, *common, "-vv")
+    assert status == 0 and "cache-control: max-age=600" in err
+    status, _, err = run(capsys, "check", value, *common)
+    assert status == 0 and err == ""
+    other = tmp_path / "other"
+    run(capsys, "keygen", "--ca", "--out", str(other))
+    status, _, err = run(
+        capsys, "check", value, "--allow-http", "--allow-private", "--ca-file",
+        str(other / "root.pem"), "-v",
+    )  # fmt: skip
+    assert status == 1 and "refused: cert-untrusted" in err
+    status, _, err = run(capsys, "fetch", url, "--allow-http", "--allow-private", "-v")
+    assert status == 0 and f"fetched {url}: HTTP 200" in err
+
+
+def test_kamailio_example_prints_the_shipped_scripts(capsys: pytest.CaptureFixture[str]) -> None:
+    """`secsipid kamailio-example NAME` prints the files of examples/kamailio (issue 8 item 8;
+    tests/test_packaging.py checks the same from a built wheel)."""
+    examples = Path(__file__).resolve().parent.parent / "examples" / "kamailio"
+    for name, file in (
+        ("sti_vs", "sti_vs.py"),
+        ("sti_as.py", "sti_as.py"),
+        ("redirect", "redirect.py"),
+        ("kamailio.cfg", "kamailio.cfg"),
+    ):
+        status, out, _ = run(capsys, "kamailio-example", name)
+        assert status == 0 and out == (examples / file).read_text()
+    status, out, _ = run(capsys, "kamailio-example")
+    assert status == 0 and "sti_vs.py" in out and "kamailio.cfg" in out
+
+
+def test_decode_json_lines_are_ascii(capsys: pytest.CaptureFixture[str]) -> None:
+    """decode prints one JSON object per line, in ASCII: a claim holding U+2028 or U+0085
+    (line breaks to str.splitlines) cannot split a line."""
+    import base64
+
+    def b64(obj: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    value = b64({"alg": "ES256"}) + "." + b64({"x": "a\u2028b\u0085c"}) + ".x;info=<https://a/b>"
+    _, out, _ = run_cli(capsys, "decode", value)
+    assert out.isascii() and len(out.splitlines()) == 1
+    assert json.loads(out)["claims"] == {"x": "a\u2028b\u0085c"}

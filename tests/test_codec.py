@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from secsipid import b64url_decode, b64url_encode, canonical_json
-from secsipid._codec import B64Error, JSONError, loads_strict
+from secsipid._codec import MAX_DEPTH, B64Error, JSONError, loads_strict
 
 # -- base64url ---------------------------------------------------------------------------------
 
@@ -177,6 +177,64 @@ def test_loads_strict_rejects_nan_and_infinity(data: bytes) -> None:
     """NaN and Infinity are Python extensions, not JSON (RFC 8259 §6)."""
     with pytest.raises(JSONError):
         loads_strict(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"1e400",
+        b"-1e400",
+        b"1E+400",
+        b'{"iat":1e400}',
+        b'{"a":[2.5e308]}',
+        b"-" + b"9" * 400 + b".0",
+    ],
+)
+def test_loads_strict_rejects_numbers_that_overflow(data: bytes) -> None:
+    """A number beyond the double range would parse as inf, which is not JSON and cannot be
+    written back (RFC 8259 §6 lets a parser limit the range): refused like NaN."""
+    with pytest.raises(JSONError, match="out of range"):
+        loads_strict(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "value"),
+    [(b"1.5e308", 1.5e308), (b"-0.0", -0.0), (b"1e-400", 0.0), (b"[1.25,-2E3]", [1.25, -2000.0])],
+)
+def test_loads_strict_accepts_finite_numbers(data: bytes, value: object) -> None:
+    """Fractions and exponents within the double range (and underflow to 0) still parse."""
+    assert loads_strict(data) == value
+
+
+def _nested(depth: int, kind: str) -> bytes:
+    if kind == "array":
+        return b"[" * depth + b"]" * depth
+    if kind == "object":
+        return b'{"a":' * (depth - 1) + b"{}" + b"}" * (depth - 1)
+    return b'{"a":[' * (depth // 2) + b"1" + b"]}" * (depth // 2)
+
+
+@pytest.mark.parametrize("kind", ["array", "object", "mixed"])
+def test_loads_strict_nesting_limit(kind: str) -> None:
+    """Nesting up to MAX_DEPTH parses; one level more is refused (RFC 8259 §9 allows a limit),
+    so no parsed document is too deep to be re-encoded."""
+    assert loads_strict(_nested(MAX_DEPTH, kind)) is not None
+    with pytest.raises(JSONError, match="nested deeper"):
+        loads_strict(_nested(MAX_DEPTH + 2, kind))
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 100, 990])
+def test_loads_strict_refuses_depth_the_encoder_could_not_write(depth: int) -> None:
+    """Claims nested ~990 deep used to parse and then make json.dumps raise RecursionError."""
+    with pytest.raises(JSONError, match="nested"):
+        loads_strict(b'{"a":' * depth + b"1" + b"}" * depth)
+
+
+def test_loads_strict_brackets_inside_strings_do_not_count() -> None:
+    """The bracket count is only a bound: brackets inside strings do not make a flat
+    document too deep."""
+    data = b'{"a":"' + b"[{" * 100 + b'"}'
+    assert loads_strict(data) == {"a": "[{" * 100}
 
 
 @pytest.mark.parametrize(

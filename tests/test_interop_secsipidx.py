@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,15 +44,6 @@ def _missing(what: str, package: str) -> None:
         "or set SECSIPID_SKIP_INTEROP=1 to skip the interop tests",
         pytrace=False,
     )
-
-
-@pytest.fixture(scope="module")
-def secsipidx() -> str:
-    path = shutil.which("secsipidx")
-    if path is None:
-        _missing("secsipidx", "secsipidx")
-    assert path is not None
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from helpers import (
     MakeIdentity,
     assert_error,
     assert_verdict,
+    assert_verdict_readable,
     raw_signature,
     replace_char,
 )
@@ -526,6 +527,123 @@ def test_lone_surrogate_escape_in_claims(
         assert exc.sip_status == 438
     else:
         assert isinstance(passport.warnings, list)
+
+
+# -- JSON a hostile signer may send (issue 7, items 6 and 7) ------------------------------------
+
+
+def _claims_with(extra: str) -> bytes:
+    return canonical_json(SHAKEN_CLAIMS)[:-1] + b',"x":' + extra.encode() + b"}"
+
+
+def _header_with(extra: str) -> bytes:
+    return canonical_json(SHAKEN_HEADER)[:-1] + b',"x":' + extra.encode() + b"}"
+
+
+HOSTILE_JSON = {
+    "overflow": "1e400",
+    "negative-overflow": "-1e400",
+    "overflow-in-array": "[1,2E+999]",
+    "nested-40": "[" * 40 + "]" * 40,
+    "nested-990": "[" * 990 + "]" * 990,
+}
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["lenient", "strict"])
+@pytest.mark.parametrize("extra", HOSTILE_JSON.values(), ids=HOSTILE_JSON.keys())
+def test_hostile_json_in_claims(
+    public_key: ec.EllipticCurvePublicKey, make_identity: MakeIdentity, extra: str, strict: bool
+) -> None:
+    """A number that overflows to inf or claims nested deeper than MAX_DEPTH are refused
+    when parsing (invalid-claims-json, 438), lenient or strict.  They used to verify as valid
+    with a .warnings/.to_dict() that raised (lenient), or give internal-error (strict)."""
+    value = make_identity(
+        header=canonical_json(SHAKEN_HEADER), claims=_claims_with(extra), raw=True
+    )
+    verifier = Verifier(public_key, policy=VerifyPolicy(strict=strict))
+    err = _reject(verifier, value, Reason.INVALID_CLAIMS_JSON)
+    assert err.lib_code == -231
+    assert_verdict_readable(verifier.check(value, now=NOW))
+
+
+@pytest.mark.parametrize("extra", HOSTILE_JSON.values(), ids=HOSTILE_JSON.keys())
+def test_hostile_json_in_header(
+    verifier: Verifier, make_identity: MakeIdentity, extra: str
+) -> None:
+    """The same in the JWS header: invalid-jws-header (438)."""
+    value = make_identity(
+        header=_header_with(extra), claims=canonical_json(SHAKEN_CLAIMS), raw=True
+    )
+    assert _reject(verifier, value, Reason.INVALID_JWS_HEADER).lib_code == -201
+    assert_verdict_readable(verifier.check(value, now=NOW))
+
+
+def test_nesting_a_passport_extension_needs_is_accepted(
+    verifier: Verifier, make_identity: MakeIdentity
+) -> None:
+    """A jCard-shaped extension claim (RFC 8225 rcd/jcd, ~7 levels) stays well inside the
+    limit: valid, with readable warnings and to_dict()."""
+    jcard = ["vcard", [["version", {}, "text", "4.0"], ["fn", {}, "text", "Alice"]]]
+    value = make_identity(claims_update={"rcd": {"jcd": jcard, "nam": "Alice"}})
+    verdict = verifier.check(value, now=NOW)
+    assert verdict.ok, verdict.message
+    assert assert_verdict_readable(verdict)["claims"]["rcd"]["jcd"] == jcard
+
+
+@pytest.mark.parametrize("ppt", [["shaken"], [], {"shaken": 1}, 1, None, True])
+def test_header_ppt_of_another_json_type(
+    verifier: Verifier, make_identity: MakeIdentity, ppt: Any
+) -> None:
+    """A JWS header ppt that is not a string (a list, an object...): ppt-mismatch (438), never
+    internal-error.  Found by tools/fuzz.py: a list or object ppt made the check for div/rcd
+    PASSporTs raise "unhashable type" (it looked the value up in a set)."""
+    value = make_identity(update={"ppt": ppt})
+    _reject(verifier, value, Reason.PPT_MISMATCH)
+    assert_verdict_readable(verifier.check(value, now=NOW))
+
+
+# -- crit (issue 7, item 8) --------------------------------------------------------------------
+
+CRIT_VALUES: dict[str, Any] = {
+    "unknown-name": ["foo"],
+    "empty-list": [],
+    "not-a-list": "foo",
+    "b64": ["b64"],
+    "registered-name": ["alg"],
+    "null": None,
+}
+
+
+@pytest.mark.parametrize("crit", CRIT_VALUES.values(), ids=CRIT_VALUES.keys())
+def test_crit_is_refused(
+    verifier: Verifier,
+    make_identity: MakeIdentity,
+    private_key: ec.EllipticCurvePrivateKey,
+    crit: Any,
+) -> None:
+    """RFC 7515 §4.1.11: a recipient MUST reject a JWS whose crit lists an extension it does
+    not understand (and crit must be a non-empty list of extension names); the PASSporT
+    extensions we support (RFC 8225 §8.1, RFC 8588) define none, so any crit is refused:
+    unsupported-crit, 438.  These all used to verify as valid."""
+    header = {**SHAKEN_HEADER, "crit": crit}
+    if crit == ["b64"]:
+        header["b64"] = False  # RFC 7797 unencoded payload: must not be read as a PASSporT
+    value = make_identity(
+        header=json.dumps(header).encode(), claims=canonical_json(SHAKEN_CLAIMS), raw=True
+    )
+    err = _reject(verifier, value, Reason.UNSUPPORTED_CRIT)
+    assert (err.sip_status, err.sip_reason) == (438, "Invalid Identity Header")
+    assert err.verstat == "No-TN-Validation"
+    assert err.header["crit"] == crit  # the decoded header is still reported
+
+
+def test_alg_is_checked_before_crit(verifier: Verifier, make_identity: MakeIdentity) -> None:
+    """An alg-confused header with crit still reports unsupported-alg (checked first)."""
+    header = {**SHAKEN_HEADER, "alg": "none", "crit": ["foo"]}
+    value = make_identity(
+        header=json.dumps(header).encode(), claims=canonical_json(SHAKEN_CLAIMS), raw=True
+    )
+    _reject(verifier, value, Reason.UNSUPPORTED_ALG)
 
 
 # -- signature ---------------------------------------------------------------------------------

@@ -378,28 +378,31 @@ def test_7_4_div_signature_verifies() -> None:
 
 
 @pytest.mark.parametrize("ppt", ['"div"', "div"])
-def test_7_4_div_identity_ignored_as_unsupported_ppt(ppt: str) -> None:
-    """RFC 8946 §4.1 form ppt="div" (and unquoted): ignored, 428 Use Supported PASSporT Format."""
+def test_7_4_div_identity_alone(ppt: str) -> None:
+    """RFC 8946 §4.1 form ppt="div" (and unquoted) is read; a div PASSporT alone is not a
+    valid request (no SHAKEN PASSporT to chain to), and verify() refuses it on its own."""
     value = f"{DIV_TOKEN};info=<{DIV_INFO}>;ppt={ppt}"
     v = Verifier(_pub(RFC8946_PUBLIC))
     with pytest.raises(VerificationError) as exc:
         v.verify(value, now=1443208345)
     assert_error(exc.value, Reason.UNSUPPORTED_PPT)
     verdict = v.check(value, now=1443208345)
-    assert_verdict(verdict, Reason.UNSUPPORTED_PPT)
-    assert (verdict.sip_status, verdict.sip_reason) == (428, "Use Supported PASSporT Format")
-    assert verdict.verstat == "No-TN-Validation"
+    assert_verdict(verdict, Reason.DIV_WITHOUT_SHAKEN)
+    assert verdict.chain[0].ok  # the div PASSporT itself verified
+    assert verdict.chain[0].div == "121555551213"
 
 
 def test_7_4_div_next_to_shaken_does_not_change_the_verdict() -> None:
-    """A div header next to a valid SHAKEN header: the SHAKEN one decides (valid)."""
+    """A div header next to a valid SHAKEN header: the SHAKEN one decides (valid); the div
+    chains to nothing (its div is the RFC's 12-digit typo), which the verdict reports."""
     v = Verifier(_pub(RFC8946_PUBLIC))
     shaken = f"{SHAKEN_TOKEN};info=<{SHAKEN_X5U}>;alg=ES256;ppt=shaken"
     div = f'{DIV_TOKEN};info=<{DIV_INFO}>;ppt="div"'
     verdict = v.check([div, shaken], now=SHAKEN_IAT)
     assert verdict.ok
     assert verdict.index == 1
-    assert verdict.failures[0].reason is Reason.UNSUPPORTED_PPT
+    assert verdict.chain_failure is not None
+    assert verdict.chain_failure.reason is Reason.DIV_CHAIN_BROKEN
 
 
 def test_7_4_div_without_ppt_param_is_ppt_mismatch() -> None:

@@ -310,6 +310,13 @@ def test_sign_json_objects_always_canonical(signer: Signer) -> None:
         assert claims == '{"a":"é","b":1}'.encode()
 
 
+def _nested(depth: int, kind: type[list[object]] | type[tuple[object, ...]]) -> object:
+    value: object = kind()
+    for _ in range(depth - 1):
+        value = kind([value])
+    return value
+
+
 @pytest.mark.parametrize(
     ("header", "payload"),
     [
@@ -324,10 +331,19 @@ def test_sign_json_objects_always_canonical(signer: Signer) -> None:
         ({}, {"x": float("nan")}),
         ({}, {"x": object()}),
         (b'{"x":"\xff"}', b"{}"),
+        ("{}", '{"iat":1e400}'),
+        ("{}", '{"x":' + "[" * 40 + "]" * 40 + "}"),
+        ({}, {"x": _nested(40, list)}),
+        ({}, {"x": _nested(40, tuple)}),
+        ({"crit": ["foo"]}, {}),
+        ('{"crit":[]}', "{}"),
+        ({"alg": "ES256", "b64": False, "crit": ["b64"]}, {}),
     ],
 )
 def test_sign_json_refuses(signer: Signer, header: object, payload: object) -> None:
-    """Non-ES256 alg, non-objects, invalid or duplicate-key JSON: SigningError invalid-json."""
+    """Non-ES256 alg, non-objects, invalid or duplicate-key JSON, numbers that overflow,
+    nesting deeper than the parser's limit, and a crit header (which every verifier of ours
+    rejects, RFC 7515 §4.1.11): SigningError invalid-json, never a token we would refuse."""
     with pytest.raises(SigningError) as exc:
         signer.sign_json(header, payload)  # type: ignore[arg-type]
     assert exc.value.code == "invalid-json"

@@ -68,6 +68,7 @@ EXPECTED_TABLE: dict[Reason, tuple[int, str, str, int]] = {
     Reason.UNSUPPORTED_ALG: (437, "Unsupported Credential", _N, -202),
     Reason.MALFORMED_TOKEN: (438, "Invalid Identity Header", _N, -301),
     Reason.INVALID_JWS_HEADER: (438, "Invalid Identity Header", _N, -201),
+    Reason.UNSUPPORTED_CRIT: (438, "Invalid Identity Header", _N, -201),
     Reason.INVALID_TYP: (437, "Unsupported Credential", _N, -204),
     Reason.PPT_MISMATCH: (438, "Invalid Identity Header", _N, -203),
     Reason.MISSING_X5U: (436, "Bad Identity Info", _N, -205),
@@ -176,10 +177,14 @@ def _cases() -> dict[str, CaseFactory]:
         "no-identity-empty": lambda e: Case(R.NO_IDENTITY, "", v(e), key_path=PUB),
         "no-identity-list": lambda e: Case(R.NO_IDENTITY, ["", " "], v(e), key_path=PUB),
         "unsupported-ppt": lambda e: Case(
-            R.UNSUPPORTED_PPT, e.identity.replace("ppt=shaken", "ppt=div"), v(e), key_path=PUB
+            # rph (RFC 8443): a PASSporT type this verifier does not support (div and rcd are)
+            R.UNSUPPORTED_PPT,
+            e.identity.replace("ppt=shaken", "ppt=rph"),
+            v(e),
+            key_path=PUB,
         ),
         "unsupported-ppt-quoted": lambda e: Case(
-            R.UNSUPPORTED_PPT, e.identity.replace("ppt=shaken", 'ppt="rcd"'), v(e), key_path=PUB
+            R.UNSUPPORTED_PPT, e.identity.replace("ppt=shaken", 'ppt="rph"'), v(e), key_path=PUB
         ),
         "too-large-value": lambda e: Case(
             R.TOO_LARGE, e.identity + ";x=" + "a" * 8192, v(e), key_path=PUB
@@ -230,6 +235,16 @@ def _cases() -> dict[str, CaseFactory]:
         "invalid-jws-header": lambda e: Case(
             R.INVALID_JWS_HEADER,
             e.make(header=b"[]", claims=canonical_json(SHAKEN_CLAIMS), raw=True),
+            v(e),
+            key_path=PUB,
+        ),
+        "unsupported-crit": lambda e: Case(
+            R.UNSUPPORTED_CRIT,
+            e.make(
+                header=canonical_json({**SHAKEN_HEADER, "crit": ["foo"]}),
+                claims=canonical_json(SHAKEN_CLAIMS),
+                raw=True,
+            ),
             v(e),
             key_path=PUB,
         ),
@@ -725,13 +740,22 @@ def test_mismatch_messages_show_the_claim(verifier: Verifier, make_identity: Mak
                                           identity: str) -> None:  # fmt: skip
     """The refusal shows what the PASSporT claimed (number, URI or dest object)."""
     verdict = verifier.check(identity, orig_tn="12155550122", now=NOW)
-    assert verdict.message == "orig '12155550121' does not match the calling party"
+    assert verdict.message == (
+        "orig 12155550121 in the PASSporT is not the calling party 12155550122 "
+        "(canonical forms compared)"
+    )
     value = make_identity(claims_update={"orig": {"uri": "sip:alice@example.com"},
                                          "dest": {"uri": ["sip:bob@example.com"]}})  # fmt: skip
     verdict = verifier.check(value, orig_tn="sip:mallory@example.com", now=NOW)
-    assert verdict.message == "orig 'sip:alice@example.com' does not match the calling party"
+    assert verdict.message == (
+        "orig sip:alice@example.com in the PASSporT is not the calling party "
+        "sip:mallory@example.com (canonical forms compared)"
+    )
     verdict = verifier.check(identity, dest_tn="12155550132", now=NOW)
-    assert verdict.message == "dest {'tn': ['12155550131']} does not match the called party"
+    assert verdict.message == (
+        "dest 12155550131 in the PASSporT does not include the called party 12155550132 "
+        "(canonical forms compared)"
+    )
     # A URI dest claim checked against a number: a mismatch, not an error.
     verdict = verifier.check(value, dest_tn="12155550131", now=NOW)
     assert verdict.reason is Reason.DEST_MISMATCH, verdict.message
@@ -792,7 +816,7 @@ def bad(identity: str, make_identity: MakeIdentity) -> dict[str, str]:
         "437-alg": identity.replace("alg=ES256", "alg=ES384"),
         "436-info": token + ";alg=ES256;ppt=shaken",
         "436-x5u": make_identity(update={"x5u": "https://other.example/c.pem"}),
-        "428-ppt": identity.replace("ppt=shaken", "ppt=div"),
+        "428-ppt": identity.replace("ppt=shaken", "ppt=rph"),  # RFC 8443, not supported
         "403-stale": make_identity(claims_update={"iat": NOW - 1000}),
         "malformed": "garbage;;",
     }

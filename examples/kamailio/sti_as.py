@@ -46,6 +46,13 @@ class StiAs:
                 KSR.sl.sl_send_reply(404, "Not here")
             return 1
         if KSR.is_INVITE():
+            # The transaction first: a retransmission of this INVITE is absorbed here (in KEMI
+            # t_newtran() returns 0 for it) instead of being signed again.
+            rc = KSR.tm.t_newtran()
+            if rc <= 0:
+                if rc < 0:
+                    KSR.sl.sl_reply_error()
+                return 1
             KSR.rr.record_route()
             if KSR.hdr.is_present("Identity") < 0:
                 orig = "$ai" if KSR.hdr.is_present("P-Asserted-Identity") > 0 else "$fu"

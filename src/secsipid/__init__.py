@@ -1,6 +1,7 @@
 """secsipid: STIR/SHAKEN secure SIP identity for Python.
 
-Sign and verify SHAKEN PASSporTs (RFC 8225, RFC 8588) and SIP Identity headers (RFC 8224).
+Sign and verify SHAKEN PASSporTs (RFC 8225, RFC 8588) and SIP Identity headers (RFC 8224),
+diverted calls (div PASSporT chains, RFC 8946) and Rich Call Data (RFC 9795).
 
 >>> import secsipid
 >>> value = secsipid.add_identity("12155550121", "12155550131", "A", "",
@@ -12,6 +13,7 @@ Sign and verify SHAKEN PASSporTs (RFC 8225, RFC 8588) and SIP Identity headers (
 
 from ._api import add_identity, check_identity, set_default_source
 from ._codec import b64url_decode, b64url_encode, canonical_json
+from ._div import ChainHop
 from ._errors import KeyLoadError, SecSIPIDError, SigningError, VerificationError
 from ._fetch import Fetcher, FetchPolicy, FetchResult
 from ._identity import IdentityHeader, build_identity, parse_identity, split_identity_values
@@ -23,7 +25,9 @@ from ._keys import (
     private_key_from_file,
 )
 from ._passport import DecodedPassport, decode_token
+from ._rcd import RichCallData, rcd_digest
 from ._reasons import Reason
+from ._shared import RedisCache
 from ._signer import Signer, new_origid
 from ._source import CacheConfig, CertificateSource, MemoryCache, shared_memory_cache
 from ._tn import canonical_tn, canonical_uri
@@ -45,6 +49,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CacheConfig",
     "CertificateSource",
+    "ChainHop",
     "Credential",
     "CredentialFile",
     "CredentialSource",
@@ -57,6 +62,8 @@ __all__ = [
     "KeyLoadError",
     "MemoryCache",
     "Reason",
+    "RedisCache",
+    "RichCallData",
     "SecSIPIDError",
     "Signer",
     "SigningError",
@@ -86,6 +93,7 @@ __all__ = [
     "new_origid",
     "parse_identity",
     "private_key_from_file",
+    "rcd_digest",
     "set_default_source",
     "shared_memory_cache",
     "split_identity_values",

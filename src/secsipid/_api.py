@@ -119,6 +119,10 @@ def check_identity(
     ``timeout`` seconds, cached, and validated against the trust anchors of the default source
     (see :func:`set_default_source`).  ``expire`` is the freshness window in seconds (Kamailio's
     ``expire`` modparam, default 300).
+
+    Give all the Identity values of the request: a forwarded call is valid through its chain
+    of ``div`` PASSporTs (RFC 8946), whose last ``dest`` must be ``dest_tn`` (the call target,
+    normally the Request-URI); the Verdict reports the chain and any Rich Call Data.
     """
     if expire < 0:
         raise ValueError("expire must not be negative")

@@ -21,27 +21,41 @@ the resolution, the address check and the deadline.  Sync and async share the po
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import ipaddress
 import os
+import re
 import socket
 import ssl
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
+import anyio.abc
 import httpcore
+import idna
+
+# httpcore's wrapper of an anyio stream (what its AnyIOBackend returns), for connections we
+# open ourselves; not re-exported by httpcore, hence the module path (httpcore is pinned <2).
+from httpcore._backends.anyio import AnyIOStream
 
 from ._errors import VerificationError
 from ._reasons import Reason
+from ._resolve import (
+    DEFAULT_HOSTS_FILE,
+    ResolveError,
+    Resolver,
+    ResolveTimeoutError,
+    parse_nameserver,
+)
 
-__all__ = ["FetchPolicy", "FetchResult", "Fetcher"]
+__all__ = ["FetchPolicy", "FetchResult", "Fetcher", "request_budget", "request_deadline"]
 
 DEFAULT_TIMEOUT = 5.0
 # libstirshaken and siphon-ai cap at 64 KiB; a leaf + intermediate PEM chain is about 2-3 KiB.
@@ -62,6 +76,13 @@ class FetchPolicy:
     * ``allow_networks``: specific ranges to accept anyway (e.g. an internal repository).
     * ``allowed_ports``: if set, the only ports accepted (ATIS-1000074 suggests 443 and 8443).
     * ``tls_ca_file``: CA bundle to verify HTTPS servers with (default: the system's).
+    * ``nameservers``: DNS servers to ask (``"192.0.2.53"``, ``"[2001:db8::53]:5353"``)
+      instead of the system's resolv.conf; ``hosts_file`` is consulted first (None: skip).
+    * ``max_in_flight``: fetches one :class:`Fetcher` runs at once (threads and tasks
+      together); one more is refused at once (``cert-fetch-failed``, not remembered).  Each
+      fetch holds up to three sockets (two DNS queries, one connection) until its deadline,
+      so this bounds what a flood of hostile URLs can hold; cached certificates are not
+      affected.
     """
 
     timeout: float = DEFAULT_TIMEOUT
@@ -72,6 +93,9 @@ class FetchPolicy:
     allowed_ports: frozenset[int] | None = None
     tls_ca_file: str | None = None
     user_agent: str = "secsipid"
+    nameservers: tuple[str, ...] = ()
+    hosts_file: str | None = DEFAULT_HOSTS_FILE
+    max_in_flight: int = 256
     _networks: tuple[IPNetwork, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -79,24 +103,39 @@ class FetchPolicy:
             raise ValueError(f"FetchPolicy.timeout must be in (0, 300] seconds, not {self.timeout}")
         if self.max_size <= 0:
             raise ValueError("FetchPolicy.max_size must be positive")
+        if self.max_in_flight <= 0:
+            raise ValueError("FetchPolicy.max_in_flight must be positive")
         try:
             nets = tuple(ipaddress.ip_network(n, strict=False) for n in self.allow_networks)
         except ValueError as exc:
             raise ValueError(f"FetchPolicy.allow_networks: {exc}") from exc
         object.__setattr__(self, "_networks", nets)
+        if isinstance(self.nameservers, str):
+            object.__setattr__(self, "nameservers", (self.nameservers,))
+        for server in self.nameservers:
+            try:
+                parse_nameserver(server)
+            except ValueError as exc:
+                raise ValueError(f"FetchPolicy.nameservers: {exc}") from exc
 
     @property
     def cache_key(self) -> tuple[object, ...]:
-        """What makes two policies accept different URLs: cached fetches are not shared
-        between policies that differ here."""
-        return (self.allow_http, self.allow_private, self.allow_networks, self.allowed_ports)
+        """Everything that changes what a fetch accepts or where it goes: cached fetches are
+        not shared between policies that differ here (only the timeout and the User-Agent
+        are left out)."""
+        return (
+            self.allow_http, self.allow_private, self.allow_networks,
+            None if self.allowed_ports is None else tuple(sorted(self.allowed_ports)),
+            self.max_size, self.tls_ca_file, self.nameservers, self.hosts_file,
+        )  # fmt: skip
 
     def replace(self, **changes: Any) -> FetchPolicy:
         values = {
             name: getattr(self, name)
             for name in (
                 "timeout", "max_size", "allow_http", "allow_private", "allow_networks",
-                "allowed_ports", "tls_ca_file", "user_agent",
+                "allowed_ports", "tls_ca_file", "user_agent", "nameservers", "hosts_file",
+                "max_in_flight",
             )
         }  # fmt: skip
         values.update(changes)
@@ -104,8 +143,12 @@ class FetchPolicy:
 
     # -- checks ------------------------------------------------------------------------------
 
-    def check_url(self, url: str, *, allow_http: bool | None = None) -> tuple[str, str, int]:
-        """Parse and check a URL; return (scheme, netloc, port).  Raises ``cert-url-refused``."""
+    def check_url(self, url: str, *, allow_http: bool | None = None) -> Target:
+        """Parse and check a URL; return the :class:`Target` to fetch (ASCII: the host
+        IDNA-encoded, the path and query percent-encoded as UTF-8, RFC 3987 §3.1).
+        Raises ``cert-url-refused``."""
+        if any(c.isspace() for c in url) or any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+            raise _refused(url, "whitespace or control characters in the URL")
         try:
             parts = urllib.parse.urlsplit(url)
             port = parts.port
@@ -120,27 +163,111 @@ class FetchPolicy:
             raise _refused(url, "userinfo in the URL is not allowed")
         if parts.fragment or url.endswith("#"):
             raise _refused(url, "a fragment in the URL is not allowed")
-        host = parts.hostname
-        if not host:
-            raise _refused(url, "no host")
-        if any(c.isspace() for c in url) or any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
-            raise _refused(url, "whitespace or control characters in the URL")
+        host = _ascii_host(url, parts.hostname or "")
         port = port or (443 if scheme == "https" else 80)
         if self.allowed_ports is not None and port not in self.allowed_ports:
             raise _refused(url, f"port {port} is not allowed")
-        return scheme, parts.netloc, port
+        name = f"[{host}]" if ":" in host else host
+        netloc = name if parts.port is None else f"{name}:{port}"
+        target = f"{scheme}://{netloc}{_ascii_part(parts.path) or '/'}"
+        if parts.query or url.endswith("?"):
+            target += "?" + _ascii_part(parts.query)
+        return Target(target, host, port, netloc)
 
     def check_address(self, address: IPAddress, url: str) -> None:
-        """Refuse special-purpose destinations (RFC 6890) unless allowed."""
+        """Refuse special-purpose destinations (RFC 6890) unless allowed, including IPv6
+        addresses that embed an IPv4 address (checked as that address) and the deprecated or
+        local-use IPv6 ranges that lead to one."""
         if self.allow_private:
             return
         if any(address in net for net in self._networks):
             return
-        check = address
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            check = address.ipv4_mapped
-        if not check.is_global or check.is_multicast:
-            raise _refused(url, f"destination {address} is in a special-purpose address range")
+        why = special_purpose(address)
+        if why is not None:
+            raise _refused(url, f"destination {address} is {why}")
+
+
+class Target(NamedTuple):
+    """A checked URL: what to ask for, and where."""
+
+    url: str  # ASCII
+    host: str  # ASCII: IDNA A-labels, or an IP address without brackets
+    port: int
+    netloc: str  # for the Host header
+
+
+_HOST_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
+_PCHARS = "/:@!$&'()*+,;=-._~%?"
+
+
+def _ascii_host(url: str, host: str) -> str:
+    """The host in ASCII, or ``cert-url-refused``: IP literals as they are, names
+    IDNA-encoded (UTS #46, IDNA 2008) and then held to DNS syntax (labels of letters, digits,
+    hyphens and underscores, at most 63 characters each, 253 in all)."""
+    if not host:
+        raise _refused(url, "no host")
+    if ":" in host or host.replace(".", "").isdigit():
+        try:
+            return str(ipaddress.ip_address(host.split("%", 1)[0] if ":" in host else host))
+        except ValueError as exc:
+            raise _refused(url, f"host {_short(host)!r} is not a valid IP address") from exc
+    if not host.isascii():
+        try:
+            host = idna.encode(host, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError, ValueError) as exc:
+            raise _refused(url, f"host is not a valid internationalized name ({exc})") from exc
+    name = host.lower().rstrip(".")
+    labels = name.split(".")
+    if len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        raise _refused(url, f"host {_short(host)!r} is not a valid DNS name")
+    if _NUMERIC_LABEL.fullmatch(labels[-1]):
+        # "0x7f.1", "127.1", "2130706433": IPv4 in the shorthand forms inet_aton and browsers
+        # accept (WHATWG URL "ends in a number"); no DNS name ends in a numeric label.
+        raise _refused(url, f"host {_short(host)!r} is not a dotted-quad IPv4 address")
+    return name
+
+
+def _ascii_part(text: str) -> str:
+    """Path or query with non-ASCII characters percent-encoded as UTF-8 (existing escapes
+    and the RFC 3986 sub-delimiters kept as they are)."""
+    if text.isascii():
+        return text
+    return urllib.parse.quote(text, safe=_PCHARS, encoding="utf-8", errors="strict")
+
+
+# IPv6 ranges that carry an IPv4 address in their low 32 bits (RFC 6052 well-known NAT64
+# prefix, RFC 2765/6145 IPv4-translated), or that are deprecated or local-use and have no
+# business in an x5u: RFC 8215 local-use NAT64, RFC 4291 §2.5.5.1 IPv4-compatible, RFC 3879
+# site-local.  6to4 (RFC 3056) embeds its IPv4 address in bits 16-47 (``sixtofour``).
+_EMBEDS_IPV4 = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
+)
+_REFUSED_V6 = (
+    (ipaddress.IPv6Network("64:ff9b:1::/48"), "a local-use NAT64 address (RFC 8215)"),
+    (ipaddress.IPv6Network("::/96"), "an IPv4-compatible IPv6 address (deprecated)"),
+    (ipaddress.IPv6Network("fec0::/10"), "a site-local IPv6 address (deprecated)"),
+)
+
+
+def special_purpose(address: IPAddress) -> str | None:
+    """Why ``address`` is not a public unicast destination, or None when it is."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and any(address in net for net in _EMBEDS_IPV4):
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            why = special_purpose(embedded)
+            return None if why is None else f"{why}: it embeds {embedded}"
+        for net, why in _REFUSED_V6:
+            if address in net:
+                return why
+    if address.is_multicast:
+        return "a multicast address"
+    if not address.is_global:
+        return "in a special-purpose address range"
+    return None
 
 
 def _refused(url: str, why: str) -> VerificationError:
@@ -160,22 +287,58 @@ class FetchResult:
     fetched_at: float
 
 
-# -- the network backends ------------------------------------------------------------------------
+# -- deadlines -----------------------------------------------------------------------------------
 
-# The deadline of the fetch running in this thread/task; the sync stream wrapper consults it
-# for every read and write, so a server trickling one byte a second cannot stretch a fetch.
+# The deadline of the fetch running in this thread/task (time.monotonic()); the backends and
+# the sync stream wrapper consult it for the lookup, the connect and every read and write, so a
+# server trickling one byte a second cannot stretch a fetch.
 _DEADLINE: contextvars.ContextVar[float] = contextvars.ContextVar("secsipid_fetch_deadline")
-_resolver: tuple[int, ThreadPoolExecutor] | None = None
+# The deadline of the whole request being verified (see request_budget): every fetch started
+# on its behalf (certificates, CRLs; in this thread, its tasks, or threads given its context)
+# ends by then, whatever its own timeout.
+_REQUEST_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "secsipid_request_deadline", default=None
+)
 
 
-def _resolver_pool() -> ThreadPoolExecutor:
-    """DNS lookups run here so that they obey the deadline (getaddrinfo has no timeout).
-    One pool per process: Kamailio forks its workers, and threads do not survive a fork."""
-    global _resolver
-    pid = os.getpid()
-    if _resolver is None or _resolver[0] != pid:
-        _resolver = (pid, ThreadPoolExecutor(max_workers=4, thread_name_prefix="secsipid-dns"))
-    return _resolver[1]
+def request_budget(seconds: float) -> contextlib.AbstractContextManager[float]:
+    """Run the block with ``seconds`` as the budget of every fetch it starts, in all (within
+    an outer budget, the earlier deadline wins).  Yields the deadline (``time.monotonic()``)."""
+    return request_deadline(time.monotonic() + seconds)
+
+
+@contextlib.contextmanager
+def request_deadline(deadline: float) -> Iterator[float]:
+    """:func:`request_budget` with an absolute deadline (``time.monotonic()`` seconds)."""
+    outer = _REQUEST_DEADLINE.get()
+    if outer is not None:
+        deadline = min(deadline, outer)
+    token = _REQUEST_DEADLINE.set(deadline)
+    try:
+        yield deadline
+    finally:
+        _REQUEST_DEADLINE.reset(token)
+
+
+def request_remaining(default: float) -> float:
+    """Seconds left in the current request's budget (``default`` outside of one)."""
+    deadline = _REQUEST_DEADLINE.get()
+    return default if deadline is None else deadline - time.monotonic()
+
+
+class TransientFetchError(VerificationError):
+    """A fetch that did not happen, or was cut short, for reasons of ours rather than the
+    server's: never remembered in a negative cache."""
+
+
+class BudgetExhaustedError(TransientFetchError):
+    """``cert-fetch-timeout`` because the request's budget ran out, not because the server
+    was slow within its own timeout."""
+
+
+class FetchesBusyError(TransientFetchError):
+    """``cert-fetch-failed`` because this process already has ``max_in_flight`` fetches in
+    progress (each holds sockets until its deadline)."""
 
 
 def _remaining() -> float:
@@ -188,17 +351,23 @@ def _remaining() -> float:
     return left
 
 
-def _checked_addresses(
-    infos: Iterable[tuple[Any, ...]], policy: FetchPolicy, url: str
-) -> list[str]:
-    addresses: list[str] = []
-    for info in infos:
-        addr = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        policy.check_address(addr, url)  # every address must pass, not just the first
-        addresses.append(str(addr))
-    if not addresses:
+# -- the network backends ------------------------------------------------------------------------
+
+
+def _checked_addresses(addresses: Iterable[IPAddress], policy: FetchPolicy, url: str) -> list[str]:
+    checked: list[str] = []
+    for address in addresses:
+        policy.check_address(address, url)  # every address must pass, not just the first
+        checked.append(str(address))
+    if not checked:
         raise httpcore.ConnectError("name resolution returned no address")
-    return addresses
+    return checked
+
+
+def _resolve_error(exc: ResolveError) -> httpcore.ConnectError | httpcore.ConnectTimeout:
+    if isinstance(exc, ResolveTimeoutError):
+        return httpcore.ConnectTimeout(f"DNS: {exc}")
+    return httpcore.ConnectError(f"DNS: {exc}")
 
 
 class _DeadlineStream(httpcore.NetworkStream):
@@ -227,10 +396,13 @@ class _DeadlineStream(httpcore.NetworkStream):
 
 
 class _PinnedSyncBackend(httpcore.SyncBackend):
-    """Resolve once, check every address, connect to a checked address."""
+    """Resolve once (within the deadline), check every address, connect to a checked one."""
 
-    def __init__(self, policy: FetchPolicy, url_of: contextvars.ContextVar[str]) -> None:
+    def __init__(
+        self, policy: FetchPolicy, resolver: Resolver, url_of: contextvars.ContextVar[str]
+    ) -> None:
         self._policy = policy
+        self._resolver = resolver
         self._url = url_of
 
     def connect_tcp(
@@ -242,15 +414,12 @@ class _PinnedSyncBackend(httpcore.SyncBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
         url = self._url.get("")
-        future = _resolver_pool().submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
         try:
-            infos = future.result(timeout=_remaining())
-        except FutureTimeout as exc:
-            raise httpcore.ConnectTimeout(f"DNS resolution of {host} timed out") from exc
-        except OSError as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+            found = self._resolver.resolve(host, time.monotonic() + _remaining())
+        except ResolveError as exc:
+            raise _resolve_error(exc) from exc
         last: Exception | None = None
-        for address in _checked_addresses(infos, self._policy, url):
+        for address in _checked_addresses(found, self._policy, url):
             try:
                 stream = super().connect_tcp(
                     address, port, _remaining(), local_address, socket_options
@@ -262,8 +431,11 @@ class _PinnedSyncBackend(httpcore.SyncBackend):
 
 
 class _PinnedAsyncBackend(httpcore.AnyIOBackend):
-    def __init__(self, policy: FetchPolicy, url_of: contextvars.ContextVar[str]) -> None:
+    def __init__(
+        self, policy: FetchPolicy, resolver: Resolver, url_of: contextvars.ContextVar[str]
+    ) -> None:
         self._policy = policy
+        self._resolver = resolver
         self._url = url_of
 
     async def connect_tcp(
@@ -276,18 +448,36 @@ class _PinnedAsyncBackend(httpcore.AnyIOBackend):
     ) -> httpcore.AsyncNetworkStream:
         url = self._url.get("")
         try:
-            infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+            found = await self._resolver.aresolve(host, time.monotonic() + _remaining())
+        except ResolveError as exc:
+            raise _resolve_error(exc) from exc
         last: Exception | None = None
-        for address in _checked_addresses(infos, self._policy, url):
+        for address in _checked_addresses(found, self._policy, url):
             try:
-                return await super().connect_tcp(
-                    address, port, timeout, local_address, socket_options
-                )
-            except httpcore.ConnectError as exc:
-                last = exc
+                with anyio.fail_after(_remaining()):
+                    return AnyIOStream(await _aconnect(address, port))
+            except TimeoutError as exc:
+                raise httpcore.ConnectTimeout(f"connect to {address} timed out") from exc
+            except OSError as exc:
+                last = httpcore.ConnectError(f"cannot connect to {address}: {exc}")
         raise last or httpcore.ConnectError(f"cannot connect to {host}")
+
+
+async def _aconnect(address: str, port: int) -> anyio.abc.SocketStream:
+    """A TCP connection to a checked address.  Not ``anyio.connect_tcp``: a fetch cancelled
+    while that connects (another value of the request was valid) can lose the connected
+    socket inside its Happy Eyeballs task group; here the socket is ours until handed over,
+    and closed on any exit."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await asyncio.get_running_loop().sock_connect(sock, (address, port))
+        return await anyio.abc.SocketStream.from_socket(sock)
+    except BaseException:
+        sock.close()
+        raise
 
 
 # -- the fetcher ---------------------------------------------------------------------------------
@@ -309,19 +499,22 @@ class Fetcher:
 
     def __init__(self, policy: FetchPolicy | None = None) -> None:
         self.policy = policy or FetchPolicy()
+        self.resolver = Resolver(self.policy.nameservers, self.policy.hosts_file)
         self._url: contextvars.ContextVar[str] = contextvars.ContextVar("secsipid_fetch_url")
         self._ssl = _ssl_context(self.policy)
         self._pid = os.getpid()
         self._pool = self._new_pool()
         self._inherited: list[httpcore.ConnectionPool] = []
         self.requests = 0
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
 
     def _new_pool(self) -> httpcore.ConnectionPool:
         return httpcore.ConnectionPool(
             ssl_context=self._ssl,
             max_connections=32,
             keepalive_expiry=30.0,
-            network_backend=_PinnedSyncBackend(self.policy, self._url),
+            network_backend=_PinnedSyncBackend(self.policy, self.resolver, self._url),
         )
 
     def _sync_pool(self) -> httpcore.ConnectionPool:
@@ -332,11 +525,9 @@ class Fetcher:
             self._pid, self._pool = os.getpid(), self._new_pool()
         return self._pool
 
-    def _request_args(
-        self, url: str, netloc: str
-    ) -> tuple[list[tuple[bytes, bytes]], dict[str, Any]]:
+    def _request_args(self, target: Target) -> tuple[list[tuple[bytes, bytes]], dict[str, Any]]:
         headers = [
-            (b"Host", netloc.encode("idna") if not netloc.isascii() else netloc.encode()),
+            (b"Host", target.netloc.encode("ascii")),
             (b"User-Agent", self.policy.user_agent.encode()),
             (b"Accept", b"application/pem-certificate-chain, application/x-x509-ca-cert, */*"),
         ]
@@ -375,24 +566,60 @@ class Fetcher:
         return FetchResult(url, status, merged, body, time.time())
 
     @contextlib.contextmanager
-    def _request(self, url: str) -> Iterator[None]:
-        """Count the request, expose the URL to the backend, and translate transport errors
-        into reason codes (a TimeoutError here is anyio's total deadline)."""
+    def _request(self, url: str) -> Iterator[float]:
+        """One fetch: its deadline (the policy's timeout, or the request's budget when that
+        ends first: yielded, and set for the backends), the URL for the backends, the count,
+        and transport errors translated into reason codes (a TimeoutError here is anyio's)."""
+        now = time.monotonic()
+        deadline = now + self.policy.timeout
+        budget = _REQUEST_DEADLINE.get()
+        cut = budget is not None and budget < deadline
+        if cut:
+            assert budget is not None
+            deadline = budget
+            if deadline <= now:
+                raise BudgetExhaustedError(
+                    Reason.CERT_FETCH_TIMEOUT,
+                    f"{_short(url)}: not fetched, the request's time budget is spent",
+                )
+        with self._in_flight_lock:
+            if self._in_flight >= self.policy.max_in_flight:
+                raise FetchesBusyError(
+                    Reason.CERT_FETCH_FAILED,
+                    f"{_short(url)}: not fetched, {self._in_flight} fetches already in progress",
+                )
+            self._in_flight += 1
+            self.requests += 1
         url_token = self._url.set(url)
-        self.requests += 1
+        deadline_token = _DEADLINE.set(deadline)
         try:
-            yield
+            yield deadline
         except (TimeoutError, httpcore.TimeoutException) as exc:
+            if cut:
+                raise BudgetExhaustedError(
+                    Reason.CERT_FETCH_TIMEOUT,
+                    f"{_short(url)}: no complete answer within the request's time budget",
+                ) from exc
             raise VerificationError(
                 Reason.CERT_FETCH_TIMEOUT,
                 f"{_short(url)}: no complete answer within {self.policy.timeout:g} s",
             ) from exc
-        except (httpcore.NetworkError, httpcore.ProtocolError, ssl.SSLError, OSError) as exc:
+        except (
+            httpcore.NetworkError,
+            httpcore.ProtocolError,
+            httpcore.UnsupportedProtocol,
+            ssl.SSLError,
+            OSError,
+            ValueError,  # UnicodeError included: a hostile server's bytes, never our bug
+        ) as exc:
             raise VerificationError(
                 Reason.CERT_FETCH_FAILED, f"{_short(url)}: {type(exc).__name__}: {exc}"
             ) from exc
         finally:
+            _DEADLINE.reset(deadline_token)
             self._url.reset(url_token)
+            with self._in_flight_lock:
+                self._in_flight -= 1
 
     def _add_chunk(self, url: str, chunks: list[bytes], chunk: bytes) -> None:
         chunks.append(chunk)
@@ -400,38 +627,35 @@ class Fetcher:
             raise self._too_large(url)
 
     def get(self, url: str, *, allow_http: bool | None = None) -> FetchResult:
-        """Fetch ``url`` (blocking, within the policy's total deadline)."""
-        _, netloc, _ = self.policy.check_url(url, allow_http=allow_http)
-        headers, extensions = self._request_args(url, netloc)
-        deadline_token = _DEADLINE.set(time.monotonic() + self.policy.timeout)
-        try:
-            with (
-                self._request(url),
-                self._sync_pool().stream(
-                    "GET", url, headers=headers, extensions=extensions
-                ) as resp,
-            ):
-                self._check_response(url, resp.status, resp.headers)
-                chunks: list[bytes] = []
-                for chunk in resp.iter_stream():
-                    self._add_chunk(url, chunks, chunk)
-                return self._result(url, resp.status, resp.headers, b"".join(chunks))
-        finally:
-            _DEADLINE.reset(deadline_token)
+        """Fetch ``url`` (blocking, within the policy's total deadline and the request's
+        budget, see :func:`request_budget`)."""
+        target = self.policy.check_url(url, allow_http=allow_http)
+        headers, extensions = self._request_args(target)
+        with (
+            self._request(url),
+            self._sync_pool().stream(
+                "GET", target.url, headers=headers, extensions=extensions
+            ) as resp,
+        ):
+            self._check_response(url, resp.status, resp.headers)
+            chunks: list[bytes] = []
+            for chunk in resp.iter_stream():
+                self._add_chunk(url, chunks, chunk)
+            return self._result(url, resp.status, resp.headers, b"".join(chunks))
 
     async def aget(self, url: str, *, allow_http: bool | None = None) -> FetchResult:
-        """Fetch ``url`` without blocking the event loop (same policy and deadline)."""
-        _, netloc, _ = self.policy.check_url(url, allow_http=allow_http)
-        headers, extensions = self._request_args(url, netloc)
+        """Fetch ``url`` without blocking the event loop (same policy and deadlines)."""
+        target = self.policy.check_url(url, allow_http=allow_http)
+        headers, extensions = self._request_args(target)
         # A pool per fetch: async connections belong to one event loop, and a source may serve
         # several loops (or outlive one).  Fetches are rare: the cache answers.
-        with self._request(url), anyio.fail_after(self.policy.timeout):
+        with self._request(url) as deadline, anyio.fail_after(deadline - time.monotonic()):
             async with (
                 httpcore.AsyncConnectionPool(
                     ssl_context=self._ssl,
-                    network_backend=_PinnedAsyncBackend(self.policy, self._url),
+                    network_backend=_PinnedAsyncBackend(self.policy, self.resolver, self._url),
                 ) as pool,
-                pool.stream("GET", url, headers=headers, extensions=extensions) as resp,
+                pool.stream("GET", target.url, headers=headers, extensions=extensions) as resp,
             ):
                 self._check_response(url, resp.status, resp.headers)
                 chunks: list[bytes] = []

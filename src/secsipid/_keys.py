@@ -12,6 +12,14 @@ actually have on disk:
 Everything else (RSA, P-384, garbage, an encrypted key without password, a private key where
 a public credential is expected) raises :class:`KeyLoadError` with a stable code.
 
+Certificates come from servers we do not trust (the ``info`` URL), and ``cryptography`` parses
+most of a certificate lazily: a v4 version field, a garbage extension, an extension present
+twice or a name with an unusual string tag loads fine and raises (``ValueError``,
+``DuplicateExtension``, ``KeyError``...) only when that part is first read -- during trust
+checks, ``repr`` or ``Verdict.spc``.  A :class:`Credential` therefore reads every part of its
+certificates that this package uses when it is built, and refuses a malformed one with
+``KeyLoadError("key-invalid")`` (``cert-invalid``, 437, for a certificate from ``info``).
+
 A key loaded from a path is cached by the file's identity (mtime with nanoseconds, size,
 inode, device) and reloaded only when that changes: one ``stat()`` per use, no read, no parse.
 """
@@ -39,6 +47,22 @@ __all__ = [
     "load_private_key",
     "private_key_from_file",
 ]
+
+# What cryptography raises when a lazily parsed part of a hostile certificate is malformed:
+# ValueError (bad DER inside an extension), KeyError (a name attribute with a string tag it has
+# no type for), InvalidVersion (version field not v1-v3), DuplicateExtension (RFC 5280 §4.2:
+# "A certificate MUST NOT include more than one instance of a particular extension"),
+# UnsupportedGeneralNameType, UnsupportedAlgorithm (a key type it cannot load), TypeError (a
+# name attribute whose ASN.1 type does not fit its OID, e.g. a BIT STRING common name).
+CERT_PARSE_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    KeyError,
+    TypeError,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+    UnsupportedAlgorithm,
+)
 
 _PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----")
 _PEM_END = b"-----END "
@@ -116,9 +140,44 @@ def load_private_key(
     return key
 
 
+def check_certificate(cert: x509.Certificate, path: str | None = None) -> None:
+    """Read every part of ``cert`` that this package (and path validation) uses -- version,
+    subject, issuer, validity, every extension, the public key -- so that a malformed one is
+    refused here, once, instead of raising later from a lazy property.
+
+    Raises :class:`KeyLoadError` ``key-invalid``.
+    """
+    part = "version"
+    try:
+        cert.version  # noqa: B018 - read for its parse errors
+        part = "subject"
+        cert.subject.rfc4514_string()
+        part = "issuer"
+        cert.issuer.rfc4514_string()
+        part = "validity"
+        cert.not_valid_before_utc  # noqa: B018
+        cert.not_valid_after_utc  # noqa: B018
+        part = "extensions"
+        cert.extensions  # noqa: B018 - parses each known extension, refuses duplicates
+        part = "public key"
+        cert.public_key()
+    except CERT_PARSE_ERRORS as exc:
+        if isinstance(exc, KeyError):
+            detail = f"a value with an unsupported ASN.1 string tag ({exc})"
+        else:
+            detail = str(exc).split(" {", 1)[0][:120] or type(exc).__name__
+        raise KeyLoadError(
+            "key-invalid", f"malformed certificate {part}: {detail}", path=path
+        ) from exc
+
+
 class Credential:
     """A verification credential: an EC P-256 public key, and the certificate (plus any
-    intermediates) it came with, if it came in one."""
+    intermediates) it came with, if it came in one.
+
+    Certificates are checked when the credential is built (:func:`check_certificate`), so every
+    property of a credential, and of the verdicts that carry it, is safe to read.
+    """
 
     __slots__ = ("__weakref__", "_tnauth", "certificate", "intermediates", "public_key")
 
@@ -131,13 +190,19 @@ class Credential:
         intermediates: tuple[x509.Certificate, ...] = (),
     ) -> None:
         _check_curve(public_key, None)
+        if certificate is not None:
+            for cert in (certificate, *intermediates):
+                check_certificate(cert)
         self.public_key = public_key
         self.certificate = certificate
         self.intermediates = intermediates
 
     @classmethod
     def from_certificates(cls, chain: list[x509.Certificate]) -> Credential:
+        """The credential of a chain, leaf first.  Raises :class:`KeyLoadError`: ``key-invalid``
+        for a malformed certificate, ``key-not-ec``/``key-wrong-curve`` for the leaf's key."""
         leaf = chain[0]
+        check_certificate(leaf)
         key = leaf.public_key()
         _check_curve(key, None)
         return cls(key, leaf, tuple(chain[1:]))  # type: ignore[arg-type]
@@ -153,7 +218,7 @@ class Credential:
         if self.certificate is not None:
             try:
                 tnauth = TNAuthList.from_certificate(self.certificate)
-            except ValueError:
+            except CERT_PARSE_ERRORS:  # TNAuthListError is a ValueError
                 tnauth = None
         self._tnauth = tnauth
         return tnauth
@@ -166,8 +231,17 @@ class Credential:
 
     def __repr__(self) -> str:
         if self.certificate is not None:
-            return f"Credential(certificate={self.certificate.subject.rfc4514_string()!r})"
+            return f"Credential(certificate={describe_certificate(self.certificate)!r})"
         return "Credential(public_key=P-256)"
+
+
+def describe_certificate(cert: x509.Certificate) -> str:
+    """The subject as an RFC 4514 string, for messages; never raises (a certificate that was
+    not checked may hold a name cryptography cannot render: then its serial number)."""
+    try:
+        return cert.subject.rfc4514_string() or f"serial {cert.serial_number:x}"
+    except CERT_PARSE_ERRORS:
+        return f"serial {cert.serial_number:x}"
 
 
 def load_credential(data: bytes, *, path: str | None = None) -> Credential:
@@ -213,7 +287,11 @@ def load_credential(data: bytes, *, path: str | None = None) -> Credential:
         if exc.path is None and path is not None:
             raise KeyLoadError(exc.code, exc.message, path=path) from exc
         raise
-    except (ValueError, UnsupportedAlgorithm) as exc:
+    except x509.InvalidVersion as exc:  # raised by the loaders themselves
+        raise KeyLoadError(
+            "key-invalid", f"malformed certificate version: {exc}", path=path
+        ) from exc
+    except CERT_PARSE_ERRORS as exc:
         raise KeyLoadError(
             "key-invalid", "not a valid PEM or DER certificate or public key", path=path
         ) from exc

@@ -57,6 +57,7 @@ class Reason(enum.StrEnum):
     # The PASSporT (RFC 8225, RFC 8588).
     MALFORMED_TOKEN = "malformed-token"
     INVALID_JWS_HEADER = "invalid-jws-header"
+    UNSUPPORTED_CRIT = "unsupported-crit"
     INVALID_TYP = "invalid-typ"
     PPT_MISMATCH = "ppt-mismatch"
     MISSING_X5U = "missing-x5u"
@@ -69,6 +70,18 @@ class Reason(enum.StrEnum):
     IAT_IN_FUTURE = "iat-in-future"
     ORIG_MISMATCH = "orig-mismatch"
     DEST_MISMATCH = "dest-mismatch"
+    # Diverted calls: the chain of div PASSporTs (RFC 8946 §4.2).
+    DIV_WITHOUT_SHAKEN = "div-without-shaken"
+    DIV_CHAIN_BROKEN = "div-chain-broken"
+    DIV_ORIG_MISMATCH = "div-orig-mismatch"
+    DIV_TARGET_MISMATCH = "div-target-mismatch"
+    DIV_LOOP = "div-loop"
+    DIV_DUPLICATE_HOP = "div-duplicate-hop"
+    # Rich Call Data (RFC 9795).
+    INVALID_RCD = "invalid-rcd"
+    RCD_INTEGRITY_MISMATCH = "rcd-integrity-mismatch"
+    RCD_FETCH_FAILED = "rcd-fetch-failed"
+    RCD_CONTENT_TOO_LARGE = "rcd-content-too-large"
     MALFORMED_SIGNATURE = "malformed-signature"
     BAD_SIGNATURE = "bad-signature"
     # The credential used to verify.
@@ -144,7 +157,8 @@ _TABLE: dict[Reason, ReasonInfo] = {
         "Use Supported PASSporT Format",
         _N,
         -303,
-        "the Identity ppt parameter names a PASSporT extension this verifier does not support",
+        "the Identity ppt parameter names a PASSporT extension this verifier does not support "
+        "(supported: shaken, div, rcd)",
     ),
     Reason.TOO_LARGE: _r(_S438, _N, -301, "the Identity header value exceeds the size limit"),
     Reason.MALFORMED_IDENTITY: _r(_S438, _N, -301, "the Identity header value is not well formed"),
@@ -156,9 +170,19 @@ _TABLE: dict[Reason, ReasonInfo] = {
     Reason.UNSUPPORTED_ALG: _r(_S437, _N, -202, "alg is not ES256"),
     Reason.MALFORMED_TOKEN: _r(_S438, _N, -301, "the PASSporT is not a JWS compact serialization"),
     Reason.INVALID_JWS_HEADER: _r(_S438, _N, -201, "the PASSporT header is not a JSON object"),
+    Reason.UNSUPPORTED_CRIT: _r(
+        _S438,
+        _N,
+        -201,
+        "the PASSporT header has crit: no supported PASSporT extension defines critical "
+        "header parameters (RFC 7515 §4.1.11)",
+    ),
     Reason.INVALID_TYP: _r(_S437, _N, -204, "the PASSporT typ is not passport"),
     Reason.PPT_MISMATCH: _r(
-        _S438, _N, -203, "the PASSporT ppt and the Identity ppt parameter are not both shaken"
+        _S438,
+        _N,
+        -203,
+        "the PASSporT ppt disagrees with the Identity ppt parameter or is not supported",
     ),
     Reason.MISSING_X5U: _r(_S436, _N, -205, "the PASSporT header has no x5u"),
     Reason.X5U_MISMATCH: _r(_S436, _N, -205, "the PASSporT x5u differs from the info parameter"),
@@ -175,6 +199,42 @@ _TABLE: dict[Reason, ReasonInfo] = {
     ),
     Reason.DEST_MISMATCH: _r(
         _S438, _N, -1, "dest does not match the called number (To/Request-URI)"
+    ),
+    Reason.DIV_WITHOUT_SHAKEN: _r(
+        _S438, _N, -1, "div PASSporT(s) but no SHAKEN PASSporT to start the chain (RFC 8946 §4.2)"
+    ),
+    Reason.DIV_CHAIN_BROKEN: _r(
+        _S438,
+        _N,
+        -1,
+        "a div PASSporT's div matches the dest of no other PASSporT: the chain is broken "
+        "(RFC 8946 §4.2)",
+    ),
+    Reason.DIV_ORIG_MISMATCH: _r(
+        _S438, _N, -1, "orig differs between the PASSporTs of a div chain (RFC 8946 §4.2 step 3)"
+    ),
+    Reason.DIV_TARGET_MISMATCH: _r(
+        _S438,
+        _N,
+        -1,
+        "no div chain ends at the call target: the outermost dest is not the called number "
+        "(RFC 8946 §4.2 step 1)",
+    ),
+    Reason.DIV_LOOP: _r(_S438, _N, -1, "the div chain diverts through the same number twice"),
+    Reason.DIV_DUPLICATE_HOP: _r(
+        _S438, _N, -1, "the same div PASSporT appears more than once in the request"
+    ),
+    Reason.INVALID_RCD: _r(
+        _S438P, _N, -231, "the rcd, crn or rcdi claim breaks RFC 9795 (e.g. rcd without nam)"
+    ),
+    Reason.RCD_INTEGRITY_MISMATCH: _r(
+        _S438P, _N, -231, "an rcdi digest does not match the content it covers (RFC 9795 §6)"
+    ),
+    Reason.RCD_FETCH_FAILED: _r(
+        _S436, _N, -402, "RCD content (icn, jcl) could not be fetched to check its rcdi digest"
+    ),
+    Reason.RCD_CONTENT_TOO_LARGE: _r(
+        _S436, _N, -404, "RCD content (icn, jcl) exceeds the fetch size cap"
     ),
     Reason.MALFORMED_SIGNATURE: _r(
         _S438, _F, -253, "the signature is not 64 bytes of unpadded base64url"

@@ -46,7 +46,8 @@ from cryptography.x509.verification import (
 from cryptography.x509.verification import VerificationError as X509VerificationError
 
 from ._errors import VerificationError
-from ._keys import Credential, _pem_blocks
+from ._fetch import TransientFetchError
+from ._keys import CERT_PARSE_ERRORS, Credential, _pem_blocks, describe_certificate
 from ._reasons import Reason
 from ._tnauthlist import TNAuthList, TNAuthListError
 
@@ -163,12 +164,23 @@ def _load_certs(data: bytes) -> tuple[list[x509.Certificate], int]:
 
 
 def _load_crl(data: bytes) -> x509.CertificateRevocationList | None:
+    """The CRL in ``data``, or None.  A CRL may come from a distribution point the signer's
+    certificate names: the parts revocation checking reads (issuer, update times, revoked
+    serial numbers) are parsed here, so that a malformed one is "no CRL", never an exception
+    from a lazy property later (a KeyError for an odd issuer string tag, ValueError...)."""
     try:
-        if b"-----BEGIN" in data:
-            return x509.load_pem_x509_crl(data)
-        return x509.load_der_x509_crl(data)
-    except ValueError:
+        crl = (
+            x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)
+        )
+        crl.issuer.rfc4514_string()
+        crl.last_update_utc  # noqa: B018 - read for its parse errors
+        crl.next_update_utc  # noqa: B018
+        crl.extensions  # noqa: B018
+        for revoked in crl:
+            revoked.serial_number  # noqa: B018
+    except CERT_PARSE_ERRORS:
         return None
+    return crl
 
 
 def _system_ca_paths() -> list[str]:
@@ -286,8 +298,7 @@ def _ts(value: dt.datetime) -> float:
     return value.timestamp()
 
 
-def _describe(cert: x509.Certificate) -> str:
-    return cert.subject.rfc4514_string() or f"serial {cert.serial_number}"
+_describe = describe_certificate
 
 
 class TrustValidator:
@@ -520,6 +531,11 @@ class TrustValidator:
             # ATIS-1000080 publishes CRLs over http; they are signed, so http is acceptable.
             result = self._fetcher.get(url, allow_http=True)
             crl = _load_crl(result.body)
+        except TransientFetchError:
+            # Cut short by the request's time budget (or not started: too many fetches at
+            # once): nothing learnt about the server, nothing remembered; the next request
+            # tries again.
+            return now, None
         except VerificationError:
             crl = None
         if crl is not None and crl.next_update_utc is not None:
@@ -542,7 +558,7 @@ class TrustValidator:
             crls, crls_until = self._crls_for(cert, now)
             until = min(until, crls_until)
             for crl in crls:
-                if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+                if not _signed_by(crl, issuer):
                     continue  # a CRL not signed by this certificate's issuer says nothing
                 if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
                     raise VerificationError(
@@ -562,6 +578,22 @@ class TrustValidator:
         return until
 
 
+def _signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+    """Whether ``issuer`` signed ``crl``.  Without chain validation (``verify_chain=False``) the
+    issuer is whatever the x5u server sent, possibly with a key that cannot sign at all
+    (X25519: cryptography raises TypeError): such a certificate signed nothing."""
+    try:
+        return crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+    except CERT_PARSE_ERRORS:  # TypeError included
+        return False
+
+
 def _brief(exc: Exception) -> str:
-    text = str(exc)
-    return text.split(" (encountered processing", 1)[0]
+    """The path builder's reason in words a user can act on."""
+    text = str(exc).split(" (encountered processing", 1)[0].removeprefix("validation failed: ")
+    if text.startswith("candidates exhausted: "):
+        detail = text.removeprefix("candidates exhausted: ")
+        if "no interior errors" in detail:
+            return "none of the trust anchors (or intermediates given) issued it"
+        return f"none of the trust anchors (or intermediates given) issued it ({detail})"
+    return text

@@ -21,6 +21,8 @@ variables, replies with a ``Reason`` header and the ATIS-1000074 ``verstat`` mar
 
         def ksr_request_route(self, msg):
             if KSR.is_INVITE():
+                if KSR.tm.t_newtran() <= 0:  # 0: a retransmission, absorbed by tm
+                    return 1
                 if secsipid.secsipid_check_identity("/etc/kamailio/stir/cert.pem") < 0:
                     secsipid.reply(secsipid.last_verdict())
                     return 1
@@ -51,7 +53,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ParamSpec, TypeVar
 
 from ._errors import KeyLoadError, SecSIPIDError, VerificationError
@@ -64,9 +66,12 @@ from ._keys import (
     load_private_key,
     private_key_from_file,
 )
+from ._passport import decode_token
 from ._reasons import Reason
+from ._shared import RedisCache
 from ._signer import Signer, identity_for_json
 from ._source import CertificateSource
+from ._tn import canonical_tn
 from ._trust import TrustPolicy
 from ._verifier import Verdict, Verifier, VerifyPolicy
 
@@ -74,6 +79,7 @@ __all__ = [
     "LIBOPT_NAMES",
     "ConfigError",
     "Settings",
+    "add_call_info",
     "add_verstat",
     "check_request",
     "child_init",
@@ -86,6 +92,7 @@ __all__ = [
     "preload_signing_key",
     "reason_header",
     "reply",
+    "secsipid_add_div_identity",
     "secsipid_add_identity",
     "secsipid_add_identity_prvkey",
     "secsipid_add_verstat",
@@ -208,13 +215,15 @@ class Settings:
     ``CertVerify`` bitmask and files); ``x5u`` from ``libopt X5u`` is the default x5u when a
     signing call passes an empty one.  ``allow_http``/``allow_private`` let the certificate
     download use ``http://`` and private/loopback addresses (labs and tests; libsecsipid has no
-    such restriction, ours refuses both by default).
+    such restriction, ours refuses both by default).  ``redis``: the URL of the cluster's
+    shared certificate cache (:class:`~secsipid.RedisCache`; empty: none).
     """
 
     expire: int = 300
     timeout: float = 5.0
     cache_dir: str = ""
     cache_expire: int = 3600
+    cache_naming: str = "secsipid"
     cert_verify: int = 0
     ca_file: str = ""
     ca_inter: str = ""
@@ -223,6 +232,7 @@ class Settings:
     allow_http: bool = False
     allow_private: bool = False
     libopt: tuple[str, ...] = field(default=())
+    redis: str = ""
 
 
 def _int_setting(name: str, value: object, *, minimum: int = 0) -> int:
@@ -267,12 +277,18 @@ def _build_settings(
     cache_expire: object,
     libopt: str | Sequence[str] | None,
     allow_http: bool,
+    cache_naming: object = "secsipid",
     allow_private: bool,
 ) -> Settings:
     entries = (libopt,) if isinstance(libopt, str) else tuple(libopt or ())
     opts = _parse_libopt(entries)
     if not isinstance(cache_dir, str):
         raise ConfigError(f"cache_dir must be a string, not {cache_dir!r}")
+    if cache_naming not in ("secsipid", "libsecsipid"):
+        raise ConfigError(
+            f"cache_naming must be 'secsipid' or 'libsecsipid' (the native module's file names), "
+            f"not {cache_naming!r}"
+        )
     if isinstance(timeout, bool) or not isinstance(timeout, int | float | str):
         raise ConfigError(f"timeout must be a number of seconds, not {timeout!r}")
     try:
@@ -286,6 +302,7 @@ def _build_settings(
         "timeout": timeout_s,
         "cache_dir": cache_dir,
         "cache_expire": _int_setting("cache_expire", cache_expire),
+        "cache_naming": cache_naming,
     }
     # libopt wins over the plain parameters, as in libsecsipid (options are applied last).
     values.update(opts)
@@ -362,8 +379,10 @@ class _State:
                 timeout=s.timeout,
                 cache_dir=s.cache_dir or None,
                 cache_expire=s.cache_expire,
+                cache_naming=s.cache_naming,
                 allow_http=s.allow_http,
                 allow_private=s.allow_private,
+                redis=s.redis or None,
             )
         return self.source
 
@@ -433,12 +452,19 @@ def mod_init(
     libopt: str | Sequence[str] | None = None,
     allow_http: bool = False,
     allow_private: bool = False,
+    cache_naming: str = "secsipid",
+    redis: str = "",
 ) -> Settings:
     """Configure the module once, from the script's ``mod_init()`` (Kamailio's main process).
 
     The parameters are the native modparams; ``libopt`` is one ``"Name=value"`` string or a
     list of them (``CertVerify``, ``CertCAFile``, ``CertCAInter``, ``CertCRLFile``,
-    ``CacheDirPath``, ``CacheExpires``, ``X5u``).  Raises :class:`ConfigError` for anything
+    ``CacheDirPath``, ``CacheExpires``, ``X5u``).  ``cache_naming="libsecsipid"`` reads and
+    writes ``cache_dir`` with the native module's file names, so both can share one directory
+    while a cluster migrates.  ``redis`` (``"redis://host:6379/0"``) shares downloaded
+    certificates and their fetches with the other processes and nodes using the same Redis
+    (``pip install 'secsipid[redis]'``; Redis need not be up: without it each process
+    fetches for itself).  Raises :class:`ConfigError` for anything
     unusable -- let it propagate: Kamailio then refuses to start and logs the message.
     Calling it again replaces the settings (and drops the caches built on them).
     """
@@ -451,9 +477,24 @@ def mod_init(
         libopt=libopt,
         allow_http=bool(allow_http),
         allow_private=bool(allow_private),
+        cache_naming=cache_naming,
     )
+    if redis:
+        new = replace(new, redis=_check_redis(redis))
     _state = _State(new)
     return new
+
+
+def _check_redis(url: object) -> str:
+    """A usable Redis URL (its syntax and the client; nothing is connected here: a Redis
+    that is down at startup is a slower cluster, not a reason to refuse to start)."""
+    if not isinstance(url, str):
+        raise ConfigError(f"redis must be a URL string, not {url!r}")
+    try:
+        RedisCache(url).close()
+    except (ImportError, ValueError) as exc:
+        raise ConfigError(f"redis {url!r}: {exc}") from None
+    return url
 
 
 def child_init(rank: int) -> int:
@@ -701,6 +742,7 @@ def verdict_fields(verdict: Verdict) -> dict[str, str | int]:
     dest = claims.get("dest") if isinstance(claims.get("dest"), dict) else {}
     assert isinstance(orig, dict) and isinstance(dest, dict)
     dests = [str(d) for d in (dest.get("tn") or [])] + [str(d) for d in (dest.get("uri") or [])]
+    rcd = verdict.rcd
     return {
         "ok": 1 if verdict.ok else 0,
         "ret": _code(verdict),
@@ -720,6 +762,10 @@ def verdict_fields(verdict: Verdict) -> dict[str, str | int]:
         "spc": verdict.spc or "",
         "header": json.dumps(verdict.header, separators=(",", ":")),
         "claims": json.dumps(verdict.claims, separators=(",", ":")),
+        "diverted": 1 if verdict.diverted else 0,
+        "chain": json.dumps([hop.to_dict() for hop in verdict.chain], separators=(",", ":")),
+        "rcd_nam": rcd.nam if rcd is not None else "",
+        "call_info": ", ".join(rcd.call_info()) if rcd is not None else "",
     }
 
 
@@ -736,18 +782,25 @@ def _store_xavp(name: str, fields: dict[str, str | int]) -> None:
 
 
 @_guard(-1)
-def secsipid_verdict(key_path: str = "", xavp: str = "secsipid") -> int:
+def secsipid_verdict(key_path: str = "", xavp: str = "secsipid", dest_tn: str = "") -> int:
     """:func:`secsipid_check_identity` that also stores the whole verdict in ``$xavp(xavp)``.
+
+    ``dest_tn`` (e.g. ``"$rU"``), when given, is the call target the PASSporT's ``dest`` --
+    or the outermost ``dest`` of a chain of div PASSporTs (RFC 8946 §4.2 step 1) -- must
+    match; a forwarded call is valid only through its chain then.
 
     Fields: ``ok`` (1/0), ``ret`` (the return code), ``reason`` (stable reason code),
     ``code``/``text`` (the SIP status and phrase to reject with; 0/"" when valid), ``verstat``,
     ``message``, ``index``, ``attest``, ``orig``, ``dest`` (comma-separated), ``origid``,
     ``iat``, ``x5u``, ``ppt``, ``spc`` (from the certificate's TNAuthList, when verified with
-    a certificate), ``header`` and ``claims`` (JSON).  Read them as
-    ``$xavp(secsipid=>reason)``; each call adds a new item on top (``[0]`` is the latest).
+    a certificate), ``header`` and ``claims`` (JSON), ``diverted`` (1 when valid through a div
+    chain), ``chain`` (JSON), ``rcd_nam`` and ``call_info`` (the verified Rich Call Data).
+    Read them as ``$xavp(secsipid=>reason)``; each call adds a new item on top (``[0]`` is
+    the latest).
     """
     state = _st()
-    verdict = state.verifier(expand(key_path)).check(_request_identities())
+    target = expand(dest_tn) if dest_tn else ""
+    verdict = state.verifier(expand(key_path)).check(_request_identities(), dest_tn=target or None)
     code = _checked(verdict)
     _store_xavp(expand(xavp), verdict_fields(verdict))
     return code
@@ -819,6 +872,82 @@ def secsipid_add_identity(
     except Exception as exc:  # noqa: BLE001 - a worker must survive anything
         _log_err(f"secsipid_add_identity: {type(exc).__name__}: {exc}")
         return -1
+
+
+@_guard(-1)
+def add_call_info(verdict: Verdict | None = None) -> int:
+    """Append ``Call-Info`` header(s) (RFC 9796) for the verified Rich Call Data of
+    ``verdict`` (default: the last one): the icon and the jCard URL with their integrity
+    digests and the call reason.  Returns the number of values added, -1 when the verdict
+    has no verified RCD with a URL to put there."""
+    verdict = verdict if verdict is not None else _st().last
+    rcd = verdict.rcd if verdict is not None else None
+    values = rcd.call_info() if rcd is not None else []
+    if not values:
+        return -1
+    hdr = _ksr().hdr
+    for value in values:
+        if hdr.append("Call-Info: " + value + "\r\n") < 0:
+            return -1
+    return len(values)
+
+
+@_guard(-1)
+def secsipid_add_div_identity(dest_tn: str, x5u: str, key_path: str, div_tn: str = "$oU") -> int:
+    """On retargeting (call forwarding): append a ``div`` Identity header (RFC 8946) beside
+    the request's Identity header(s), never replacing them.
+
+    ``dest_tn`` is the new target (e.g. ``"$rU"`` after rewriting the Request-URI),
+    ``div_tn`` the number the call is diverted from (default ``"$oU"``, the user of the
+    original Request-URI).  For every Identity value of the request whose ``dest`` is
+    ``div_tn`` (a SHAKEN PASSporT, or the ``div`` of an earlier forwarding) one ``div``
+    PASSporT is signed per distinct caller, copying ``orig`` and ``iat`` (RFC 8946 §3, §4.1),
+    with the key at ``key_path`` (it needs authority over ``div_tn``).  Verify the request
+    first (``secsipid_check_identity``): the originals are copied, not checked, here.
+
+    Returns 1 when at least one header was added; -1 when the request has no Identity
+    header with that ``dest`` (RFC 8946 §4.1: no div without an original), the numbers do not
+    change, or the key cannot be used (logged at error).
+    """
+    dest, url, key, div = (expand(v) for v in (dest_tn, x5u, key_path, div_tn))
+    values = split_comma_values(_request_identities()) if _request_identities() else []
+    want = canonical_tn(div)
+    if not want:
+        _log_err(f"secsipid_add_div_identity: div_tn {div!r} holds no number")
+        return -1
+    signer = _st().signer_for_path(key)
+    added: list[str] = []
+    callers: set[str] = set()
+    for value in (v.strip() for v in values):
+        token = value.split(";", 1)[0].strip()
+        try:
+            claims = decode_token(token).claims
+        except SecSIPIDError:
+            continue
+        dest_claim, orig = claims.get("dest"), claims.get("orig")
+        if not isinstance(dest_claim, dict) or not isinstance(orig, dict):
+            continue
+        tns = dest_claim.get("tn", ())
+        if not isinstance(tns, list) or want not in [
+            canonical_tn(t) for t in tns if isinstance(t, str)
+        ]:
+            continue
+        caller = json.dumps(orig, sort_keys=True)
+        if caller in callers:
+            continue  # RFC 8946 §4.1: one div per distinct original
+        try:
+            added.append(signer.div_for(value, dest, div_tn=want, x5u=_x5u(url)))
+        except SecSIPIDError as exc:
+            _log_err(f"cannot sign div ({exc.code}): {exc.message}")
+            return -1
+        callers.add(caller)
+    if not added:
+        _log_err(f"secsipid_add_div_identity: no Identity header with dest {want}")
+        return -1
+    for value in added:
+        if _append_identity(value) < 0:
+            return -1
+    return 1
 
 
 @_guard(-1)
@@ -983,15 +1112,27 @@ _VERSTAT_RE = re.compile(r";verstat=[^;@>?,]*", re.IGNORECASE)
 _VERSTAT_VALUE = re.compile(r"[A-Za-z0-9\-_.]+")
 
 
+_PHONE_USER = re.compile(r"\+?[0-9()\-.]*[0-9][0-9()\-.]*")
+_USER_PHONE = re.compile(r";user=phone(?=$|[;?])", re.IGNORECASE)
+
+
 def verstat_uri(uri: str, verstat: str) -> str:
     """Put ``verstat`` into a TN-bearing URI (ATIS-1000074 §5.3.2, 3GPP TS 24.229 §7.2A.20),
-    after removing any ``verstat`` already there (an upstream claim is never passed on):
+    after removing any ``verstat`` already there (an upstream claim is never passed on).
+
+    ``verstat`` is a tel URI parameter: it follows the number of a tel URI, and in a SIP or
+    SIPS URI it belongs to the user part, which is a telephone number (RFC 3261 §19.1.6) only
+    with ``user=phone``.  So:
 
     * ``tel:+12155551212`` -> ``tel:+12155551212;verstat=TN-Validation-Passed``;
     * ``sip:+12155551212@host;user=phone`` ->
-      ``sip:+12155551212;verstat=TN-Validation-Passed@host;user=phone`` (user-part parameter).
+      ``sip:+12155551212;verstat=TN-Validation-Passed@host;user=phone``;
+    * ``sip:12155551212@host`` (a number without ``user=phone``, as many From URIs are) ->
+      ``sip:12155551212;verstat=TN-Validation-Passed@host;user=phone``: ``user=phone`` is
+      added, or the parameter would be part of an opaque user name.
 
-    Other URIs (no number in the user part) are returned without any ``verstat``.
+    Other URIs (a user part that is not a number, e.g. ``sip:alice@host``) are returned
+    without any ``verstat``.
     """
     clean = _VERSTAT_RE.sub("", uri)
     colon = clean.find(":")
@@ -1006,9 +1147,13 @@ def verstat_uri(uri: str, verstat: str) -> str:
     if scheme in ("sip", "sips"):
         at = clean.find("@")
         user = clean[colon + 1 : at] if at > 0 else ""
-        if not user or not any(c.isdigit() for c in user.split(";", 1)[0]):
+        if not user or _PHONE_USER.fullmatch(user.split(";", 1)[0]) is None:
             return clean
-        return f"{clean[:at]};verstat={verstat}{clean[at:]}"
+        rest = clean[at:]
+        if _USER_PHONE.search(rest) is None:
+            q = rest.find("?")
+            rest = rest + ";user=phone" if q < 0 else f"{rest[:q]};user=phone{rest[q:]}"
+        return f"{clean[:at]};verstat={verstat}{rest}"
     return clean
 
 

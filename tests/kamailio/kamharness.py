@@ -145,6 +145,11 @@ class Kamailio:
         self.rundir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env["PYTHONPATH"] = kamailio_pythonpath()
+        # The embedded interpreter looks for its standard library next to the first python3
+        # on PATH: an active venv or pyenv of the same minor version (3.11.7) would give it
+        # that one, whose extension modules need symbols Debian's libpython lacks
+        # ("undefined symbol: _PyModule_Add").  docs/kamailio.md, Troubleshooting.
+        env["PYTHONHOME"] = "/usr"
         env.update(self.env)
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(

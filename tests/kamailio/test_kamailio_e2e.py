@@ -402,3 +402,192 @@ def test_unreachable_certificate_436_within_timeout(
             assert result.returncode == 0, f"{name}: {result.describe()}"
             assert elapsed < 3.0, f"{name}: 436 after {elapsed:.1f}s with timeout 1s"
         assert vs.alive()
+
+
+# -- retransmissions (issue 7 item 3) ---------------------------------------------------------
+
+
+def test_vs_verifies_each_invite_once_despite_retransmissions(
+    kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
+) -> None:
+    """The STI-VS example creates the transaction before verifying: an INVITE whose info URL
+    never answers is verified once, not once per retransmission in another worker (it was
+    verified 2-3 times, each holding a worker for `timeout`).  Two ways to retransmit: sipp's
+    own timers (T1 = 500 ms, stopped by the 100 Trying the transaction sends), and three
+    copies with one branch sent back to back."""
+    with kh.CertServer({}) as server:
+        vs = _vs(tmp_path, kh.free_port(), "", STIR_LAB=1, STIR_TIMEOUT=2)
+        vs.children = 4
+        procs.append(vs.start())
+        reason = 'Reason: SIP;cause=436;text="Bad Identity Info"'
+        timers = "Identity: " + _identity(pki.key, x5u=server.url("/slow/timers.pem"))
+        result = _reject(tmp_path, "uac-timers", vs.port, timers, 436, reason)
+        assert result.returncode == 0, result.describe()
+        copies = "Identity: " + _identity(pki.key, x5u=server.url("/slow/copies.pem"))
+        sipp = kh.Sipp(
+            tmp_path,
+            "uac-copies",
+            "uac_retrans.xml",
+            port=kh.free_port(),
+            target=f"127.0.0.1:{vs.port}",
+            subst={"EXTRA": copies, "CODE": "436"},
+        )
+        procs.append(sipp)
+        result = sipp.run(60)
+        assert result.returncode == 0, result.describe()
+        time.sleep(3)  # a second verification of either INVITE would have ended by now
+        log = vs.log()
+        assert log.count("STIR: rejecting ") == 2, log[-4000:]
+        assert server.hits.count("/slow/timers.pem") == 1, server.hits
+        assert server.hits.count("/slow/copies.pem") == 1, server.hits
+        assert vs.alive()
+
+
+# -- one cache directory for the native module and ours (issue 8 item 15) ----------------------
+
+
+def _one_call(tmp: Path, name: str, target: int, extra: str) -> kh.SippResult:
+    return kh.Sipp(
+        tmp,
+        name,
+        "uac.xml",
+        port=kh.free_port(),
+        target=f"127.0.0.1:{target}",
+        subst={"EXTRA": extra},
+    ).run(60)
+
+
+def test_native_and_ours_share_one_cache_dir(
+    kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
+) -> None:
+    """STIR_CACHE_NAMING=libsecsipid: with the certificate server gone, what the native
+    module's cache_dir holds verifies calls in our STI-VS and what ours stored there serves
+    the native module; a control with an empty directory shows the server really is gone."""
+    shared = tmp_path / "shared-cache"
+    empty = tmp_path / "empty-cache"
+    shared.mkdir()
+    empty.mkdir()
+    native_uas, ours_uas = kh.free_port(), kh.free_port()
+    procs.append(_uas(tmp_path, native_uas, "TN-Validation-Passed", 2, name="uas-native").start())
+    procs.append(_uas(tmp_path, ours_uas, PASSED, 2, name="uas-ours").start())
+    native_vs = _native(
+        tmp_path, "native-vs", "vs", native_uas, STIR_CERT="", STIR_CACHE_DIR=str(shared)
+    )
+    ours_vs = _vs(
+        tmp_path, ours_uas, "", STIR_LAB=1, STIR_CACHE_DIR=str(shared),
+        STIR_CACHE_NAMING="libsecsipid",
+    )  # fmt: skip
+    control = _vs(
+        tmp_path, kh.free_port(), "", STIR_LAB=1, STIR_TIMEOUT=1, STIR_CACHE_DIR=str(empty),
+        STIR_CACHE_NAMING="libsecsipid",
+    )  # fmt: skip
+    control.name = "vs-control"
+    for kam in (native_vs, ours_vs, control):
+        procs.append(kam.start())
+    with kh.CertServer({"/native.pem": pki.cert_pem, "/ours.pem": pki.cert_pem}) as server:
+        native_url, ours_url = server.url("/native.pem"), server.url("/ours.pem")
+        native_id = "Identity: " + _identity(pki.key, x5u=native_url)
+        ours_id = "Identity: " + _identity(pki.key, x5u=ours_url)
+        _assert_all(_one_call(tmp_path, "native-fetches", native_vs.port, native_id), 1)
+        _assert_all(_one_call(tmp_path, "ours-fetches", ours_vs.port, ours_id), 1)
+        assert sorted(server.hits) == ["/native.pem", "/ours.pem"]
+    names = sorted(p.name for p in shared.iterdir())
+    assert names == sorted(u.replace("://", "_").replace("/", "_") for u in (native_url, ours_url))
+    # The server is gone: each side verifies with the file the other one wrote.
+    _assert_all(_one_call(tmp_path, "ours-reads-native", ours_vs.port, native_id), 1)
+    _assert_all(_one_call(tmp_path, "native-reads-ours", native_vs.port, ours_id), 1)
+    rejected = _reject(
+        tmp_path, "control", control.port, native_id, 436,
+        'Reason: SIP;cause=436;text="Bad Identity Info"',
+    )  # fmt: skip
+    assert rejected.returncode == 0, rejected.describe()
+    assert "Traceback" not in ours_vs.log()
+
+
+def test_starts_with_another_python3_first_on_path(
+    kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
+) -> None:
+    """An active virtualenv (or pyenv) first on PATH: Kamailio's embedded Python loaded that
+    interpreter's standard library and stopped at start with "undefined symbol:
+    _PyModule_Add" when it was another build of 3.11; PYTHONHOME=/usr (the harness, and
+    docs/kamailio.md) keeps it on the system's own (issue 8 item 14)."""
+    import os
+    import sys
+
+    venv_bin = str(Path(sys.executable).parent)
+    kam = _as(tmp_path, pki, kh.free_port())
+    kam.env = {"PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin')}"}
+    procs.append(kam.start())
+    assert kam.alive()
+    assert "undefined symbol" not in kam.log()
+
+
+# -- a cluster: the certificate cache shared through Redis (issue 11) --------------------------
+
+
+def test_two_verifiers_share_one_fetch_through_redis(
+    kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
+) -> None:
+    """Two STI-VS Kamailio instances (2 workers each) with mod_init(redis=...) on one real
+    redis-server: calls through both download the certificate once in all, where each
+    worker of each instance would download it once without Redis."""
+    from rediskit import RedisServer
+
+    redis = RedisServer(tmp_path / "redis")
+    try:
+        with kh.CertServer({"/sti.pem": pki.cert_pem}) as server:
+            for n in range(2):
+                uas_port = kh.free_port()
+                vs = _vs(tmp_path / f"vs{n}", uas_port, "", STIR_LAB=1, STIR_REDIS=redis.url)
+                native_as = _native(
+                    tmp_path / f"as{n}", "native-as", "as", vs.port,
+                    STIR_KEY=str(pki.key), STIR_X5U=server.url("/sti.pem"),
+                )  # fmt: skip
+                _chain(tmp_path / f"run{n}", procs, native_as, vs, uas_port, 20)
+            assert server.hits == ["/sti.pem"], server.hits
+    finally:
+        redis.stop()
+
+
+def test_verifier_with_redis_down_still_verifies(
+    kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
+) -> None:
+    """mod_init(redis=...) naming a Redis that is not running: Kamailio starts, and every
+    call verifies (each worker downloads for itself)."""
+    with kh.CertServer({"/sti.pem": pki.cert_pem}) as server:
+        uas_port = kh.free_port()
+        dead = f"redis://127.0.0.1:{kh.free_port()}/0"
+        vs = _vs(tmp_path, uas_port, "", STIR_LAB=1, STIR_REDIS=dead)
+        native_as = _native(
+            tmp_path, "native-as", "as", vs.port,
+            STIR_KEY=str(pki.key), STIR_X5U=server.url("/sti.pem"),
+        )  # fmt: skip
+        _chain(tmp_path, procs, native_as, vs, uas_port, 10)
+        assert 1 <= len(server.hits) <= vs.children, server.hits
+
+
+def test_one_budget_for_an_invite_with_several_identity_headers(
+    kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
+) -> None:
+    """An INVITE with two Identity headers whose info never answers and a valid one behind
+    them: inside a Kamailio worker the certificates are fetched at once (on a private event
+    loop), the valid value passes, and the call is not held for one timeout per header
+    (issue 7 item 1)."""
+    uas_port = kh.free_port()
+    procs.append(_uas(tmp_path, uas_port, PASSED, 1).start())
+    with kh.CertServer({"/cert.pem": pki.cert_pem}) as server:
+        vs = _vs(tmp_path, uas_port, "", STIR_LAB=1, STIR_TIMEOUT=3)
+        procs.append(vs.start())
+        values = [
+            _identity(pki.key, x5u=server.url("/slow/a.pem")),
+            _identity(pki.key, x5u=server.url("/slow/b.pem")),
+            _identity(pki.key, x5u=server.url("/cert.pem")),
+        ]
+        extra = "\n".join(f"Identity: {v}" for v in values)
+        start = time.monotonic()
+        result = _one_call(tmp_path, "uac-three", vs.port, extra)
+        elapsed = time.monotonic() - start
+        _assert_all(result, 1)
+        assert elapsed < 3.0, f"{elapsed:.1f} s: the hanging servers held the call"
+        assert sorted(server.hits) == ["/cert.pem", "/slow/a.pem", "/slow/b.pem"]
+        assert "Traceback" not in vs.log()

@@ -381,6 +381,22 @@ def test_reply_refuses_valid_verdict_and_native_form(ksr: FakeKSR, pki: Pki) -> 
             "sip:+12155550121;verstat=TN-Validation-Passed@example.org;user=phone",
         ),
         ("sip:alice@example.org", "sip:alice@example.org"),
+        ("sip:alice2@example.org", "sip:alice2@example.org"),
+        # A number without user=phone (issue 8 item 14): user=phone is added, so that the
+        # user part is a telephone number and verstat one of its parameters.
+        (
+            "sip:15551230001@example.org",
+            "sip:15551230001;verstat=TN-Validation-Passed@example.org;user=phone",
+        ),
+        (
+            "sips:+1-555-123-0001@example.org;transport=tls?X-A=1",
+            "sips:+1-555-123-0001;verstat=TN-Validation-Passed@example.org;transport=tls"
+            ";user=phone?X-A=1",
+        ),
+        (
+            "sip:+15551230001@example.org;USER=phone",
+            "sip:+15551230001;verstat=TN-Validation-Passed@example.org;USER=phone",
+        ),
     ],
 )
 def test_verstat_uri(uri: str, marked: str) -> None:
@@ -406,7 +422,7 @@ def test_add_verstat_rewrites_pai_and_drops_upstream_value(ksr: FakeKSR, pki: Pk
 
 def test_add_verstat_falls_back_to_from(ksr: FakeKSR) -> None:
     assert sk.secsipid_add_verstat("No-TN-Validation") == 1
-    assert ksr.values["$fu"] == "sip:+12155550121;verstat=No-TN-Validation@example.net"
+    assert ksr.values["$fu"] == "sip:+12155550121;verstat=No-TN-Validation@example.net;user=phone"
     assert sk.add_verstat("bad value!") == -1
     assert sk.add_verstat("No-TN-Validation", where="elsewhere") == -1
 
@@ -440,12 +456,26 @@ def test_mod_init_maps_libopt(tmp_path: Path, pki: Pki) -> None:
         ({"expire": -1}, "expire must be at least 0"),
         ({"timeout": 0}, "timeout must be between"),
         ({"timeout": "soon"}, "timeout must be a number"),
+        ({"cache_naming": "native"}, "cache_naming must be 'secsipid' or 'libsecsipid'"),
+        ({"redis": "http://127.0.0.1:6379/"}, "redis 'http://127.0.0.1:6379/'"),
+        ({"redis": 6379}, "redis must be a URL"),
     ],
 )
 def test_mod_init_refuses_bad_settings(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(sk.ConfigError, match=message):
         sk.mod_init(**kwargs)
     sk.mod_init()
+
+
+def test_mod_init_redis_gives_the_certificate_source_a_shared_cache() -> None:
+    """mod_init(redis=URL) is checked (not connected: Redis may be down at start) and the
+    workers' certificate source uses the process's RedisCache for that URL."""
+    url = "redis://127.0.0.1:1/0"
+    assert sk.mod_init(redis=url).redis == url
+    source = sk._st().info_source()
+    assert source.shared is not None and source.shared.url == url
+    sk.mod_init()
+    assert sk._st().info_source().shared is None
 
 
 def test_preload_refuses_bad_keys(tmp_path: Path, pki: Pki) -> None:

@@ -1,0 +1,641 @@
+"""Diverted calls: div PASSporTs (RFC 8946) signed, and their chains verified by check().
+
+Every retargeting entity signs with its own key behind its own x5u URL, as in the field; a
+small credential source maps each URL to its key.  Times are fixed (``NOW``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helpers import NOW, KeyFiles, assert_verdict
+from secsipid import (
+    Credential,
+    Reason,
+    RichCallData,
+    Signer,
+    SigningError,
+    TrustPolicy,
+    VerificationError,
+    Verifier,
+    b64url_decode,
+    check_identity,
+    decode_token,
+    load_private_key,
+)
+from secsipid._div import Hop, build_chain, check_div_claims
+from secsipid._pki import make_lab_pki, pem
+
+CALLER = "12155551212"
+FIRST = "12155551213"  # the number dialled
+
+
+@dataclass
+class Carrier:
+    """A retargeting entity (or the originating one): its key, x5u and Signer."""
+
+    name: str
+    key: ec.EllipticCurvePrivateKey
+    x5u: str
+
+    @property
+    def signer(self) -> Signer:
+        return Signer(self.key, self.x5u)
+
+
+class KeySource:
+    """A credential source: x5u -> public key (what fetching each certificate would give)."""
+
+    local = True
+
+    def __init__(self, carriers: list[Carrier]) -> None:
+        self.keys = {c.x5u: Credential(c.key.public_key()) for c in carriers}
+
+    def credential_for(self, info: str) -> Credential:
+        found = self.keys.get(info)
+        if found is None:
+            raise VerificationError(Reason.CERT_FETCH_FAILED, f"no certificate at {info}")
+        return found
+
+
+@pytest.fixture(scope="module")
+def carriers() -> list[Carrier]:
+    return [
+        Carrier(f"c{n}", ec.generate_private_key(ec.SECP256R1()), f"https://c{n}.example/sti.pem")
+        for n in range(8)
+    ]
+
+
+@pytest.fixture(scope="module")
+def verifier(carriers: list[Carrier]) -> Verifier:
+    return Verifier(KeySource(carriers))
+
+
+def number(n: int) -> str:
+    """The n-th target of a call: FIRST, then 12155552001, 12155552002, ..."""
+    return FIRST if n == 0 else f"1215555{2000 + n}"
+
+
+def chain(carriers: list[Carrier], diversions: int, *, iat: int = NOW) -> list[str]:
+    """A SHAKEN PASSporT to FIRST, then ``diversions`` div PASSporTs, each signed by the
+    carrier that owns the number it diverts from, retargeting to the next number."""
+    values = [carriers[0].signer.identity(CALLER, FIRST, "A", iat=iat)]
+    for n in range(diversions):
+        values.append(
+            carriers[n + 1].signer.div_identity(CALLER, number(n + 1), number(n), iat=iat)
+        )
+    return values
+
+
+def claims_of(value: str) -> dict[str, object]:
+    return decode_token(value.split(";", 1)[0]).claims
+
+
+# -- signing -------------------------------------------------------------------------------
+
+
+def test_div_identity_is_what_rfc_8946_describes(carriers: list[Carrier]) -> None:
+    """Header ppt div with the signer's x5u, claims dest/div/iat/orig only, ppt=div param."""
+    value = carriers[1].signer.div_identity("+1 215 555 1212", "12155551214", FIRST, iat=NOW)
+    token, params = value.split(";", 1)
+    assert params == f"info=<{carriers[1].x5u}>;alg=ES256;ppt=div"
+    decoded = decode_token(token)
+    assert decoded.header == {
+        "alg": "ES256",
+        "ppt": "div",
+        "typ": "passport",
+        "x5u": carriers[1].x5u,
+    }
+    assert decoded.claims == {
+        "dest": {"tn": ["12155551214"]},
+        "div": {"tn": FIRST},
+        "iat": NOW,
+        "orig": {"tn": CALLER},
+    }
+    # canonical JSON (RFC 8225 §9): what was signed is the sorted, compact serialization
+    assert b64url_decode(token.split(".")[1]) == (
+        b'{"dest":{"tn":["12155551214"]},"div":{"tn":"12155551213"},"iat":1700000000,'
+        b'"orig":{"tn":"12155551212"}}'
+    )
+
+
+def test_div_for_copies_orig_and_iat_and_takes_div_from_dest(carriers: list[Carrier]) -> None:
+    original = carriers[0].signer.identity(CALLER, FIRST, "B", iat=NOW - 7)
+    value = carriers[1].signer.div_for(original, "12155551214")
+    assert claims_of(value) == {
+        "dest": {"tn": ["12155551214"]},
+        "div": {"tn": FIRST},
+        "iat": NOW - 7,
+        "orig": {"tn": CALLER},
+    }
+
+
+def test_div_for_refuses_what_it_cannot_use(carriers: list[Carrier]) -> None:
+    signer = carriers[1].signer
+    several = carriers[0].signer.identity(CALLER, [FIRST, "12155559999"], "A", iat=NOW)
+    with pytest.raises(SigningError, match="several dest"):
+        signer.div_for(several, "12155551214")
+    assert claims_of(signer.div_for(several, "12155551214", div_tn="12155559999"))["div"] == {
+        "tn": "12155559999"
+    }
+    with pytest.raises(SigningError, match="not a dest"):
+        signer.div_for(several, "12155551214", div_tn="12155550000")
+    with pytest.raises(SigningError) as exc:
+        signer.div_for("not-a-passport;info=<https://x.example/a>", "12155551214")
+    assert exc.value.code == "invalid-original"
+    # RFC 8946 §3: no div PASSporT when the canonical dest does not change
+    with pytest.raises(SigningError, match="not retargeted"):
+        signer.div_identity(CALLER, FIRST, "+1-215-555-1213")
+
+
+def test_div_o_carries_the_original_in_opt(carriers: list[Carrier]) -> None:
+    """RFC 8946 §5-§6: div-o holds the prior full-form PASSporT in opt."""
+    original = carriers[0].signer.identity(CALLER, FIRST, "A", iat=NOW)
+    value = carriers[1].signer.div_for(original, "12155551214", ppt="div-o")
+    token, params = value.split(";", 1)
+    assert params.endswith(";ppt=div-o")
+    decoded = decode_token(token)
+    assert decoded.header["ppt"] == "div-o"
+    assert decoded.claims["opt"] == original.split(";", 1)[0]
+    assert decoded.claims["div"] == {"tn": FIRST}
+
+
+# -- chains that hold --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("diversions", [1, 2, 5])
+def test_chain_of_shaken_and_diversions_is_valid(
+    verifier: Verifier, carriers: list[Carrier], diversions: int
+) -> None:
+    values = chain(carriers, diversions)
+    target = number(diversions)
+    verdict = verifier.check(values, orig_tn=CALLER, dest_tn=target, now=NOW)
+    assert verdict.ok, (verdict.reason, verdict.message)
+    assert verdict.diverted
+    assert verdict.passport is not None and verdict.passport.ppt == "shaken"
+    assert verdict.index == 0 and verdict.passport.attest == "A"
+    assert [hop.ppt for hop in verdict.chain] == ["shaken"] + ["div"] * diversions
+    assert [hop.index for hop in verdict.chain] == list(range(diversions + 1))
+    assert [hop.div for hop in verdict.chain[1:]] == [number(n) for n in range(diversions)]
+    assert verdict.chain[-1].dest == (target,)
+    assert all(hop.ok for hop in verdict.chain)
+    assert verdict.failures == ()  # the SHAKEN's own dest mismatch is explained by the chain
+    assert verdict.verstat == "TN-Validation-Passed"
+
+
+@pytest.mark.parametrize("diversions", [1, 2])
+def test_header_order_is_free(verifier: Verifier, carriers: list[Carrier], diversions: int) -> None:
+    values = chain(carriers, diversions)
+    for order in itertools.permutations(values):
+        verdict = verifier.check(list(order), dest_tn=number(diversions), now=NOW)
+        assert verdict.ok and verdict.diverted, (order, verdict.reason)
+        assert verdict.chain[-1].dest == (number(diversions),)
+
+
+def test_five_diversions_in_random_orders(verifier: Verifier, carriers: list[Carrier]) -> None:
+    values = chain(carriers, 5)
+    rng = random.Random(8946)
+    for _ in range(20):
+        order = values[:]
+        rng.shuffle(order)
+        verdict = verifier.check(order, dest_tn=number(5), now=NOW)
+        assert verdict.ok and len(verdict.chain) == 6
+
+
+def test_comma_joined_values_and_quoted_ppt(verifier: Verifier, carriers: list[Carrier]) -> None:
+    """One header line with both values; ppt="div" quoted as in RFC 8946 §4.1."""
+    shaken, div = chain(carriers, 1)
+    quoted = div.replace(";ppt=div", ';ppt="div"')
+    verdict = verifier.check(f"{quoted}, {shaken}", dest_tn=number(1), now=NOW)
+    assert verdict.ok and verdict.diverted
+
+
+def test_without_a_call_target_the_chain_is_still_judged(
+    verifier: Verifier, carriers: list[Carrier]
+) -> None:
+    values = chain(carriers, 2)
+    verdict = verifier.check(values, now=NOW)
+    assert verdict.ok  # the SHAKEN PASSporT is valid on its own when no target is given
+    assert [hop.ppt for hop in verdict.chain] == ["shaken", "div", "div"]
+    assert verdict.chain_failure is None
+
+
+def test_acheck_gives_the_same_verdicts(verifier: Verifier, carriers: list[Carrier]) -> None:
+    values = chain(carriers, 2)
+
+    async def both() -> list[tuple[bool, str, int]]:
+        out = []
+        for vals, target in ((values, number(2)), (values[1:], number(2)), (values, "1999")):
+            v = await verifier.acheck(vals, dest_tn=target, now=NOW)
+            out.append((v.ok, v.reason.value, len(v.chain)))
+        return out
+
+    expected = []
+    for vals, target in ((values, number(2)), (values[1:], number(2)), (values, "1999")):
+        v = verifier.check(vals, dest_tn=target, now=NOW)
+        expected.append((v.ok, v.reason.value, len(v.chain)))
+    assert asyncio.run(both()) == expected
+    assert expected[0] == (True, "valid", 3)
+
+
+def test_valid_shaken_for_the_target_stays_valid_beside_a_broken_chain(
+    verifier: Verifier, carriers: list[Carrier]
+) -> None:
+    """RFC 8224 §6.2.1: one valid Identity header is enough; the chain's fault is reported."""
+    shaken = carriers[0].signer.identity(CALLER, FIRST, "A", iat=NOW)
+    stray = carriers[2].signer.div_identity(CALLER, FIRST, "12155550000", iat=NOW)
+    verdict = verifier.check([stray, shaken], dest_tn=FIRST, now=NOW)
+    assert verdict.ok and verdict.index == 1 and not verdict.diverted
+    assert verdict.chain_failure is not None
+    assert verdict.chain_failure.reason is Reason.DIV_CHAIN_BROKEN
+
+
+# -- chains that do not hold -----------------------------------------------------------------
+
+
+def test_broken_chain(verifier: Verifier, carriers: list[Carrier]) -> None:
+    values = chain(carriers, 3)
+    del values[2]  # the hop from number(1) to number(2) is missing
+    verdict = verifier.check(values, dest_tn=number(3), now=NOW)
+    assert_verdict(verdict, Reason.DIV_CHAIN_BROKEN)
+    assert verdict.sip_status == 438
+    assert "12155552002" in verdict.message  # the number nobody diverted to
+    assert [hop.div for hop in verdict.chain] == [number(2)]
+
+
+def test_changed_orig_invalidates_the_whole_chain(
+    verifier: Verifier, carriers: list[Carrier]
+) -> None:
+    values = chain(carriers, 2)
+    values[2] = carriers[2].signer.div_identity("12155550666", number(2), number(1), iat=NOW)
+    verdict = verifier.check(values, dest_tn=number(2), now=NOW)
+    assert_verdict(verdict, Reason.DIV_ORIG_MISMATCH)
+    assert verdict.index == 2
+    assert len(verdict.chain) == 3 and all(hop.ok for hop in verdict.chain)
+
+
+def test_stale_hop(verifier: Verifier, carriers: list[Carrier]) -> None:
+    values = chain(carriers, 2)
+    values[1] = carriers[1].signer.div_identity(CALLER, number(1), number(0), iat=NOW - 3600)
+    verdict = verifier.check(values, dest_tn=number(2), now=NOW)
+    assert_verdict(verdict, Reason.STALE)
+    assert verdict.sip_status == 403 and verdict.index == 1
+    assert [hop.reason for hop in verdict.chain] == [Reason.VALID, Reason.STALE, Reason.VALID]
+    assert "Identity value 1" in verdict.message
+
+
+def test_stale_innermost_shaken(verifier: Verifier, carriers: list[Carrier]) -> None:
+    """RFC 8946 §4.2 step 4 RECOMMENDS the innermost iat be fresh too: it must here."""
+    values = chain(carriers, 1)
+    values[0] = carriers[0].signer.identity(CALLER, FIRST, "A", iat=NOW - 3600)
+    verdict = verifier.check(values, dest_tn=number(1), now=NOW)
+    assert_verdict(verdict, Reason.STALE)
+    assert verdict.chain[0].reason is Reason.STALE
+
+
+def test_hop_signed_by_another_key(verifier: Verifier, carriers: list[Carrier]) -> None:
+    values = chain(carriers, 2)
+    # carrier 7's key, but carrier 2's x5u: the signature does not verify with that credential
+    impostor = Signer(carriers[7].key, carriers[2].x5u)
+    values[2] = impostor.div_identity(CALLER, number(2), number(1), iat=NOW)
+    verdict = verifier.check(values, dest_tn=number(2), now=NOW)
+    assert_verdict(verdict, Reason.BAD_SIGNATURE)
+    assert verdict.verstat == "TN-Validation-Failed"
+    assert verdict.chain[-1].reason is Reason.BAD_SIGNATURE
+
+
+def test_div_without_shaken(verifier: Verifier, carriers: list[Carrier]) -> None:
+    values = chain(carriers, 2)[1:]
+    verdict = verifier.check(values, dest_tn=number(2), now=NOW)
+    assert_verdict(verdict, Reason.DIV_WITHOUT_SHAKEN)
+
+
+def test_target_mismatch(verifier: Verifier, carriers: list[Carrier]) -> None:
+    values = chain(carriers, 2)
+    verdict = verifier.check(values, dest_tn="12155559999", now=NOW)
+    assert_verdict(verdict, Reason.DIV_TARGET_MISMATCH)
+    assert "12155559999" in verdict.message
+
+
+def test_duplicate_hops(verifier: Verifier, carriers: list[Carrier]) -> None:
+    values = chain(carriers, 2)
+    verdict = verifier.check([*values, values[1]], dest_tn=number(2), now=NOW)
+    assert_verdict(verdict, Reason.DIV_DUPLICATE_HOP)
+    assert verdict.index == 3
+
+
+def test_loop(verifier: Verifier, carriers: list[Carrier]) -> None:
+    """B -> C and C -> B: the chain to C diverts from B twice and never reaches SHAKEN."""
+    shaken = carriers[0].signer.identity(CALLER, FIRST, "A", iat=NOW)
+    b, c = "12155550002", "12155550003"
+    b_to_c = carriers[1].signer.div_identity(CALLER, c, b, iat=NOW)
+    c_to_b = carriers[2].signer.div_identity(CALLER, b, c, iat=NOW)
+    verdict = verifier.check([shaken, b_to_c, c_to_b], dest_tn=c, now=NOW)
+    assert_verdict(verdict, Reason.DIV_LOOP)
+
+
+def test_div_to_itself_is_a_loop(verifier: Verifier, carriers: list[Carrier]) -> None:
+    shaken = carriers[0].signer.identity(CALLER, FIRST, "A", iat=NOW)
+    token = carriers[1].signer.sign_claims(
+        {"dest": {"tn": [FIRST]}, "div": {"tn": FIRST}, "iat": NOW, "orig": {"tn": CALLER}},
+        ppt="div",
+    )
+    value = f"{token};info=<{carriers[1].x5u}>;alg=ES256;ppt=div"
+    verdict = verifier.check([shaken, value], now=NOW)
+    assert verdict.ok  # the SHAKEN PASSporT alone, no target given
+    assert verdict.chain_failure is not None
+    assert verdict.chain_failure.reason is Reason.DIV_LOOP
+
+
+def test_broken_chain_never_makes_a_failing_request_valid(
+    verifier: Verifier, carriers: list[Carrier]
+) -> None:
+    values = chain(carriers, 1)
+    forged = carriers[5].signer.identity(CALLER, FIRST, "A", iat=NOW)  # wrong key for c0's URL
+    forged = forged.replace(carriers[5].x5u, carriers[0].x5u)
+    for vals in ([forged, values[1]], [values[1]], [forged]):
+        verdict = verifier.check(vals, dest_tn=number(1), now=NOW)
+        assert not verdict.ok, vals
+
+
+def test_div_claims_rules(verifier: Verifier, carriers: list[Carrier]) -> None:
+    shaken = carriers[0].signer.identity(CALLER, FIRST, "A", iat=NOW)
+    signer = carriers[1].signer
+    base = {"dest": {"tn": ["1"]}, "div": {"tn": FIRST}, "iat": NOW, "orig": {"tn": CALLER}}
+    cases = [
+        ({k: v for k, v in base.items() if k != "div"}, Reason.MISSING_CLAIM),
+        ({**base, "div": {"tn": FIRST, "uri": "sip:a@b"}}, Reason.INVALID_CLAIM),
+        ({**base, "div": "12155551213"}, Reason.INVALID_CLAIM),
+        ({**base, "opt": "x.y.z"}, Reason.INVALID_CLAIM),  # RFC 8946 §3: no opt in div
+        ({**base, "dest": {"tn": "1"}}, Reason.INVALID_CLAIM),  # the RFC's div-o typo
+        ({**base, "iat": "1700000000"}, Reason.INVALID_CLAIM),
+    ]
+    for claims, reason in cases:
+        token = signer.sign_claims(claims, ppt="div")
+        value = f"{token};info=<{carriers[1].x5u}>;alg=ES256;ppt=div"
+        verdict = verifier.check([shaken, value], dest_tn="1", now=NOW)
+        assert not verdict.ok
+        (failure,) = verdict.failures[1:]
+        assert failure.reason is reason, (claims, failure)
+    # ppt param div over a header that says shaken
+    token = signer.sign_claims(base, ppt="shaken")
+    verdict = verifier.check(
+        [shaken, f"{token};info=<{carriers[1].x5u}>;ppt=div"], dest_tn="1", now=NOW
+    )
+    assert verdict.failures[-1].reason is Reason.PPT_MISMATCH
+
+
+def test_verify_alone_refuses_a_div(verifier: Verifier, carriers: list[Carrier]) -> None:
+    div = chain(carriers, 1)[1]
+    with pytest.raises(VerificationError) as exc:
+        verifier.verify(div, now=NOW)
+    assert exc.value.reason is Reason.UNSUPPORTED_PPT
+    assert "check()" in exc.value.message
+
+
+def test_div_o_is_ignored_by_check(verifier: Verifier, carriers: list[Carrier]) -> None:
+    """div-o is for non-SIP transports (RFC 8946 §5): an unsupported ppt, ignored (step 1)."""
+    shaken = carriers[0].signer.identity(CALLER, FIRST, "A", iat=NOW)
+    div_o = carriers[1].signer.div_for(shaken, "12155551214", ppt="div-o")
+    verdict = verifier.check([div_o], now=NOW)
+    assert_verdict(verdict, Reason.UNSUPPORTED_PPT)
+
+
+def test_verdict_to_dict_is_strict_json(verifier: Verifier, carriers: list[Carrier]) -> None:
+    values = chain(carriers, 2)
+    for vals, target in ((values, number(2)), (values[::2], number(2))):
+        data = verifier.check(vals, dest_tn=target, now=NOW).to_dict()
+        text = json.dumps(data, allow_nan=False)
+        back = json.loads(text)
+        assert [hop["ppt"] for hop in back["chain"]] in (["shaken", "div", "div"], ["div"])
+    good = verifier.check(values, dest_tn=number(2), now=NOW).to_dict()
+    assert good["diverted"] is True and good["chain"][2]["div"] == number(1)
+    assert good["chain"][0] == {
+        "index": 0,
+        "ppt": "shaken",
+        "orig": CALLER,
+        "dest": [FIRST],
+        "div": None,
+        "iat": NOW,
+        "valid": True,
+        "reason": "valid",
+        "message": "",
+    }
+
+
+# -- trust: the div signer's authority is over div, not orig (RFC 8946 §3, §4.2 step 2) --
+
+
+def test_div_signer_needs_authority_over_div_not_orig(tmp_path: Path) -> None:
+    """Certificates listing TNs (RFC 9060 delegates): the forwarding carrier's covers the
+    diverting number and not the caller, and that is what a div needs."""
+    forwarding = make_lab_pki(tns=[FIRST])
+    caller_pki = make_lab_pki(tns=[CALLER], root=(forwarding.root_key, forwarding.root))
+    (tmp_path / "root.pem").write_bytes(pem(forwarding.root))
+    trust = TrustPolicy(ca_file=str(tmp_path / "root.pem"))
+
+    class Chains:
+        local = True
+
+        def credential_for(self, info: str) -> Credential:
+            pki = caller_pki if "c0." in info else forwarding
+            return Credential.from_certificates([pki.leaf, pki.intermediate])
+
+    now = int(time.time())
+    caller = Signer(caller_pki.leaf_key, "https://c0.example/sti.pem")
+    forwarder = Signer(forwarding.leaf_key, "https://c1.example/sti.pem")
+    verifier = Verifier(Chains(), trust=trust)
+    shaken = caller.identity(CALLER, FIRST, "A", iat=now)
+    div_ok = forwarder.div_identity(CALLER, "12155551214", FIRST, iat=now)
+    verdict = verifier.check([shaken, div_ok], dest_tn="12155551214", now=now)
+    assert verdict.ok and verdict.diverted, (verdict.reason, verdict.message)
+    # diverting from a number the forwarding carrier's certificate does not cover
+    shaken_other = caller.identity(CALLER, "12155550000", "A", iat=now)
+    div_bad = forwarder.div_identity(CALLER, "12155551214", "12155550000", iat=now)
+    verdict = verifier.check([shaken_other, div_bad], dest_tn="12155551214", now=now)
+    assert_verdict(verdict, Reason.CERT_TN_NOT_AUTHORIZED)
+    assert verdict.chain[-1].reason is Reason.CERT_TN_NOT_AUTHORIZED
+
+
+# -- RFC 8946's own vectors ---------------------------------------------------------------------
+
+RFC8946_KEY = b"""-----BEGIN EC PRIVATE KEY-----
+MHcCAQEEIFKCsFZ4Wsw3ZpBxgc4Z0sOjaXDdMk07Ny1fKg6OntAkoAoGCCqGSM49
+AwEHoUQDQgAEmzGM1VsO+3IqbMF54rQMaYKQftO4hUYm9wv5wutLgEd9FsiTy3+4
++Wa2O7pffOXPC0QzO+yD8hGEXGP/2mZo6w==
+-----END EC PRIVATE KEY-----
+"""
+RFC8946_DIV = (
+    "eyJhbGciOiJFUzI1NiIsInBwdCI6ImRpdiIsInR5cCI6InBhc3Nwb3J0IiwieDV1IjoiaHR0cHM6Ly93d3cuZXhhb"
+    "XBsZS5jb20vY2VydC5jZXIifQ.eyJkZXN0Ijp7InRuIjpbIjEyMTU1NTUxMjE0Il19LCJkaXYiOnsidG4iOiIxMjE1"
+    "NTU1NTEyMTMifSwiaWF0IjoxNDQzMjA4MzQ1LCJvcmlnIjp7InRuIjoiMTIxNTU1NTEyMTIifX0.xBHWipDEEJ8a6T"
+    "sdX6xUXAnblsFiGUiAxwLiv0HLC9IICj6eG9jQd6WzeSSjHRBwxmChHhVIiMTSqIlk3yCNkg"
+)
+RFC_X5U = "https://www.example.com/cert.cer"
+RFC_IAT = 1443208345
+
+
+def test_rfc_8946_example_div_verifies_but_does_not_chain() -> None:
+    """§3/§4.1: the example's signature is right, but its div 121555551213 (a typo, one 5
+    too many) is not the original dest 12155551213: what the text says cannot chain it."""
+    key = load_private_key(RFC8946_KEY)
+    signer = Signer(key, RFC_X5U)
+    shaken = signer.identity("12155551212", "12155551213", "A", iat=RFC_IAT)
+    div = f'{RFC8946_DIV}; info=<{RFC_X5U}>;ppt="div"'  # the RFC's own Identity form
+    verifier = Verifier(key.public_key())
+    verdict = verifier.check([shaken, div], dest_tn="12155551214", now=RFC_IAT)
+    assert_verdict(verdict, Reason.DIV_CHAIN_BROKEN)
+    assert verdict.chain[0].ok  # the div itself verified (signature, claims)
+    assert verdict.chain[0].div == "121555551213"
+    # the fixed claims, as the text describes them, chain
+    fixed = signer.div_for(shaken, "12155551214")
+    assert claims_of(fixed)["div"] == {"tn": "12155551213"}
+    verdict = verifier.check([shaken, fixed], dest_tn="12155551214", now=RFC_IAT)
+    assert verdict.ok and verdict.diverted
+
+
+# -- the chain builder on its own (hypothesis) ----------------------------------------------
+
+
+def _hop(index: int, ppt: str, dest: str, div: str | None = None, orig: str = CALLER) -> Hop:
+    claims: dict[str, object] = {"dest": {"tn": [dest]}, "iat": NOW, "orig": {"tn": orig}}
+    if div is not None:
+        claims["div"] = {"tn": div}
+    return Hop(index, ppt, f"token-{index}-{dest}-{div}", claims)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 6), st.randoms(use_true_random=False))
+def test_any_order_of_a_full_chain_holds(length: int, rng: random.Random) -> None:
+    hops = [_hop(0, "shaken", number(0))] + [
+        _hop(n, "div", number(n), number(n - 1)) for n in range(1, length + 1)
+    ]
+    rng.shuffle(hops)
+    result = build_chain(hops, frozenset({("tn", number(length))}))
+    assert result is not None and result.ok
+    assert [h.ppt for h in result.hops] == ["shaken"] + ["div"] * length
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(2, 6), st.data())
+def test_a_chain_missing_a_hop_never_holds(length: int, data: st.DataObject) -> None:
+    hops = [_hop(0, "shaken", number(0))] + [
+        _hop(n, "div", number(n), number(n - 1)) for n in range(1, length + 1)
+    ]
+    gone = data.draw(st.integers(0, length - 1))
+    del hops[gone]
+    result = build_chain(hops, frozenset({("tn", number(length))}))
+    assert result is not None and not result.ok
+
+
+_numbers = st.sampled_from(["1", "2", "3", "4", "5"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["shaken", "div"]), _numbers, _numbers, _numbers),
+        max_size=10,
+    ),
+    st.one_of(st.none(), _numbers),
+)
+def test_chain_builder_terminates_on_any_graph(
+    spec: list[tuple[str, str, str, str]], target: str | None
+) -> None:
+    """Random graphs with cycles, forks and duplicates: an answer, never an exception or a
+    hang, and a chain that holds is really linked."""
+    hops = [
+        _hop(i, ppt, dest, div if ppt == "div" else None)
+        for i, (ppt, dest, div, _) in enumerate(spec)
+    ]
+    result = build_chain(hops, None if target is None else frozenset({("tn", target)}))
+    if not any(h.ppt == "div" for h in hops):
+        assert result is None
+        return
+    assert result is not None
+    if result.ok:
+        path = result.hops
+        assert path[0].ppt == "shaken" and all(h.ppt == "div" for h in path[1:])
+        for inner, outer in itertools.pairwise(path):
+            assert outer.div in inner.dest
+        assert target is None or target in path[-1].dest
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda kids: (
+        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=5), kids, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(["dest", "div", "iat", "orig", "opt", "x"]), _json, max_size=6)
+)
+def test_div_claims_checker_only_raises_verification_errors(claims: dict[str, object]) -> None:
+    try:
+        check_div_claims(claims)
+    except VerificationError as exc:
+        assert exc.reason in (Reason.MISSING_CLAIM, Reason.INVALID_CLAIM)
+
+
+@functools.cache
+def _mixed_carriers() -> list[Carrier]:
+    return [
+        Carrier(f"m{n}", ec.generate_private_key(ec.SECP256R1()), f"https://m{n}.example/a.pem")
+        for n in range(3)
+    ]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_any_order_of_a_mixed_request(rng: random.Random) -> None:
+    """A chain, an rcd PASSporT of the caller and a forged SHAKEN value, in any order, sync
+    and async: the same verdict (the single-value path hands such a request over, whatever
+    comes first)."""
+    carriers = _mixed_carriers()
+    verifier = Verifier(KeySource(carriers))
+    values = chain(carriers, 2)
+    rcd = carriers[2].signer.rcd_identity(CALLER, number(2), RichCallData(nam="Bank"), iat=NOW)
+    forged = Signer(carriers[1].key, carriers[0].x5u).identity(CALLER, number(2), "A", iat=NOW)
+    request = [*values, rcd, forged]
+    rng.shuffle(request)
+    verdict = verifier.check(request, orig_tn=CALLER, dest_tn=number(2), now=NOW)
+    assert verdict.ok and verdict.diverted, (verdict.reason, verdict.message)
+    assert verdict.index == request.index(values[0])
+    assert verdict.rcd is not None and verdict.rcd.nam == "Bank"
+    assert [f.reason for f in verdict.failures] == [Reason.BAD_SIGNATURE]
+    again = asyncio.run(verifier.acheck(request, orig_tn=CALLER, dest_tn=number(2), now=NOW))
+    assert (again.ok, again.index, again.diverted, again.failures) == (
+        verdict.ok,
+        verdict.index,
+        verdict.diverted,
+        verdict.failures,
+    )
+
+
+def test_check_identity_verifies_a_chain(key_files: KeyFiles) -> None:
+    """The seed function takes the request's values and the call target."""
+    signer = Signer.from_file(key_files.key_pem, "https://a.example/c.pem")
+    values = [
+        signer.identity(CALLER, FIRST, "A", iat=NOW),
+        signer.div_identity(CALLER, number(1), FIRST, iat=NOW),
+    ]
+    verdict = check_identity(values, key_files.cert_pem, dest_tn=number(1), now=NOW)
+    assert verdict.ok and verdict.diverted
+    verdict = check_identity(values[1:], key_files.cert_pem, dest_tn=number(1), now=NOW)
+    assert_verdict(verdict, Reason.DIV_WITHOUT_SHAKEN)
