@@ -834,6 +834,8 @@ _SIG = "A" * 86  # 64 zero bytes: well formed, never a valid signature
         ("e30." + "e" * 6145 + "." + _SIG, "invalid-claims-json", "PASSporT claims are too large"),
         ("e30.e3=." + _SIG, "malformed-token", "PASSporT claims are not unpadded base64url"),
         ("e30.W10." + _SIG, "invalid-claims-json", "PASSporT claims are not a JSON object"),
+        ("e30.e30x." + _SIG, "invalid-claims-json",
+         "PASSporT claims: not JSON: Extra data: line 1 column 3 (char 2)"),
         ("e30.e30.AAAA", "malformed-signature",
          "ES256 signature must be 64 bytes (86 base64url characters), got 4 characters"),
         ("e30.e30." + "=" * 86, "malformed-signature", "signature is not unpadded base64url"),
@@ -857,6 +859,9 @@ def test_header_segment_size_limit_and_cache() -> None:
     assert len(segment) == MAX_SEGMENT_SIZE
     assert decode_token(f"{segment}.e30.{_SIG}").header["pad"] == "x" * (size - empty)
     assert _decode_header(segment) is _decode_header(segment)
+    claims = b64url_encode(canonical_json({"pad": "x" * (size - len(b'{"pad":""}'))}))
+    assert len(claims) == MAX_SEGMENT_SIZE
+    assert decode_token(f"e30.{claims}.{_SIG}").claims["pad"].startswith("xxx")
 
 
 def test_strict_refusal_lists_every_deviation(

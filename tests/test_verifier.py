@@ -1229,6 +1229,37 @@ def test_der_signature_matches_encode_dss_signature() -> None:
         assert _der_signature(sig) == encode_dss_signature(r, s), sig.hex()
 
 
+def test_request_and_parameter_messages(verifier: Verifier, identity: str) -> None:
+    """Refusals of the request as a whole and of the Identity parameters say what they saw;
+    a request of exactly the size limit is examined value by value, one more character is
+    refused whole; a valid verdict carries the verified header and claims."""
+    policy = verifier.policy
+    limit = policy.max_identity_size * policy.max_identities
+    at_limit = ["x" * policy.max_identity_size] * policy.max_identities
+    verdict = verifier.check(at_limit, now=NOW)
+    assert verdict.reason is Reason.MISSING_INFO and len(verdict.failures) == len(at_limit)
+    over = [*at_limit[:-1], "x" * (policy.max_identity_size + 1)]
+    verdict = verifier.check(over, now=NOW)
+    assert (verdict.reason, verdict.message) == (
+        Reason.TOO_LARGE,
+        f"{limit + 1} characters of Identity headers, over the limit of {limit}",
+    )
+    count = policy.max_identities + 1
+    verdict = verifier.check(["x"] * count, now=NOW)
+    assert verdict.message == f"{count} Identity headers, over the limit of {count - 1}"
+    for value, message in (
+        ("", "no Identity header"),
+        ("a.b.c;info=<https://x/y>;ppt=foo",
+         "Identity ppt 'foo' is not supported (only shaken, div and rcd)"),
+        ("a.b.c;info=<https://x/y>;alg=ES384", "Identity alg 'ES384' is not ES256"),
+        ("a.b.c;alg=ES256", "Identity header has no info parameter"),
+        ("a.b.c;info=relative", "info 'relative' is not an absolute URI"),
+    ):  # fmt: skip
+        assert verifier.check(value, now=NOW).message == message
+    valid = verifier.check(identity, now=NOW)
+    assert (valid.header, valid.claims) == (SHAKEN_HEADER, SHAKEN_CLAIMS)
+
+
 def test_oversized_request_refused_before_splitting(verifier: Verifier) -> None:
     """More than max_identities x max_identity_size characters of Identity input is refused as
     a whole (too-large, 438), whether one comma-joined line or many lines."""
