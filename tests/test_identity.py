@@ -394,3 +394,19 @@ def test_parameter_cache_is_bounded() -> None:
     assert len(_identity._PARAMS_CACHE) == 512
     parse_identity("a.b.c" + texts[512])
     assert list(_identity._PARAMS_CACHE) == [texts[512]]
+
+
+def test_parameter_refusal_messages_and_cache() -> None:
+    """Parameter refusals show the first 40 characters where parsing stopped, or the repeated
+    name; a value without a token says so; the same parameter text is parsed once."""
+    for value, message in (
+        ("a.b.c;info=<https://x/y>;alg=ES256;alg=ES256", "Identity parameter 'alg' appears twice"),
+        ("a.b.c;info=<https://x/y> garbage" + "x" * 60,
+         "cannot parse Identity parameters at ' garbage" + "x" * 32 + "'"),
+        (";info=<https://x/y>", "Identity value has no PASSporT"),
+    ):  # fmt: skip
+        with pytest.raises(VerificationError) as exc:
+            parse_identity(value)
+        assert exc.value.message == message
+    first = parse_identity("a.b.c;info=<https://x.example/once>")
+    assert parse_identity("d.e.f;info=<https://x.example/once>").params is first.params
