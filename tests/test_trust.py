@@ -1213,3 +1213,17 @@ def test_anchor_bundle_parsing(lab: LabPKI, tmp_path: Path) -> None:
         assert check(lab, validator) == "valid"
         assert len(validator._material.anchors) == anchors
         assert validator._material.problems == problems
+
+
+def test_trust_policy_arguments() -> None:
+    """One CRL file may be given as a string; chain validation without any anchor is a
+    configuration error that says what to give."""
+    assert TrustPolicy(verify_chain=False, crl_files="/etc/stir/ca.crl").crl_files == (  # type: ignore[arg-type]
+        "/etc/stir/ca.crl",
+    )
+    with pytest.raises(ValueError) as exc:
+        TrustPolicy()
+    assert str(exc.value) == (
+        "TrustPolicy: chain validation needs trust anchors: give ca_file or ca_dir (the "
+        "STI-PA trust list) or system_cas=True; or verify_chain=False"
+    )
