@@ -299,6 +299,7 @@ def test_not_a_certificate(
     server = serve({"/x.pem": {"body": body, "headers": {"Content-Type": "text/html"}}})
     err = reason_of(lab_source(tls, pki[1]), server.url("/x.pem"))
     assert err.reason is Reason.CERT_INVALID and err.sip_status == 437
+    assert err.message.startswith(server.url("/x.pem") + ": ")  # which URL served it
 
 
 def test_der_certificate_accepted(
@@ -987,3 +988,51 @@ def test_uncacheable_response_not_written_to_the_directory_cache(
     cache_dir = tmp_path / "cache"
     assert lab_source(tls, pki[1], cache_dir=cache_dir).credential_for(server.url("/zero.pem"))
     assert list(cache_dir.iterdir()) == []
+
+
+def test_source_configuration_shortcuts() -> None:
+    """The shortcut arguments override the matching fetch policy fields; a given fetcher brings
+    its own policy; refused configurations say what to give."""
+    from secsipid import Fetcher
+
+    source = CertificateSource(trust=None, timeout=2.5, allow_http=True, allow_private=True,
+                               memory=MemoryCache())  # fmt: skip
+    assert source.fetch_policy == FetchPolicy(timeout=2.5, allow_http=True, allow_private=True)
+    fetcher = Fetcher(FetchPolicy(allow_private=True, timeout=3))
+    source = CertificateSource(trust=None, fetcher=fetcher, memory=MemoryCache())
+    assert source.fetch_policy == fetcher.policy and source.fetcher is fetcher
+    with pytest.raises(TypeError) as exc:
+        CertificateSource()
+    assert str(exc.value) == (
+        "CertificateSource needs trust=TrustPolicy(ca_file=...) (the STI-PA trust list), "
+        "or trust=None to accept any certificate without chain validation"
+    )
+    with pytest.raises(ValueError, match=r"^CacheConfig\.default_ttl must not be negative$"):
+        CacheConfig(default_ttl=-1)
+
+
+def test_directory_cache_entry_kept_in_memory_and_stale_on_error(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], tmp_path: Path
+) -> None:
+    """A certificate read from cache_dir is kept in memory (the file may go); an expired entry
+    keeps serving, with stale_if_error, while the failure of its refetch is remembered."""
+    server = serve({
+        "/sti.pem": chain_route(pki, headers={"Cache-Control": "max-age=600"}),
+        "/zero.pem": chain_route(pki, headers={"Cache-Control": "max-age=0"}),
+    })  # fmt: skip
+    cache_dir = tmp_path / "cache"
+    url = server.url("/sti.pem")
+    lab_source(tls, pki[1], cache_dir=cache_dir).credential_for(url)
+    reader = lab_source(tls, pki[1], cache_dir=cache_dir)
+    assert reader.credential_for(url).certificate == pki[0].leaf  # from the file
+    for path in cache_dir.iterdir():
+        path.unlink()
+    assert reader.credential_for(url).certificate == pki[0].leaf  # from memory now
+    assert server.hits()["/sti.pem"] == 1
+
+    tolerant = lab_source(tls, pki[1], cache=CacheConfig(stale_if_error=600))
+    zero = server.url("/zero.pem")
+    tolerant.credential_for(zero)
+    server.stop()
+    for _ in range(3):  # the first refetch fails and is remembered; the entry still serves
+        assert tolerant.credential_for(zero).certificate == pki[0].leaf
