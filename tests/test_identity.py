@@ -410,3 +410,14 @@ def test_parameter_refusal_messages_and_cache() -> None:
         assert exc.value.message == message
     first = parse_identity("a.b.c;info=<https://x.example/once>")
     assert parse_identity("d.e.f;info=<https://x.example/once>").params is first.params
+
+
+def test_split_respects_quoted_pairs_and_brackets() -> None:
+    """Commas split Identity values except inside a quoted string (where a backslash escapes
+    the next character, a quote or a backslash) or angle brackets."""
+    assert split_identity_values('a.b.c;x="q\\",z",d.e.f;info=<u,v>') == [
+        'a.b.c;x="q\\",z"',
+        "d.e.f;info=<u,v>",
+    ]
+    assert split_identity_values('a.b.c;x="q\\\\",d.e.f') == ['a.b.c;x="q\\\\"', "d.e.f"]
+    assert split_identity_values('a.b.c;x="\\\\\\"",d') == ['a.b.c;x="\\\\\\""', "d"]
