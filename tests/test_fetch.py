@@ -647,6 +647,8 @@ def test_memory_cache_bounds(pki: tuple[LabPKI, Path]) -> None:
     from secsipid._source import _Entry
 
     credential = Credential.from_certificates([pki[0].leaf])
+    default = MemoryCache()
+    assert (default.max_entries, default.max_bytes) == (4096, 32 * 1024 * 1024)
 
     def entry(size: int) -> _Entry:
         return _Entry(credential, b"x" * size, 0.0)
