@@ -350,3 +350,28 @@ def test_b64url_decode_error_messages(text: str, message: str) -> None:
     with pytest.raises(B64Error) as exc:
         b64url_decode(text)
     assert str(exc.value) == message
+
+
+def test_depth_limit_is_exactly_max_depth() -> None:
+    """JSON nested exactly MAX_DEPTH levels parses; one level more is refused; a scalar, or a
+    document with many brackets inside strings, is not deep."""
+    from secsipid._codec import MAX_DEPTH, too_deep
+
+    assert loads_strict(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH) is not None
+    deeper = b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1)
+    with pytest.raises(JSONError, match=rf"^JSON nested deeper than {MAX_DEPTH} levels$"):
+        loads_strict(deeper)
+    assert not too_deep(1) and not too_deep("[[[[")
+    assert not too_deep([[]] * 3) and too_deep(json.loads(deeper))
+    assert loads_strict(b'["' + b"[" * 100 + b'"]') == ["[" * 100]
+    nested: object = {}
+    for _ in range(MAX_DEPTH - 1):
+        nested = {"a": nested}
+    assert not too_deep(nested) and too_deep({"b": nested})
+
+
+def test_out_of_range_number_message() -> None:
+    """A number too large for a float is refused and shown (its first 24 characters)."""
+    with pytest.raises(JSONError) as exc:
+        loads_strict(b"[1" + b"0" * 400 + b".5]")
+    assert str(exc.value) == f"number 1{'0' * 23} is out of range"
