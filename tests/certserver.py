@@ -3,10 +3,11 @@
     python certserver.py --routes routes.json --ready ready.txt [--tls-cert C --tls-key K]
 
 ``routes.json`` maps a path to ``{"status": 200, "headers": {...}, "body": "<text>" or
-"body_hex": "..", "mode": "normal" | "hang" | "trickle" | "slow-headers"}``.  ``GET /_hits``
-returns the per-path request counts as JSON, ``GET /_hosts`` the Host header of each path's
-last request.  The bound port is written to the ready file.  Listens on a loopback address
-(``--host``, default 127.0.0.1).  Stopped by the tests with SIGTERM (by PID).
+"body_hex": ".." or "body_file": "<path, read at each request>", "mode": "normal" | "hang" |
+"trickle" | "slow-headers" | "announce-then-hang" | "endless"}``.  ``GET /_hits`` returns the
+per-path request counts as JSON, ``GET /_hosts`` the Host header of each path's last request.
+The bound port is written to the ready file.  Listens on a loopback address (``--host``,
+default 127.0.0.1).  Stopped by the tests with SIGTERM (by PID).
 """
 
 from __future__ import annotations
@@ -46,11 +47,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if route is None:
             self._send(404, {"Content-Type": "text/plain"}, b"not found\n")
             return
-        body = (
-            bytes.fromhex(route["body_hex"])
-            if "body_hex" in route
-            else route.get("body", "").encode()
-        )
+        if "body_file" in route:
+            body = Path(route["body_file"]).read_bytes()  # what the test put there last
+        elif "body_hex" in route:
+            body = bytes.fromhex(route["body_hex"])
+        else:
+            body = route.get("body", "").encode()
         mode = route.get("mode", "normal")
         delay = float(route.get("delay", 0))
         if delay:
@@ -59,6 +61,30 @@ class Handler(http.server.BaseHTTPRequestHandler):
             time.sleep(3600)
             return
         headers = dict(route.get("headers", {}))
+        if mode == "announce-then-hang":
+            # Headers promising a body of `length` bytes, then nothing: only a client that
+            # refuses on the announced length answers before its deadline.
+            self.send_response(route.get("status", 200))
+            self.send_header("Content-Length", str(route["length"]))
+            self.end_headers()
+            self.wfile.flush()
+            time.sleep(3600)
+            return
+        if mode == "endless":
+            # No Content-Length, then `body` over and over (for at most `seconds`): only a
+            # client that caps the body while reading answers before its deadline.
+            self.send_response(route.get("status", 200))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            stop = time.monotonic() + float(route.get("seconds", 30))
+            try:
+                while time.monotonic() < stop:
+                    self.wfile.write(body)
+                    self.wfile.flush()
+            except OSError:
+                pass  # the client hung up
+            self.close_connection = True
+            return
         if mode == "trickle":
             # Headers at once, then the body one byte every `interval` seconds.
             self.send_response(route.get("status", 200))

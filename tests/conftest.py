@@ -42,6 +42,18 @@ from helpers import (
 from secsipid import Signer, Verifier
 
 
+@pytest.fixture(autouse=True)
+def _fresh_parse_caches() -> None:
+    """Each test parses what it sends: the Identity parameter and PASSporT header caches start
+    empty, so no test passes on what an earlier one left there (and mutation testing, which
+    forks each mutant's tests from a process that ran every test once, sees every mutant of
+    the parsers)."""
+    from secsipid import _identity, _passport
+
+    _identity._PARAMS_CACHE.clear()
+    _passport._HEADER_CACHE.clear()
+
+
 @pytest.fixture(scope="session")
 def private_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())

@@ -306,3 +306,72 @@ def test_canonical_json_round_trips_through_strict_parser(value: object) -> None
     assert data == json.dumps(
         value, separators=(",", ":"), sort_keys=True, ensure_ascii=False
     ).encode("utf-8")
+
+
+def test_b64url_encode_keeps_every_alphabet_character_at_the_end() -> None:
+    """Only padding is stripped: a last character that is any of the 64 (here each value of
+    the last sextet, "X" among them) stays."""
+    for value in range(64):
+        text = b64url_encode(bytes([0, 0, value]))
+        assert len(text) == 4 and b64url_decode(text) == bytes([0, 0, value])
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\xff", "not UTF-8"),
+        (b'{"b":1,"a":1,"a":2}', "duplicate member name 'a'"),
+        (b"[NaN]", "NaN is not valid JSON"),
+        (b"-Infinity", "-Infinity is not valid JSON"),
+        (b'["\\udc00"]', "unpaired UTF-16 surrogate escape in a string"),
+        (b"[" * 100_000, "JSON nested too deeply"),
+    ],
+)
+def test_loads_strict_error_messages(data: bytes, message: str) -> None:
+    """Each refusal says what was wrong (the messages reach the verdict and the logs)."""
+    with pytest.raises(JSONError) as exc:
+        loads_strict(data)
+    assert str(exc.value) == message
+
+
+def test_loads_strict_malformed_message_carries_the_parser_detail() -> None:
+    """Malformed JSON: "not JSON: " and where the parser stopped."""
+    with pytest.raises(JSONError, match=r"^not JSON: Expecting value: line 1 column 6"):
+        loads_strict(b'{"a":}')
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("A", "not unpadded base64url (bad length)"), ("AB=C", "not unpadded base64url"),
+     ("AAé", "not unpadded base64url")],
+)  # fmt: skip
+def test_b64url_decode_error_messages(text: str, message: str) -> None:
+    """The two refusals of the decoder, by message."""
+    with pytest.raises(B64Error) as exc:
+        b64url_decode(text)
+    assert str(exc.value) == message
+
+
+def test_depth_limit_is_exactly_max_depth() -> None:
+    """JSON nested exactly MAX_DEPTH levels parses; one level more is refused; a scalar, or a
+    document with many brackets inside strings, is not deep."""
+    from secsipid._codec import MAX_DEPTH, too_deep
+
+    assert loads_strict(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH) is not None
+    deeper = b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1)
+    with pytest.raises(JSONError, match=rf"^JSON nested deeper than {MAX_DEPTH} levels$"):
+        loads_strict(deeper)
+    assert not too_deep(1) and not too_deep("[[[[")
+    assert not too_deep([[]] * 3) and too_deep(json.loads(deeper))
+    assert loads_strict(b'["' + b"[" * 100 + b'"]') == ["[" * 100]
+    nested: object = {}
+    for _ in range(MAX_DEPTH - 1):
+        nested = {"a": nested}
+    assert not too_deep(nested) and too_deep({"b": nested})
+
+
+def test_out_of_range_number_message() -> None:
+    """A number too large for a float is refused and shown (its first 24 characters)."""
+    with pytest.raises(JSONError) as exc:
+        loads_strict(b"[1" + b"0" * 400 + b".5]")
+    assert str(exc.value) == f"number 1{'0' * 23} is out of range"

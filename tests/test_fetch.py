@@ -4,6 +4,8 @@ by PID), a test CA trusted through configuration, never by disabling checks."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import subprocess
 import sys
 import threading
@@ -13,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from fetchkit import CertServer, TLSFiles, make_tls_files
 from helpers import run_cli
@@ -217,15 +221,41 @@ def test_total_deadline_holds(
     assert time.monotonic() - start < 2.5
 
 
-@pytest.mark.parametrize("no_length", [False, True], ids=["content-length", "until-close"])
+@pytest.mark.parametrize(
+    "route",
+    [
+        # Content-Length over the cap, then no body at all: refused on the announced length
+        # (before reading) or the fetch would wait out its deadline (cert-fetch-timeout).
+        {"mode": "announce-then-hang", "length": 5000},
+        # No Content-Length and a body that never ends: refused once the bytes read pass the
+        # cap (while reading), or the fetch would run into its deadline.
+        {"mode": "endless", "body": "A" * 1024, "seconds": 20},
+        # No Content-Length, 5000 bytes, then the connection closes.
+        {"body": "A" * 5000, "no_length": True},
+    ],
+    ids=["announced", "endless", "until-close"],
+)
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 def test_body_over_cap(
-    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], no_length: bool
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pki: tuple[LabPKI, Path],
+    route: dict[str, Any],
+    use_async: bool,
 ) -> None:
-    """Bodies over max_size are refused, announced (Content-Length) or not (streamed)."""
-    server = serve({"/big.pem": {"body": "A" * 5000, "no_length": no_length}})
-    source = lab_source(tls, pki[1], fetch={"max_size": 4096})
-    err = reason_of(source, server.url("/big.pem"))
-    assert err.reason is Reason.CERT_TOO_LARGE and err.lib_code == -404
+    """Bodies over max_size are refused: on the announced Content-Length before the body is
+    read, and while reading when there is none; sync and async."""
+    server = serve({"/big.pem": route})
+    source = lab_source(tls, pki[1], fetch={"max_size": 4096, "timeout": 3.0})
+    url = server.url("/big.pem")
+    with pytest.raises(VerificationError) as exc:
+        if use_async:
+            asyncio.run(source.acredential_for(url))
+        else:
+            source.credential_for(url)
+    err = exc.value
+    assert err.reason is Reason.CERT_TOO_LARGE, (err.reason, err.message)
+    assert err.lib_code == -404 and "4096 byte limit" in err.message
 
 
 def test_redirect_not_followed(
@@ -269,6 +299,7 @@ def test_not_a_certificate(
     server = serve({"/x.pem": {"body": body, "headers": {"Content-Type": "text/html"}}})
     err = reason_of(lab_source(tls, pki[1]), server.url("/x.pem"))
     assert err.reason is Reason.CERT_INVALID and err.sip_status == 437
+    assert err.message.startswith(server.url("/x.pem") + ": ")  # which URL served it
 
 
 def test_der_certificate_accepted(
@@ -370,6 +401,17 @@ def test_concurrent_failures_each_get_the_reason(
          3600.0, True),
         ({"expires": "garbage"}, 0.0, True),
         ({"cache-control": "max-age=abc"}, 3600.0, True),
+        ({"cache-control": "max-age"}, 3600.0, True),  # no value: ignored, not an error
+        ({"cache-control": "s-maxage, max-age=60"}, 60.0, True),
+        ({"cache-control": 'max-age="60"'}, 60.0, True),  # a quoted value
+        ({"cache-control": "no-store"}, 0.0, False),
+        # Expires counts from the response's Date (RFC 9111 §4.2.1), else from now.
+        ({"expires": "Thu, 01 Jan 2026 01:00:00 GMT", "date": "Wed, 31 Dec 2025 23:00:00 GMT"},
+         7200.0, True),
+        ({"expires": "Thu, 01 Jan 2026 01:00:00 GMT", "date": "garbage"}, 3600.0, True),
+        ({"expires": "Thu, 01 Jan 2026 01:00:00 GMT"}, 3600.0, True),
+        ({"expires": "Wed, 31 Dec 2025 23:00:00 GMT", "date": "Thu, 01 Jan 2026 00:00:00 GMT"},
+         0.0, True),
     ],
 )  # fmt: skip
 def test_freshness_from_headers(headers: dict[str, str], ttl: float, storable: bool) -> None:
@@ -469,6 +511,199 @@ def test_directory_cache_shared_by_processes(
     assert not list(cache_dir.glob(".tmp-*"))
 
 
+def test_directory_cache_file_and_sharing(
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pki: tuple[LabPKI, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """cache_dir (created when missing) holds one file per URL and fetch policy, written to a
+    temporary file in the same directory and renamed into place, readable by other users:
+    a first line with the format and the entry's metadata, then the PEM chain.  A source
+    with another memory cache reads it instead of fetching; another policy does not."""
+    import hashlib
+    import tempfile
+
+    server = serve({"/sti.pem": chain_route(pki, headers={"Cache-Control": "max-age=600"})})
+    url = server.url("/sti.pem")
+    cache_dir = tmp_path / "not" / "yet" / "there"
+    made_in: list[str] = []
+    mkstemp = tempfile.mkstemp
+
+    def recording_mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        fd, name = mkstemp(*args, **kwargs)
+        made_in.append(str(Path(name).parent))
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", recording_mkstemp)
+    first = lab_source(tls, pki[1], cache_dir=cache_dir)
+    before = time.time()
+    credential = first.credential_for(url)
+    files = list(cache_dir.iterdir())
+    assert len(files) == 1 and made_in == [str(cache_dir)]
+    policy_key = repr(first.fetch_policy.cache_key)
+    digest = hashlib.sha256(f"{policy_key}\n{url}".encode()).hexdigest()[:40]
+    assert files[0].name == f"{digest}.pem"
+    assert files[0].stat().st_mode & 0o777 == 0o644
+    head, _, body = files[0].read_bytes().partition(b"\n")
+    assert head.startswith(b"secsipid-cache-v1 ")
+    meta = json.loads(head[len(b"secsipid-cache-v1 ") :])
+    assert head[len(b"secsipid-cache-v1 ") :] == json.dumps(meta, sort_keys=True).encode()
+    assert (meta["url"], meta["policy"]) == (url, policy_key)
+    assert before + 599 <= meta["expires"] <= time.time() + 601
+    assert before <= meta["stored"] <= time.time()
+    assert body == pki[0].chain_pem
+
+    second = lab_source(tls, pki[1], cache_dir=cache_dir)  # its own, empty memory cache
+    assert second.credential_for(url).certificate == credential.certificate
+    assert server.hits()["/sti.pem"] == 1
+    other = lab_source(tls, pki[1], cache_dir=cache_dir,
+                       fetch={"allowed_ports": frozenset({server.port})})  # fmt: skip
+    assert other.credential_for(url).certificate == credential.certificate
+    assert server.hits()["/sti.pem"] == 2 and len(list(cache_dir.iterdir())) == 2
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"secsipid-cache-v1 {}",  # no newline: no body
+        b"secsipid-cache-v2 {META}\n{BODY}",  # another format
+        b"secsipid-cache-v1 {not json\n{BODY}",
+        b'secsipid-cache-v1 {"url": "https://other.example/x.pem", "policy": "{POLICY}", '
+        b'"expires": {EXPIRES}}\n{BODY}',
+        b'secsipid-cache-v1 {"url": "{URL}", "policy": "other", "expires": {EXPIRES}}\n{BODY}',
+        b'secsipid-cache-v1 {"url": "{URL}", "policy": "{POLICY}"}\n{BODY}',
+        b'secsipid-cache-v1 {"url": "{URL}", "policy": "{POLICY}", "expires": "soon"}\n{BODY}',
+        b'secsipid-cache-v1 {"url": "{URL}", "policy": "{POLICY}", "expires": 1}\n{BODY}',
+        b"secsipid-cache-v1 {META}\nnot a certificate",
+    ],
+    ids=["no-newline", "other-format", "bad-json", "other-url", "other-policy", "no-expiry",
+         "bad-expiry", "expired", "bad-body"],
+)  # fmt: skip
+def test_directory_cache_ignores_unusable_files(
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pki: tuple[LabPKI, Path],
+    tmp_path: Path,
+    content: bytes,
+) -> None:
+    """A cache file that is not exactly ours, for this URL and policy, current and holding a
+    certificate, is ignored: the certificate is fetched and the file replaced."""
+    server = serve({"/sti.pem": chain_route(pki)})
+    url = server.url("/sti.pem")
+    cache_dir = tmp_path / "cache"
+    lab_source(tls, pki[1], cache_dir=cache_dir).credential_for(url)
+    (path,) = cache_dir.iterdir()
+    good = path.read_bytes()
+    meta, _, body = good.partition(b"\n")
+    fields = json.loads(meta[len(b"secsipid-cache-v1 ") :])
+    replacements = {b"{META}": meta[len(b"secsipid-cache-v1 ") :], b"{BODY}": body,
+                    b"{URL}": url.encode(), b"{EXPIRES}": str(fields["expires"]).encode(),
+                    b"{POLICY}": fields["policy"].replace("\\", "\\\\").encode()}  # fmt: skip
+    for key, value in replacements.items():
+        content = content.replace(key, value)
+    path.write_bytes(content)
+    source = lab_source(tls, pki[1], cache_dir=cache_dir)
+    assert source.credential_for(url).certificate == pki[0].leaf
+    assert server.hits()["/sti.pem"] == 2
+    assert path.read_bytes().partition(b"\n")[2] == body  # replaced by a good file
+    assert list(cache_dir.iterdir()) == [path]
+
+
+def test_directory_cache_write_failures_are_harmless(
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pki: tuple[LabPKI, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cache directory that cannot be written (gone, or a write that fails half way) makes
+    a slower cache, never a failed verification, and leaves no temporary file behind."""
+    server = serve({"/sti.pem": chain_route(pki)})
+    url = server.url("/sti.pem")
+    cache_dir = tmp_path / "cache"
+    source = lab_source(tls, pki[1], cache_dir=cache_dir)
+
+    def failing_chmod(path: Any, mode: int) -> None:
+        raise PermissionError(13, "refused by the test", path)
+
+    monkeypatch.setattr(os, "chmod", failing_chmod)
+    assert source.credential_for(url).certificate == pki[0].leaf
+    assert list(cache_dir.iterdir()) == []
+    monkeypatch.undo()
+    cache_dir.rmdir()
+    source.memory.clear()
+    assert source.credential_for(url).certificate == pki[0].leaf
+    assert not cache_dir.exists()
+    assert server.hits()["/sti.pem"] == 2
+
+
+def test_memory_cache_bounds(pki: tuple[LabPKI, Path]) -> None:
+    """The memory cache holds at most max_entries entries and max_bytes bytes of chains,
+    least recently used out first, its byte count exact through replacements, evictions and
+    clear(); storing a URL forgets its failure."""
+    from secsipid._keys import Credential
+    from secsipid._source import _Entry
+
+    credential = Credential.from_certificates([pki[0].leaf])
+    default = MemoryCache()
+    assert (default.max_entries, default.max_bytes) == (4096, 32 * 1024 * 1024)
+
+    def entry(size: int) -> _Entry:
+        return _Entry(credential, b"x" * size, 0.0)
+
+    def keys(cache: MemoryCache) -> list[str]:
+        return [k[1] for k in cache._entries]
+
+    cache = MemoryCache(max_entries=3, max_bytes=10)
+    cache.put(("p", "a"), entry(10))
+    cache.put(("p", "a"), entry(10))  # a replacement: still 10 bytes, not 20
+    assert keys(cache) == ["a"]
+    cache.clear()
+    cache.put(("p", "b"), entry(10))  # exactly max_bytes again after clear()
+    assert keys(cache) == ["b"]
+    cache.put(("p", "c"), entry(6))  # 16 bytes: the oldest goes
+    cache.put(("p", "d"), entry(4))  # 10 bytes: both stay
+    assert keys(cache) == ["c", "d"] and cache._bytes == 10
+    cache.get(("p", "c"))  # c is now the most recently used
+    cache.put(("p", "e"), entry(1))  # 11 bytes: d goes, not c
+    assert keys(cache) == ["c", "e"] and cache._bytes == 7
+    for name in ("f", "g"):
+        cache.put(("p", name), entry(0))  # entries, not bytes, over the bound
+    assert keys(cache) == ["e", "f", "g"] and cache._bytes == 1
+
+    error = VerificationError(Reason.CERT_FETCH_STATUS, "x: HTTP 500")
+    negatives = MemoryCache(max_negative=2)
+    for name in ("first", "second", "second", "third"):  # "second" twice: counted once
+        negatives.put_negative(("p", name), error, time.time() + 600)
+    assert list(negatives._negative) == [("p", "second"), ("p", "third")]  # oldest out
+    negatives.put(("p", "third"), entry(1))  # fetched at last: no longer a failure
+    assert negatives.negative(("p", "third")) is None
+    assert negatives.negative(("p", "second")) is not None
+
+
+def test_no_store_never_written_to_the_directory_cache(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], tmp_path: Path
+) -> None:
+    """Cache-Control: no-store (RFC 9111 §5.2.2.5) keeps a response out of cache_dir, even
+    with a max-age; the same response without it is written there."""
+    server = serve(
+        {
+            "/private.pem": chain_route(pki, headers={"Cache-Control": "no-store, max-age=600"}),
+            "/public.pem": chain_route(pki, headers={"Cache-Control": "max-age=600"}),
+        }
+    )
+    cache_dir = tmp_path / "cache"
+    source = lab_source(tls, pki[1], cache_dir=cache_dir)
+    verifier = Verifier(source)
+    assert verifier.check(sign(pki, server.url("/private.pem"))).ok
+    assert list(cache_dir.iterdir()) == []
+    assert verifier.check(sign(pki, server.url("/public.pem"))).ok
+    files = list(cache_dir.iterdir())
+    assert len(files) == 1 and server.url("/public.pem").encode() in files[0].read_bytes()
+
+
 def test_policies_do_not_share_cache_entries(
     serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
 ) -> None:
@@ -482,7 +717,11 @@ def test_policies_do_not_share_cache_entries(
 
 
 def test_source_requires_an_explicit_trust_choice() -> None:
-    """CertificateSource without trust= is refused: off only when asked."""
+    """CertificateSource without trust= is refused: off only when asked (the signature shows
+    the default as UNSET)."""
+    import inspect
+
+    assert repr(inspect.signature(CertificateSource).parameters["trust"].default) == "UNSET"
     with pytest.raises(TypeError, match="trust"):
         CertificateSource()
     with pytest.raises(ValueError, match="trust anchors"):
@@ -594,3 +833,208 @@ def test_fetch_after_fork(
     # The parent's pooled connection still works after the children are gone.
     parent.memory.clear()
     assert parent.credential_for(url)
+
+
+def test_parse_certificate_body(pki: tuple[LabPKI, Path]) -> None:
+    """What an x5u response may hold: a PEM chain of at most 10 certificates (kept, normalized)
+    or one DER certificate, on P-256 keys; everything else is refused with the URL and why."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from secsipid._pki import make_self_signed
+    from secsipid._source import parse_certificate_body
+
+    url = "https://cert.example.org/sti.pem"
+    lab = pki[0]
+    credential, body = parse_certificate_body(b"\\n" + lab.chain_pem + b"\\n\\n", url)
+    assert credential.certificate == lab.leaf and body == lab.chain_pem
+    ten = lab.chain_pem + pem(lab.root) * 8
+    assert parse_certificate_body(ten, url)[0].certificate == lab.leaf
+
+    p384 = make_self_signed(ec.generate_private_key(ec.SECP384R1()))  # type: ignore[arg-type]
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rsa_cert = (
+        x509.CertificateBuilder().subject_name(lab.leaf.subject).issuer_name(lab.leaf.subject)
+        .public_key(rsa_key.public_key()).serial_number(1)
+        .not_valid_before(lab.leaf.not_valid_before_utc)
+        .not_valid_after(lab.leaf.not_valid_after_utc).sign(rsa_key, hashes.SHA256())
+    )  # fmt: skip
+    public = lab.leaf.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    for data, reason, message in (
+        (ten + pem(lab.root), "cert-invalid", f"{url}: more than 10 certs"),
+        (pem(p384), "unsupported-key", f"{url}: EC key on curve secp384r1: ES256 needs P-256"),
+        (pem(rsa_cert), "unsupported-key",
+         f"{url}: RSAPublicKey is not an EC key: ES256 needs EC P-256"),
+        (b"<html>", "cert-invalid", f"{url}: not a valid PEM or DER certificate or public key"),
+        (public, "cert-invalid", f"{url}: a public key, not a certificate"),
+    ):  # fmt: skip
+        with pytest.raises(VerificationError) as exc:
+            parse_certificate_body(data, url)
+        assert (exc.value.reason, exc.value.message) == (reason, message)
+
+
+def test_async_source_caches_like_sync(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """acredential_for: the answer is cached under its URL (a second call does not fetch), a
+    failure too (negative cache), an expired entry serves on error with stale_if_error, each
+    URL gets its own certificate even when fetched at the same time, and a response that may
+    not be cached (max-age=0) is fetched again on the next call."""
+    other = make_lab_pki(root=(pki[0].root_key, pki[0].root), spc="5678")
+    server = serve({
+        "/a.pem": chain_route(pki, delay=0.2),
+        "/b.pem": {"body": other.chain_pem.decode(), "delay": 0.2},
+        "/zero.pem": chain_route(pki, headers={"Cache-Control": "max-age=0"}),
+        "/down.pem": {"status": 503},
+    })  # fmt: skip
+    source = lab_source(tls, pki[1], cache=CacheConfig(stale_if_error=600))
+
+    async def main() -> None:
+        a, b = await asyncio.gather(
+            source.acredential_for(server.url("/a.pem")),
+            source.acredential_for(server.url("/b.pem")),
+        )
+        assert (a.spc, b.spc) == ("1234", "5678")
+        assert (await source.acredential_for(server.url("/a.pem"))).spc == "1234"
+        for _ in range(2):
+            await source.acredential_for(server.url("/zero.pem"))
+            with pytest.raises(VerificationError):
+                await source.acredential_for(server.url("/down.pem"))
+
+    asyncio.run(main())
+    hits = server.hits()
+    assert (hits["/a.pem"], hits["/b.pem"], hits["/zero.pem"], hits["/down.pem"]) == (1, 1, 2, 1)
+    server.stop()  # expired entries now serve on error
+    assert asyncio.run(source.acredential_for(server.url("/zero.pem"))).spc == "1234"
+
+
+def test_async_fetches_from_several_event_loops(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """Two threads, each with its own event loop, asking for the same uncached URL at the same
+    time: each waits on a fetch of its own loop, both get the certificate."""
+    server = serve({"/sti.pem": chain_route(pki, delay=0.3)})
+    source = lab_source(tls, pki[1])
+    results: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def run() -> None:
+        barrier.wait()
+        credential = asyncio.run(source.acredential_for(server.url("/sti.pem")))
+        results.append(str(credential.spc))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == ["1234", "1234"]
+    assert 1 <= server.hits()["/sti.pem"] <= 2
+
+
+def test_single_flight_threads_share_failures(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """Threads waiting on another thread's fetch get its failure (each its own exception
+    object, same reason and message), or its bug (an exception that is not ours) as it is."""
+    server = serve({"/gone.pem": {"status": 503, "delay": 0.3}})
+    url = server.url("/gone.pem")
+    source = lab_source(tls, pki[1])
+
+    def in_threads(call: Callable[[], object], n: int = 4) -> list[BaseException]:
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(n)
+
+        def run() -> None:
+            barrier.wait()
+            try:
+                call()
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertions
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return errors
+
+    errors = in_threads(lambda: source.credential_for(url))
+    assert [type(e) for e in errors] == [VerificationError] * 4
+    assert {(e.reason, e.message) for e in errors} == {  # type: ignore[attr-defined]
+        (Reason.CERT_FETCH_STATUS, f"{url}: HTTP 503")
+    }
+    assert len({id(e) for e in errors}) == 4
+    assert server.hits()["/gone.pem"] == 1
+
+    class BuggyFetcher:
+        policy = source.fetch_policy
+
+        def get(self, url: str, *, allow_http: bool | None = None) -> object:
+            time.sleep(0.3)
+            raise RuntimeError("a bug in the fetcher")
+
+    buggy = CertificateSource(fetch=source.fetch_policy, trust=None, memory=MemoryCache(),
+                              fetcher=BuggyFetcher())  # type: ignore[arg-type]  # fmt: skip
+    errors = in_threads(lambda: buggy.credential_for(url))
+    assert [str(e) for e in errors] == ["a bug in the fetcher"] * 4
+
+
+def test_uncacheable_response_not_written_to_the_directory_cache(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], tmp_path: Path
+) -> None:
+    """A response that is stale at once (max-age=0) is not written to cache_dir either."""
+    server = serve({"/zero.pem": chain_route(pki, headers={"Cache-Control": "max-age=0"})})
+    cache_dir = tmp_path / "cache"
+    assert lab_source(tls, pki[1], cache_dir=cache_dir).credential_for(server.url("/zero.pem"))
+    assert list(cache_dir.iterdir()) == []
+
+
+def test_source_configuration_shortcuts() -> None:
+    """The shortcut arguments override the matching fetch policy fields; a given fetcher brings
+    its own policy; refused configurations say what to give."""
+    from secsipid import Fetcher
+
+    source = CertificateSource(trust=None, timeout=2.5, allow_http=True, allow_private=True,
+                               memory=MemoryCache())  # fmt: skip
+    assert source.fetch_policy == FetchPolicy(timeout=2.5, allow_http=True, allow_private=True)
+    fetcher = Fetcher(FetchPolicy(allow_private=True, timeout=3))
+    source = CertificateSource(trust=None, fetcher=fetcher, memory=MemoryCache())
+    assert source.fetch_policy == fetcher.policy and source.fetcher is fetcher
+    with pytest.raises(TypeError) as exc:
+        CertificateSource()
+    assert str(exc.value) == (
+        "CertificateSource needs trust=TrustPolicy(ca_file=...) (the STI-PA trust list), "
+        "or trust=None to accept any certificate without chain validation"
+    )
+    with pytest.raises(ValueError, match=r"^CacheConfig\.default_ttl must not be negative$"):
+        CacheConfig(default_ttl=-1)
+
+
+def test_directory_cache_entry_kept_in_memory_and_stale_on_error(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], tmp_path: Path
+) -> None:
+    """A certificate read from cache_dir is kept in memory (the file may go); an expired entry
+    keeps serving, with stale_if_error, while the failure of its refetch is remembered."""
+    server = serve({
+        "/sti.pem": chain_route(pki, headers={"Cache-Control": "max-age=600"}),
+        "/zero.pem": chain_route(pki, headers={"Cache-Control": "max-age=0"}),
+    })  # fmt: skip
+    cache_dir = tmp_path / "cache"
+    url = server.url("/sti.pem")
+    lab_source(tls, pki[1], cache_dir=cache_dir).credential_for(url)
+    reader = lab_source(tls, pki[1], cache_dir=cache_dir)
+    assert reader.credential_for(url).certificate == pki[0].leaf  # from the file
+    for path in cache_dir.iterdir():
+        path.unlink()
+    assert reader.credential_for(url).certificate == pki[0].leaf  # from memory now
+    assert server.hits()["/sti.pem"] == 1
+
+    tolerant = lab_source(tls, pki[1], cache=CacheConfig(stale_if_error=600))
+    zero = server.url("/zero.pem")
+    tolerant.credential_for(zero)
+    server.stop()
+    for _ in range(3):  # the first refetch fails and is remembered; the entry still serves
+        assert tolerant.credential_for(zero).certificate == pki[0].leaf

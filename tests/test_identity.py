@@ -356,3 +356,68 @@ def test_any_text_parses_or_raises_known_error(value: str) -> None:
 def test_grammar_soup_parses_or_raises_known_error(value: str, max_size: int) -> None:
     """Strings built from the grammar's delimiters behave the same way, even with tiny caps."""
     _parse_or_known_error(value, max_size=max_size)
+
+
+def test_repr_shows_the_start_of_the_token_and_the_parameters() -> None:
+    """repr (logs, debuggers): the first 24 characters of the token and the parameters."""
+    hdr = parse_identity("abcdefghijklmnopqrstuvwxyz0123.b.c;info=<https://x.example/c>;alg=ES256")
+    assert repr(hdr) == (
+        "IdentityHeader(token='abcdefghijklmnopqrstuvwx'..., "
+        "params={'info': 'https://x.example/c', 'alg': 'ES256'})"
+    )
+
+
+def test_parameter_values_are_unquoted() -> None:
+    """Quoted-string values lose their quotes and quoted-pair backslashes (RFC 3261 §25.1),
+    angle-bracketed ones their brackets and the blanks inside; other values stay as sent."""
+    hdr = parse_identity(
+        'a.b.c;info=< https://x.example/c >;e="";one="x";two="ab";esc="a\\"b\\\\c";lt=<>;t=tok'
+    )
+    assert dict(hdr.params) == {
+        "info": "https://x.example/c",
+        "e": "",
+        "one": "x",
+        "two": "ab",
+        "esc": 'a"b\\c',
+        "lt": "",
+        "t": "tok",
+    }
+
+
+def test_parameter_cache_is_bounded() -> None:
+    """The parsed-parameter cache keeps at most 512 parameter strings, then starts afresh."""
+    from secsipid import _identity
+
+    texts = [f";info=<https://x.example/{n}>" for n in range(513)]
+    for text in texts[:512]:
+        parse_identity("a.b.c" + text)
+    assert len(_identity._PARAMS_CACHE) == 512
+    parse_identity("a.b.c" + texts[512])
+    assert list(_identity._PARAMS_CACHE) == [texts[512]]
+
+
+def test_parameter_refusal_messages_and_cache() -> None:
+    """Parameter refusals show the first 40 characters where parsing stopped, or the repeated
+    name; a value without a token says so; the same parameter text is parsed once."""
+    for value, message in (
+        ("a.b.c;info=<https://x/y>;alg=ES256;alg=ES256", "Identity parameter 'alg' appears twice"),
+        ("a.b.c;info=<https://x/y> garbage" + "x" * 60,
+         "cannot parse Identity parameters at ' garbage" + "x" * 32 + "'"),
+        (";info=<https://x/y>", "Identity value has no PASSporT"),
+    ):  # fmt: skip
+        with pytest.raises(VerificationError) as exc:
+            parse_identity(value)
+        assert exc.value.message == message
+    first = parse_identity("a.b.c;info=<https://x.example/once>")
+    assert parse_identity("d.e.f;info=<https://x.example/once>").params is first.params
+
+
+def test_split_respects_quoted_pairs_and_brackets() -> None:
+    """Commas split Identity values except inside a quoted string (where a backslash escapes
+    the next character, a quote or a backslash) or angle brackets."""
+    assert split_identity_values('a.b.c;x="q\\",z",d.e.f;info=<u,v>') == [
+        'a.b.c;x="q\\",z"',
+        "d.e.f;info=<u,v>",
+    ]
+    assert split_identity_values('a.b.c;x="q\\\\",d.e.f') == ['a.b.c;x="q\\\\"', "d.e.f"]
+    assert split_identity_values('a.b.c;x="\\\\\\"",d') == ['a.b.c;x="\\\\\\""', "d"]

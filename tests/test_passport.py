@@ -40,6 +40,7 @@ from secsipid import (
     canonical_json,
     decode_token,
 )
+from secsipid._passport import check_shaken_claims
 
 
 def _reject(verifier: Verifier, value: str, reason: Reason, **kw: Any) -> VerificationError:
@@ -438,35 +439,50 @@ def test_lenient_claims_accepted(
 _HEADER_TEXT = json.dumps(SHAKEN_HEADER, separators=(", ", ": "))
 _REVERSED_CLAIMS = json.dumps(dict(reversed(list(SHAKEN_CLAIMS.items()))), separators=(",", ":"))
 _ESCAPED_CLAIMS = canonical_json(SHAKEN_CLAIMS).decode().replace("A", "\\u0041", 1)
+_H = "PASSporT header is not in RFC 8225 §9 canonical JSON form"
+_C = "PASSporT claims are not in RFC 8225 §9 canonical JSON form"
 NON_CANONICAL = [
-    pytest.param(_HEADER_TEXT, SHAKEN_CLAIMS, id="header-whitespace"),
-    pytest.param(SHAKEN_HEADER, _REVERSED_CLAIMS, id="claims-key-order"),
-    pytest.param(SHAKEN_HEADER, json.dumps(SHAKEN_CLAIMS, indent=1), id="claims-whitespace"),
-    pytest.param(SHAKEN_HEADER, _ESCAPED_CLAIMS, id="claims-escaped-ascii"),
-    pytest.param(SHAKEN_HEADER, {**SHAKEN_CLAIMS, "origid": "call-1234"}, id="non-uuid-origid"),
+    pytest.param(_HEADER_TEXT, SHAKEN_CLAIMS, _H, id="header-whitespace"),
+    pytest.param(SHAKEN_HEADER, _REVERSED_CLAIMS, _C, id="claims-key-order"),
+    pytest.param(SHAKEN_HEADER, json.dumps(SHAKEN_CLAIMS, indent=1), _C, id="claims-whitespace"),
+    pytest.param(SHAKEN_HEADER, _ESCAPED_CLAIMS, _C, id="claims-escaped-ascii"),
     pytest.param(
-        SHAKEN_HEADER, {**SHAKEN_CLAIMS, "orig": {"tn": "+12155550121"}}, id="orig-tn-plus"
+        SHAKEN_HEADER,
+        {**SHAKEN_CLAIMS, "origid": "call-1234"},
+        "origid is not a UUID (RFC 8588 §5)",
+        id="non-uuid-origid",
     ),
     pytest.param(
-        SHAKEN_HEADER, {**SHAKEN_CLAIMS, "dest": {"tn": ["1-215-555-0131"]}}, id="dest-tn-dash"
+        SHAKEN_HEADER,
+        {**SHAKEN_CLAIMS, "orig": {"tn": "+12155550121"}},
+        "orig.tn is not a canonical telephone number (RFC 8224 §8.3)",
+        id="orig-tn-plus",
+    ),
+    pytest.param(
+        SHAKEN_HEADER,
+        {**SHAKEN_CLAIMS, "dest": {"tn": ["1-215-555-0131"]}},
+        "dest.tn holds a non-canonical telephone number (RFC 8224 §8.3)",
+        id="dest-tn-dash",
     ),
 ]
 
 
-@pytest.mark.parametrize(("header", "claims"), NON_CANONICAL)
+@pytest.mark.parametrize(("header", "claims", "warning"), NON_CANONICAL)
 def test_non_canonical_lenient_then_strict(
     public_key: ec.EllipticCurvePublicKey,
     make_identity: MakeIdentity,
     header: Any,
     claims: Any,
+    warning: str,
 ) -> None:
-    """Accepted by default with a warning (R15, R20), rejected as non-canonical when strict."""
+    """Accepted by default with a warning (R15, R20), rejected as non-canonical when strict;
+    the warning and the refusal name the deviation."""
     value = make_identity(header=header, claims=claims)
     lenient = Verifier(public_key).verify(value, now=NOW)
-    assert lenient.warnings
+    assert lenient.warnings == [warning]
     strict = Verifier(public_key, policy=VerifyPolicy(strict=True))
     err = _reject(strict, value, Reason.NON_CANONICAL)
-    assert err.sip_reason == "Invalid PASSporT"
+    assert err.sip_reason == "Invalid PASSporT" and err.message == warning
 
 
 def test_canonical_token_has_no_warnings(verifier: Verifier, identity: str) -> None:
@@ -482,8 +498,10 @@ def test_strict_requires_ppt_param(
     """No Identity ppt parameter: a warning by default, ppt-mismatch when strict."""
     value = make_identity(params=f";info=<{X5U}>;alg=ES256")
     passport = Verifier(public_key).verify(value, now=NOW)
-    assert any("ppt" in w for w in passport.warnings)
-    _reject(Verifier(public_key, policy=VerifyPolicy(strict=True)), value, Reason.PPT_MISMATCH)
+    assert passport.warnings == ["Identity header has no ppt parameter (RFC 8224 §4.1)"]
+    err = _reject(Verifier(public_key, policy=VerifyPolicy(strict=True)), value,
+                  Reason.PPT_MISMATCH)  # fmt: skip
+    assert err.message == "Identity header has no ppt parameter (strict mode)"
 
 
 def test_lone_surrogate_escape_in_claims(
@@ -632,12 +650,30 @@ def test_alg_is_checked_before_crit(verifier: Verifier, make_identity: MakeIdent
 
 
 def test_flip_any_claims_character_never_valid(verifier: Verifier, identity: str) -> None:
-    """Changing any one character of the claims segment never leaves a valid PASSporT."""
+    """Changing any one character of the claims segment never leaves a valid PASSporT: the
+    claims no longer decode or type-check, or they do and the signature fails over them."""
     h, c, s, params = _parts(identity)
+    seen = set()
     for i in range(len(c)):
         verdict = verifier.check(f"{h}.{replace_char(c, i)}.{s}{params}", now=NOW)
-        assert not verdict, i
-        assert verdict.reason is not Reason.INTERNAL_ERROR
+        assert verdict.reason in _CLAIMS_FLIP_OUTCOMES, (i, verdict.reason, verdict.message)
+        seen.add(verdict.reason)
+    # Both kinds occur: flips that break the JSON and flips that only the signature catches.
+    assert Reason.INVALID_CLAIMS_JSON in seen and Reason.BAD_SIGNATURE in seen, seen
+
+
+# What a changed claims segment can end in (RFC 8225 §5 claims, RFC 8224 §6.2 steps 4-5).
+_CLAIMS_FLIP_OUTCOMES = frozenset(
+    {
+        Reason.MALFORMED_TOKEN,
+        Reason.INVALID_CLAIMS_JSON,
+        Reason.MISSING_CLAIM,
+        Reason.INVALID_CLAIM,
+        Reason.STALE,
+        Reason.IAT_IN_FUTURE,
+        Reason.BAD_SIGNATURE,
+    }
+)
 
 
 def test_changed_claims_with_old_signature(verifier: Verifier, identity: str) -> None:
@@ -743,3 +779,112 @@ def test_verbatim_sign_json_round_trip(signer: Signer, verifier: Verifier) -> No
     assert a.split(".")[:2] == b.split(".")[:2]
     assert verifier.check(a + PARAMS, now=NOW).ok
     assert ORIGID in b64url_decode(a.split(".")[1]).decode()
+
+
+@pytest.mark.parametrize(
+    ("update", "reason", "message", "lib_code"),
+    [
+        ({"attest": "Z"}, "invalid-claim", "attest must be A, B or C, not 'Z'", -231),
+        ({"dest": "x"}, "invalid-claim", "dest must be an object", -231),
+        ({"dest": {}}, "invalid-claim", 'dest must hold "tn" and/or "uri"', -231),
+        ({"dest": {"tn": []}}, "invalid-claim", "dest.tn must be a non-empty array of strings",
+         -231),
+        ({"dest": {"uri": [""]}}, "invalid-claim",
+         "dest.uri must be a non-empty array of strings", -231),
+        ({"iat": "1"}, "invalid-claim", "iat must be an integer NumericDate, not str", -231),
+        ({"iat": 0}, "invalid-claim", "iat must be positive", -231),
+        ({"orig": "x"}, "invalid-claim", "orig must be an object", -231),
+        ({"orig": {}}, "invalid-claim", 'orig must hold exactly one of "tn" or "uri"', -231),
+        ({"orig": {"tn": ""}}, "invalid-claim", "orig.tn must be a non-empty string", -231),
+        ({"origid": ""}, "invalid-claim", "origid must be a non-empty string", -231),
+        ({"attest": "Z", "origid": None}, "invalid-claim",
+         "attest must be A, B or C, not 'Z'; missing claim 'origid'", -231),
+        ({"iat": None}, "missing-claim", "missing claim 'iat'", -232),  # libsecsipid: iat 0
+        ({"iat": None, "attest": "Z"}, "invalid-claim",
+         "attest must be A, B or C, not 'Z'; missing claim 'iat'", -231),
+        ({"attest": None, "origid": None}, "missing-claim",
+         "missing claim 'attest'; missing claim 'origid'", -231),
+    ],
+)  # fmt: skip
+def test_claim_refusals_list_every_problem(
+    update: dict[str, Any], reason: str, message: str, lib_code: int
+) -> None:
+    """Every problem of the claims is reported at once, invalid ones before missing ones; a
+    missing iat alone is libsecsipid's "expired" (-232), anything else its -231."""
+    claims = {k: v for k, v in {**SHAKEN_CLAIMS, **update}.items() if v is not None}
+    with pytest.raises(VerificationError) as exc:
+        check_shaken_claims(claims)
+    assert (exc.value.reason, exc.value.message, exc.value.lib_code) == (reason, message, lib_code)
+
+
+_SIG = "A" * 86  # 64 zero bytes: well formed, never a valid signature
+
+
+@pytest.mark.parametrize(
+    ("token", "reason", "message"),
+    [
+        ("a.b", "malformed-token", "PASSporT has 2 segments, not 3"),
+        ("..c2ln", "compact-form", "compact-form PASSporT: SHAKEN requires the full form"),
+        (".e30.sig", "malformed-token", "PASSporT header segment is empty"),
+        ("e" * 6145 + ".e30." + _SIG, "invalid-jws-header", "PASSporT header is too large"),
+        ("e3=.e30." + _SIG, "malformed-token", "PASSporT header is not unpadded base64url"),
+        ("e30x.e30." + _SIG, "invalid-jws-header",
+         "PASSporT header: not JSON: Extra data: line 1 column 3 (char 2)"),
+        ("W10.e30." + _SIG, "invalid-jws-header", "PASSporT header is not a JSON object"),
+        ("e30." + "e" * 6145 + "." + _SIG, "invalid-claims-json", "PASSporT claims are too large"),
+        ("e30.e3=." + _SIG, "malformed-token", "PASSporT claims are not unpadded base64url"),
+        ("e30.W10." + _SIG, "invalid-claims-json", "PASSporT claims are not a JSON object"),
+        ("e30.e30x." + _SIG, "invalid-claims-json",
+         "PASSporT claims: not JSON: Extra data: line 1 column 3 (char 2)"),
+        ("e30.e30.AAAA", "malformed-signature",
+         "ES256 signature must be 64 bytes (86 base64url characters), got 4 characters"),
+        ("e30.e30." + "=" * 86, "malformed-signature", "signature is not unpadded base64url"),
+    ],
+)  # fmt: skip
+def test_decode_token_messages(token: str, reason: str, message: str) -> None:
+    """Each structural refusal of a PASSporT says what was wrong with which segment."""
+    with pytest.raises(VerificationError) as exc:
+        decode_token(token)
+    assert (exc.value.reason, exc.value.message) == (reason, message)
+
+
+def test_header_segment_size_limit_and_cache() -> None:
+    """A header segment of exactly 6144 characters is decoded (one more is refused unread,
+    see above); a decoded header is kept, so the same segment is not decoded twice."""
+    from secsipid._passport import MAX_SEGMENT_SIZE, _decode_header
+
+    size = MAX_SEGMENT_SIZE * 3 // 4  # JSON bytes whose base64url is exactly the limit
+    empty = len(canonical_json({**SHAKEN_HEADER, "pad": ""}))
+    segment = b64url_encode(canonical_json({**SHAKEN_HEADER, "pad": "x" * (size - empty)}))
+    assert len(segment) == MAX_SEGMENT_SIZE
+    assert decode_token(f"{segment}.e30.{_SIG}").header["pad"] == "x" * (size - empty)
+    assert _decode_header(segment) is _decode_header(segment)
+    claims = b64url_encode(canonical_json({"pad": "x" * (size - len(b'{"pad":""}'))}))
+    assert len(claims) == MAX_SEGMENT_SIZE
+    assert decode_token(f"e30.{claims}.{_SIG}").claims["pad"].startswith("xxx")
+
+
+def test_strict_refusal_lists_every_deviation(
+    public_key: ec.EllipticCurvePublicKey, make_identity: MakeIdentity
+) -> None:
+    """Strict mode names every deviation at once, in one message."""
+    value = make_identity(claims_update={"origid": "call-1234", "orig": {"tn": "+12155550121"}})
+    err = _reject(Verifier(public_key, policy=VerifyPolicy(strict=True)), value,
+                  Reason.NON_CANONICAL)  # fmt: skip
+    assert err.message == (
+        "origid is not a UUID (RFC 8588 §5); "
+        "orig.tn is not a canonical telephone number (RFC 8224 §8.3)"
+    )
+
+
+def test_header_cache_is_bounded() -> None:
+    """The decoded-header cache keeps at most 1,024 segments, then starts afresh: a flood of
+    distinct headers cannot grow it without bound."""
+    from secsipid import _passport
+
+    segments = [b64url_encode(canonical_json({"n": n})) for n in range(1025)]
+    for segment in segments[:1024]:
+        _passport._decode_header(segment)
+    assert len(_passport._HEADER_CACHE) == 1024
+    _passport._decode_header(segments[1024])
+    assert list(_passport._HEADER_CACHE) == [segments[1024]]

@@ -423,6 +423,83 @@ def test_internal_error_is_not_swallowed_by_verify(env: Env) -> None:
     assert "RuntimeError" in verdict.message
 
 
+def test_examination_messages(
+    verifier: Verifier, make_identity: MakeIdentity, identity: str
+) -> None:
+    """Each refusal of the PASSporT says what it found (RFC 8224 §6.2 steps 1-5)."""
+    info = "https://other.example/c.pem"
+    h, _, s = _token(identity).split(".")
+    hs256 = canonical_json({**SHAKEN_HEADER, "alg": "HS256"})
+    cases = [
+        (make_identity(header=hs256, claims=canonical_json(SHAKEN_CLAIMS), raw=True),
+         "PASSporT alg 'HS256' is not ES256"),
+        (make_identity(update={"typ": "JWT"}), "PASSporT typ 'JWT' is not passport"),
+        (make_identity(update={"ppt": "div"}),
+         "PASSporT ppt 'div' is not shaken (Identity ppt parameter 'shaken')"),
+        (make_identity(drop=("x5u",)), "PASSporT header has no x5u"),
+        (make_identity(update={"x5u": info}), f"x5u {info!r} differs from info {X5U!r}"),
+        (make_identity(claims_update={"iat": NOW - 301}), "iat is 301 s old, over the 300 s limit"),
+        (make_identity(claims_update={"iat": NOW + 6}),
+         "iat is 6 s in the future, over the 5 s skew"),
+        (f"{h}.{b64url_encode(canonical_json({**SHAKEN_CLAIMS, 'attest': 'B'}))}.{s}{PARAMS}",
+         "the ES256 signature does not verify"),
+    ]  # fmt: skip
+    for value, message in cases:
+        assert verifier.check(value, now=NOW).message == message
+
+
+def test_internal_errors_are_logged(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    """A bug (an unexpected exception) is logged with its traceback for the operator."""
+    with caplog.at_level("ERROR", logger="secsipid"):
+        verdict = Verifier(BrokenSource()).check(env.identity, now=NOW)
+    assert verdict.reason is Reason.INTERNAL_ERROR
+    (record,) = caplog.records
+    assert record.getMessage() == "secsipid: unexpected error verifying an Identity header"
+    assert record.exc_info is not None and record.exc_info[0] is RuntimeError
+
+
+def test_unusable_key_argument_names_its_type() -> None:
+    """Verifier(key) with something that is not a key, certificate, path or source."""
+    with pytest.raises(TypeError, match=r"^cannot verify with a int$"):
+        Verifier(123)  # type: ignore[arg-type]
+
+
+def test_trust_policy_uses_the_sources_fetcher(
+    tmp_path: Path, public_key: ec.EllipticCurvePublicKey
+) -> None:
+    """Verifier(source, trust=TrustPolicy(...)) fetches CRLs with the source's fetcher (its
+    fetch policy: here loopback allowed), like the source's own trust would."""
+    from fetchkit import CertServer
+    from secsipid import Fetcher, FetchPolicy, TrustPolicy
+    from secsipid._pki import make_crl, make_lab_pki, pem
+
+    published = tmp_path / "ca.crl"
+    server = CertServer(tmp_path / "srv", {"/ca.crl": {"body_file": str(published)}}, None)
+    try:
+        pki = make_lab_pki(crl_url=server.url("/ca.crl"))
+        published.write_bytes(
+            make_crl(pki.intermediate, pki.intermediate_key, [pki.leaf.serial_number])
+            .public_bytes(serialization.Encoding.DER)
+        )  # fmt: skip
+        root = tmp_path / "root.pem"
+        root.write_bytes(pem(pki.root))
+
+        class SourceWithFetcher:
+            fetcher = Fetcher(FetchPolicy(allow_private=True))
+
+            def credential_for(self, info: str) -> Credential:
+                return Credential.from_certificates([pki.leaf, pki.intermediate])
+
+        verifier = Verifier(
+            SourceWithFetcher(), trust=TrustPolicy(ca_file=str(root), fetch_crls=True)
+        )
+        value = Signer(pki.leaf_key, X5U).identity(ORIG, DEST, "A")
+        assert verifier.check(value).reason is Reason.CERT_REVOKED
+        assert server.hits()["/ca.crl"] == 1
+    finally:
+        server.stop()
+
+
 def test_verify_empty_value_is_malformed(verifier: Verifier) -> None:
     """verify('') (a single empty value) is malformed-identity; no-identity is per request."""
     with pytest.raises(VerificationError) as exc:
@@ -657,6 +734,71 @@ def test_orig_checked_before_dest(verifier: Verifier, identity: str) -> None:
     assert verdict.reason is Reason.ORIG_MISMATCH
     assert verifier.check(identity, dest_tn=DEST, now=NOW).ok
     assert verifier.check(identity, orig_tn=ORIG, now=NOW).ok
+
+
+def test_mismatch_messages_show_the_claim(verifier: Verifier, make_identity: MakeIdentity,
+                                          identity: str) -> None:  # fmt: skip
+    """The refusal shows what the PASSporT claimed (number, URI or dest object)."""
+    verdict = verifier.check(identity, orig_tn="12155550122", now=NOW)
+    assert verdict.message == (
+        "orig 12155550121 in the PASSporT is not the calling party 12155550122 "
+        "(canonical forms compared)"
+    )
+    value = make_identity(claims_update={"orig": {"uri": "sip:alice@example.com"},
+                                         "dest": {"uri": ["sip:bob@example.com"]}})  # fmt: skip
+    verdict = verifier.check(value, orig_tn="sip:mallory@example.com", now=NOW)
+    assert verdict.message == (
+        "orig sip:alice@example.com in the PASSporT is not the calling party "
+        "sip:mallory@example.com (canonical forms compared)"
+    )
+    verdict = verifier.check(identity, dest_tn="12155550132", now=NOW)
+    assert verdict.message == (
+        "dest 12155550131 in the PASSporT does not include the called party 12155550132 "
+        "(canonical forms compared)"
+    )
+    # A URI dest claim checked against a number: a mismatch, not an error.
+    verdict = verifier.check(value, dest_tn="12155550131", now=NOW)
+    assert verdict.reason is Reason.DEST_MISMATCH, verdict.message
+
+
+def test_wrong_argument_types_name_the_type(verifier: Verifier) -> None:
+    """verify/averify take one Identity value as str: anything else is a programmer error
+    that says what it got."""
+    with pytest.raises(TypeError, match=r"^identity must be str, not list$"):
+        verifier.verify(["x"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^identity must be str, not bytes$"):
+        asyncio.run(verifier.averify(b"x"))  # type: ignore[arg-type]
+
+
+def test_no_key_source_message(identity: str) -> None:
+    """A Verifier without key or source says so (500: a configuration problem)."""
+    for verdict in (Verifier().check(identity, now=NOW),
+                    asyncio.run(Verifier().acheck(identity, now=NOW))):  # fmt: skip
+        assert_verdict(verdict, Reason.NO_KEY_SOURCE)
+        assert verdict.message == "no key, certificate or certificate source is configured"
+
+
+def test_async_uses_a_sync_source_per_info(
+    signer: Signer, public_key: ec.EllipticCurvePublicKey
+) -> None:
+    """A source without acredential_for is asked, from averify/acheck, for the info URL of
+    the header at hand; the VerifiedPassport keeps that header."""
+    other = ec.generate_private_key(ec.SECP256R1())
+    keys = {
+        X5U: Credential(public_key),
+        "https://other.example/c.pem": Credential(other.public_key()),
+    }
+
+    class BySource:
+        def credential_for(self, info: str) -> Credential:
+            return keys[info]
+
+    verifier = Verifier(BySource())
+    for key, url in ((signer.key, X5U), (other, "https://other.example/c.pem")):
+        value = Signer(key, url).identity(ORIG, DEST, "A", ORIGID, iat=NOW)
+        passport = asyncio.run(verifier.averify(value, now=NOW))
+        assert passport.info == url and passport.identity.info == url
+        assert asyncio.run(verifier.acheck(value, now=NOW)).ok
 
 
 # -- several Identity headers ------------------------------------------------------------------
@@ -968,14 +1110,48 @@ def test_verifier_uses_wall_clock_without_now(signer: Signer, verifier: Verifier
 # -- robustness properties ---------------------------------------------------------------------
 
 
+# What the examination of an Identity value (RFC 8224 §6.2 steps before the credential) can
+# refuse it for: the header syntax, the PASSporT's encoding, header and claims, freshness and
+# the caller's numbers.  Never a credential, trust, fetch or internal (500) reason.
+_EXAMINATION_FAILURES = frozenset(
+    {
+        Reason.NO_IDENTITY,
+        Reason.TOO_LARGE,
+        Reason.MALFORMED_IDENTITY,
+        Reason.UNSUPPORTED_PPT,
+        Reason.UNSUPPORTED_ALG,
+        Reason.MISSING_INFO,
+        Reason.INVALID_INFO,
+        Reason.COMPACT_FORM,
+        Reason.MALFORMED_TOKEN,
+        Reason.INVALID_JWS_HEADER,
+        Reason.INVALID_TYP,
+        Reason.PPT_MISMATCH,
+        Reason.MISSING_X5U,
+        Reason.X5U_MISMATCH,
+        Reason.INVALID_CLAIMS_JSON,
+        Reason.MISSING_CLAIM,
+        Reason.INVALID_CLAIM,
+        Reason.NON_CANONICAL,
+        Reason.STALE,
+        Reason.IAT_IN_FUTURE,
+        Reason.ORIG_MISMATCH,
+        Reason.DEST_MISMATCH,
+        Reason.MALFORMED_SIGNATURE,
+    }
+)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=300) | st.lists(st.text(max_size=80), max_size=4))
 def test_check_any_text_returns_verdict(verifier: Verifier, value: str | list[str]) -> None:
-    """For arbitrary text check returns a failed Verdict and never raises or hits a bug."""
+    """For arbitrary text check returns a failed Verdict and never raises or hits a bug: with
+    a key configured, the text fails while it is examined, before any credential is used."""
     verdict = verifier.check(value, now=NOW)
     assert isinstance(verdict, Verdict)
     assert not verdict
-    assert verdict.reason is not Reason.INTERNAL_ERROR, verdict.message
+    assert verdict.reason in _EXAMINATION_FAILURES, (verdict.reason, verdict.message)
+    assert verdict.sip_status in (428, 436, 437, 438, 403), verdict.sip_status
 
 
 _MUTATION_CHARS = 'AZaz09-_.;=<>", \t\r\n+/é\x00'
@@ -1000,6 +1176,11 @@ def _mutations(draw: st.DrawFn, base: str) -> str:
     return value
 
 
+# A mutated value fails its examination, or reaches the signature (which then fails unless
+# the mutation left the signed bytes and the parameters' meaning intact).
+_MUTATION_OUTCOMES = _EXAMINATION_FAILURES | {Reason.BAD_SIGNATURE, Reason.VALID}
+
+
 @pytest.fixture(scope="module")
 def mutation_base(signer: Signer) -> str:
     return signer.identity(ORIG, DEST, "A", ORIGID, iat=NOW)
@@ -1016,7 +1197,7 @@ def test_check_mutated_header_returns_verdict(
     for v in (verifier, Verifier(verifier.source, policy=VerifyPolicy(strict=True))):
         verdict = v.check(value, orig_tn=ORIG, dest_tn=DEST, now=NOW)
         assert isinstance(verdict, Verdict)
-        assert verdict.reason is not Reason.INTERNAL_ERROR, verdict.message
+        assert verdict.reason in _MUTATION_OUTCOMES, (verdict.reason, verdict.message)
         if verdict:
             assert verdict.header == SHAKEN_HEADER
             assert verdict.claims == SHAKEN_CLAIMS
@@ -1046,6 +1227,37 @@ def test_der_signature_matches_encode_dss_signature() -> None:
     for sig in edge + [os.urandom(64) for _ in range(5000)]:
         r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
         assert _der_signature(sig) == encode_dss_signature(r, s), sig.hex()
+
+
+def test_request_and_parameter_messages(verifier: Verifier, identity: str) -> None:
+    """Refusals of the request as a whole and of the Identity parameters say what they saw;
+    a request of exactly the size limit is examined value by value, one more character is
+    refused whole; a valid verdict carries the verified header and claims."""
+    policy = verifier.policy
+    limit = policy.max_identity_size * policy.max_identities
+    at_limit = ["x" * policy.max_identity_size] * policy.max_identities
+    verdict = verifier.check(at_limit, now=NOW)
+    assert verdict.reason is Reason.MISSING_INFO and len(verdict.failures) == len(at_limit)
+    over = [*at_limit[:-1], "x" * (policy.max_identity_size + 1)]
+    verdict = verifier.check(over, now=NOW)
+    assert (verdict.reason, verdict.message) == (
+        Reason.TOO_LARGE,
+        f"{limit + 1} characters of Identity headers, over the limit of {limit}",
+    )
+    count = policy.max_identities + 1
+    verdict = verifier.check(["x"] * count, now=NOW)
+    assert verdict.message == f"{count} Identity headers, over the limit of {count - 1}"
+    for value, message in (
+        ("", "no Identity header"),
+        ("a.b.c;info=<https://x/y>;ppt=foo",
+         "Identity ppt 'foo' is not supported (only shaken, div and rcd)"),
+        ("a.b.c;info=<https://x/y>;alg=ES384", "Identity alg 'ES384' is not ES256"),
+        ("a.b.c;alg=ES256", "Identity header has no info parameter"),
+        ("a.b.c;info=relative", "info 'relative' is not an absolute URI"),
+    ):  # fmt: skip
+        assert verifier.check(value, now=NOW).message == message
+    valid = verifier.check(identity, now=NOW)
+    assert (valid.header, valid.claims) == (SHAKEN_HEADER, SHAKEN_CLAIMS)
 
 
 def test_oversized_request_refused_before_splitting(verifier: Verifier) -> None:

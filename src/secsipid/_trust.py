@@ -47,7 +47,7 @@ from cryptography.x509.verification import VerificationError as X509Verification
 
 from ._errors import VerificationError
 from ._fetch import TransientFetchError
-from ._keys import CERT_PARSE_ERRORS, Credential, describe_certificate
+from ._keys import CERT_PARSE_ERRORS, Credential, _pem_blocks, describe_certificate
 from ._reasons import Reason
 from ._tnauthlist import TNAuthList, TNAuthListError
 
@@ -139,16 +139,28 @@ class TrustPolicy:
 # -- loading trust material ----------------------------------------------------------------------
 
 
-def _load_certs(data: bytes) -> list[x509.Certificate]:
+def _load_certs(data: bytes) -> tuple[list[x509.Certificate], int]:
+    """The certificates of a PEM bundle or a DER file, and how many could not be parsed.
+
+    PEM blocks are parsed one by one: a bundle (the system's, the STI-PA list) with one
+    certificate that cryptography refuses keeps all the others.  (System bundles hold roots
+    with serial number 0, which cryptography warns about and announces it will refuse.)
+    """
     if b"-----BEGIN" in data:
-        try:
-            return x509.load_pem_x509_certificates(data)
-        except ValueError:
-            return []
+        certs: list[x509.Certificate] = []
+        bad = 0
+        for label, block in _pem_blocks(data):
+            if label != b"CERTIFICATE":
+                continue
+            try:
+                certs.append(x509.load_pem_x509_certificate(block))
+            except ValueError:
+                bad += 1
+        return certs, bad
     try:
-        return [x509.load_der_x509_certificate(data)]
+        return [x509.load_der_x509_certificate(data)], 0
     except ValueError:
-        return []
+        return [], 0
 
 
 def _load_crl(data: bytes) -> x509.CertificateRevocationList | None:
@@ -256,7 +268,9 @@ class _Material:
                 else:
                     crls.append(crl)
                 continue
-            certs = _load_certs(data)
+            certs, bad = _load_certs(data)
+            if bad:
+                problems.append(f"{path}: {bad} certificate(s) could not be parsed")
             if not certs and not path.endswith((".txt", ".md", ".0")):
                 problems.append(f"{path}: no certificate")
             (anchors if kind == "ca" else inters).extend(certs)

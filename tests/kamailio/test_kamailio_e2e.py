@@ -12,7 +12,6 @@ from pathlib import Path
 import kamharness as kh
 import pytest
 
-import secsipid
 from conftest import Pki
 from secsipid import Signer, b64url_decode, b64url_encode, private_key_from_file
 
@@ -344,13 +343,7 @@ def test_load_fixed_rate_zero_failures(
 
 # -- the certificate from the info URL (issue 3's CertificateSource) -------------------------
 
-needs_source = pytest.mark.skipif(
-    not hasattr(secsipid, "CertificateSource"),
-    reason="needs secsipid.CertificateSource (certificate download, issue 3)",
-)
 
-
-@needs_source
 def test_native_signs_ours_verifies_via_info_url(
     kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
 ) -> None:
@@ -371,7 +364,6 @@ def test_native_signs_ours_verifies_via_info_url(
         assert 1 <= len(server.hits) <= vs.children, server.hits
 
 
-@needs_source
 def test_ours_signs_native_verifies_via_info_url(
     kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
 ) -> None:
@@ -384,7 +376,6 @@ def test_ours_signs_native_verifies_via_info_url(
         assert server.hits and set(server.hits) == {"/sti.pem"}
 
 
-@needs_source
 def test_unreachable_certificate_436_within_timeout(
     kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
 ) -> None:
@@ -416,7 +407,6 @@ def test_unreachable_certificate_436_within_timeout(
 # -- retransmissions (issue 7 item 3) ---------------------------------------------------------
 
 
-@needs_source
 def test_vs_verifies_each_invite_once_despite_retransmissions(
     kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
 ) -> None:
@@ -467,7 +457,6 @@ def _one_call(tmp: Path, name: str, target: int, extra: str) -> kh.SippResult:
     ).run(60)
 
 
-@needs_source
 def test_native_and_ours_share_one_cache_dir(
     kamailio_ready: str, pki: Pki, tmp_path: Path, procs: list[kh.Kamailio | kh.Sipp]
 ) -> None:
