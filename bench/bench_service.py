@@ -63,6 +63,9 @@ ORIG, DEST = "12155550121", "12155550131"
 X5U = "https://cert.example.org/sti.pem"
 
 FLOOR_APP = """
+import os
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 BODY = b"OK\\n"
 HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
 RSGI_HEADERS = [("content-type", "text/plain; charset=utf-8")]
@@ -71,6 +74,30 @@ class RSGIApp:
         await proto()
         proto.response_bytes(200, RSGI_HEADERS, BODY)
 rsgi_app = RSGIApp()
+# The floor plus the bare ECDSA a request needs, in the same server: what a request costs
+# with no code of ours at all (the crypto runs with the caches a server leaves it, which a
+# tight in-process loop does not show).
+with open(os.environ.get("FLOOR_KEY", "/dev/null"), "rb") as fh:
+    _DATA = fh.read()
+if _DATA:
+    _KEY = serialization.load_pem_private_key(_DATA, None)
+    _PUB = _KEY.public_key()
+    _MSG = b"e" * 319  # a SHAKEN signing input's length
+    _SIGN = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+    _VERIFY = ec.ECDSA(hashes.SHA256())
+    _SIG = _KEY.sign(_MSG, _VERIFY)
+class SignApp:
+    async def __rsgi__(self, scope, proto):
+        await proto()
+        _KEY.sign(_MSG, _SIGN)
+        proto.response_bytes(200, RSGI_HEADERS, BODY)
+class VerifyApp:
+    async def __rsgi__(self, scope, proto):
+        await proto()
+        _PUB.verify(_SIG, _MSG, _VERIFY)
+        proto.response_bytes(200, RSGI_HEADERS, BODY)
+sign_app = SignApp()
+verify_app = VerifyApp()
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         while True:
@@ -319,6 +346,7 @@ def main() -> int:
 
         ours_port, sx_port, base_port = free_port(), free_port(), free_port()
         floor_port, floor_asgi_port = free_port(), free_port()
+        floor_sign_port, floor_verify_port = free_port(), free_port()
         workers = str(args.workers)
         ours_cmd = [python, "-m", "secsipid", "serve", "--listen", f"127.0.0.1:{ours_port}",
                     "--workers", workers, "--key", str(creds.key_path), "--x5u", X5U,
@@ -350,11 +378,25 @@ def main() -> int:
                 floor_asgi_port,
                 tmp / "floor-asgi.log",
             ) as floor_asgi,
+            process(
+                floor_cmd("rsgi", floor_sign_port, "floorapp:sign_app"),
+                floor_sign_port,
+                tmp / "floor-sign.log",
+                {**os.environ, "FLOOR_KEY": str(creds.key_path)},
+            ) as floor_sign,
+            process(
+                floor_cmd("rsgi", floor_verify_port, "floorapp:verify_app"),
+                floor_verify_port,
+                tmp / "floor-verify.log",
+                {**os.environ, "FLOOR_KEY": str(creds.key_path)},
+            ) as floor_verify,
             process(base_cmd, base_port, tmp / "base.log", base_env) as base,
         ):
             targets = [
                 ("floor RSGI (constant body)", floor, floor_port, "/", "csv"),
                 ("floor ASGI (constant body)", floor_asgi, floor_asgi_port, "/", "csv"),
+                ("floor RSGI + bare sign", floor_sign, floor_sign_port, "/", "csv"),
+                ("floor RSGI + bare verify", floor_verify, floor_verify_port, "/", "check"),
                 ("ours /v1/sign-csv", ours, ours_port, "/v1/sign-csv", "csv"),
                 ("secsipidx /v1/sign-csv", sx, sx_port, "/v1/sign-csv", "csv"),
                 ("ours /v1/check", ours, ours_port, "/v1/check", "check"),
@@ -398,19 +440,25 @@ def main() -> int:
             floor_rps = series["floor RSGI (constant body)"].median("rps")
             print(f"\ncore, one process: sign {sign_rate:,.0f}/s, verify {verify_rate:,.0f}/s")
             n = args.workers
-            for ours_name, sx_name, rate in (
-                ("ours /v1/sign-csv", "secsipidx /v1/sign-csv", sign_rate),
-                ("ours /v1/check", "secsipidx /v1/check", verify_rate),
-            ):
+            for ours_name, sx_name, rate, bare in (
+                ("ours /v1/sign-csv", "secsipidx /v1/sign-csv", sign_rate,
+                 "floor RSGI + bare sign"),
+                ("ours /v1/check", "secsipidx /v1/check", verify_rate,
+                 "floor RSGI + bare verify"),
+            ):  # fmt: skip
                 ours_rps = series[ours_name].median("rps")
                 sx_rps = series[sx_name].median("rps")
+                bare_rps = series[bare].median("rps")
                 ceiling = 1 / (1 / floor_rps + 1 / (rate * n))
                 print(f"  {ours_name}: {ours_rps / sx_rps:.2f}x secsipidx "
                       f"(p99 {series[ours_name].median('p99_ms'):.1f} vs "
                       f"{series[sx_name].median('p99_ms'):.1f} ms, CPU "
                       f"{series[ours_name].median('cpu_us'):.0f} vs "
                       f"{series[sx_name].median('cpu_us'):.0f} us/req); ceiling from floor + "
-                      f"core {ceiling:,.0f} req/s, reached {ours_rps / ceiling:.0%}")  # fmt: skip
+                      f"core {ceiling:,.0f} req/s, reached {ours_rps / ceiling:.0%}; "
+                      f"'{bare}' {bare_rps:,.0f} req/s "
+                      f"({bare_rps / sx_rps:.2f}x secsipidx), reached "
+                      f"{ours_rps / bare_rps:.0%}")  # fmt: skip
             soak = None
             if args.soak > 0:
                 target = series["ours /v1/check"].median("rps") / 2
