@@ -441,7 +441,7 @@ class Bench:
         self.x5u = self.server.url("/sti.pem")
         self.native_cache = self.tmp / "native-cache"
         self.native_cache.mkdir()
-        total = int(max(args.rates + args.max_rates) * (args.seconds + 3)) + 2000
+        total = int(max([*args.rates, *args.max_rates, 1]) * (args.seconds + 3)) + 2000
         print(f"signing {total} PASSporTs for the verify runs ...", file=sys.stderr)
         lines = identities(self.key, self.x5u, total)
         token = lines[0].split(";", 1)[0]
@@ -607,7 +607,9 @@ def summarize(per_mode: dict[str, list[Run]]) -> dict[str, dict[str, object]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rates", type=int, nargs="+", default=[500, 1000])
+    parser.add_argument(
+        "--rates", type=int, nargs="*", default=[500, 1000], help="fixed rates (none: skip)"
+    )
     parser.add_argument("--seconds", type=float, default=10, help="length of a measured run")
     parser.add_argument("--children", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3, help="runs per point (median kept)")

@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EQUIVALENT = ROOT / "tools" / "mutation-equivalent.txt"
 OUT = ROOT / "mutants" / "survivors.txt"
 MODULES = [
-    "_verifier", "_passport", "_identity", "_fetch", "_source", "_trust", "_codec", "_tnauthlist",
+    "_verifier", "_passport", "_identity", "_fetch", "_resolve", "_source", "_trust", "_codec",
+    "_tnauthlist",
 ]  # fmt: skip
 
 
