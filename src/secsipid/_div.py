@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import VerificationError
+from ._passport import check_dest_claim
 from ._reasons import Reason
 from ._tn import canonical_tn, canonical_uri
 
@@ -73,12 +74,6 @@ def dest_identities(dest: Mapping[str, Any]) -> frozenset[Ident]:
     )
 
 
-def _str_list(value: object) -> bool:
-    return (
-        isinstance(value, list) and len(value) > 0 and all(isinstance(v, str) and v for v in value)
-    )
-
-
 def _one_identity(value: object, name: str, invalid: list[str]) -> None:
     if not isinstance(value, dict):
         invalid.append(f"{name} must be an object")
@@ -106,19 +101,7 @@ def check_base_claims(claims: Mapping[str, Any]) -> None:
 def _check_claims(claims: Mapping[str, Any], *, div: bool) -> None:
     missing: list[str] = []
     invalid: list[str] = []
-    dest = claims.get("dest")
-    if dest is None:
-        missing.append("dest")
-    elif not isinstance(dest, dict):
-        invalid.append("dest must be an object")
-    else:
-        tn, uri = dest.get("tn"), dest.get("uri")
-        if tn is None and uri is None:
-            invalid.append('dest must hold "tn" and/or "uri"')
-        if tn is not None and not _str_list(tn):
-            invalid.append("dest.tn must be a non-empty array of strings")
-        if uri is not None and not _str_list(uri):
-            invalid.append("dest.uri must be a non-empty array of strings")
+    check_dest_claim(claims, missing, invalid)
     if div:
         value = claims.get("div")
         if value is None:

@@ -22,6 +22,7 @@ This module does no I/O and reads no clock: the verifier passes ``now`` in.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from ._codec import B64Error, JSONError, b64url_decode, canonical_json, loads_strict
@@ -159,6 +160,24 @@ def _is_str_list(value: object) -> bool:
     )
 
 
+def check_dest_claim(claims: Mapping[str, Any], missing: list[str], invalid: list[str]) -> None:
+    """``dest`` (RFC 8225 §5.2.1), the same in every PASSporT type: an object with ``tn``
+    and/or ``uri``, each a non-empty array of strings.  Adds to ``missing``/``invalid``."""
+    dest = claims.get("dest")
+    if dest is None:
+        missing.append("dest")
+    elif not isinstance(dest, dict):
+        invalid.append("dest must be an object")
+    else:
+        tn, uri = dest.get("tn"), dest.get("uri")
+        if tn is None and uri is None:
+            invalid.append('dest must hold "tn" and/or "uri"')
+        if tn is not None and not _is_str_list(tn):
+            invalid.append("dest.tn must be a non-empty array of strings")
+        if uri is not None and not _is_str_list(uri):
+            invalid.append("dest.uri must be a non-empty array of strings")
+
+
 def check_shaken_claims(claims: dict[str, Any]) -> None:
     """Enforce the SHAKEN claim rules; report every problem at once.
 
@@ -174,19 +193,7 @@ def check_shaken_claims(claims: dict[str, Any]) -> None:
     elif not isinstance(attest, str) or attest not in ATTEST_VALUES:
         invalid.append(f"attest must be A, B or C, not {attest!r}")
 
-    dest = claims.get("dest")
-    if dest is None:
-        missing.append("dest")
-    elif not isinstance(dest, dict):
-        invalid.append("dest must be an object")
-    else:
-        tn, uri = dest.get("tn"), dest.get("uri")
-        if tn is None and uri is None:
-            invalid.append('dest must hold "tn" and/or "uri"')
-        if tn is not None and not _is_str_list(tn):
-            invalid.append("dest.tn must be a non-empty array of strings")
-        if uri is not None and not _is_str_list(uri):
-            invalid.append("dest.uri must be a non-empty array of strings")
+    check_dest_claim(claims, missing, invalid)
 
     iat = claims.get("iat")
     if iat is None:
