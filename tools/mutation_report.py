@@ -1,11 +1,11 @@
 """Figures of the last mutmut run (tools/mutation.sh), per module, and the surviving mutants.
 
-    python tools/mutation_report.py [MODULE ...]
+    python tools/mutation_report.py [MODULE ...] [--out=FILE]
 
 Reads mutmut's result files under mutants/ (mutmut 3.8: see the ``mutation`` extra).  A
 surviving mutant that an entry of tools/mutation-equivalent.txt describes is counted as
 equivalent (it cannot change behaviour; the entry says why); every other one is written, with
-its diff and a ready-to-paste entry, to mutants/survivors.txt.  "No tests" mutants (no test of
+its diff and a ready-to-paste entry, to mutants/survivors.txt (or FILE).  "No tests" mutants (no test of
 the selection reaches the function) count as survivors: nothing would notice them either.
 
 Exit status: 0 when no unexplained mutant survived, 1 otherwise.
@@ -83,6 +83,10 @@ def changed_lines(diff: str) -> tuple[str, str]:
 
 
 def main(argv: list[str]) -> int:
+    out = OUT
+    for arg in [a for a in argv if a.startswith("--out=")]:  # another file for the survivors
+        out = Path(arg.removeprefix("--out="))
+        argv.remove(arg)
     wanted = [m.removeprefix("secsipid.").removesuffix(".py") for m in argv] or MODULES
     equivalents = load_equivalents()
     rows: list[tuple[str, Counter[str]]] = []
@@ -132,9 +136,9 @@ def main(argv: list[str]) -> int:
         if other:
             cells.append(f"(also {other})")
         print(" | ".join(str(c) for c in cells))
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text("\n".join(unexplained))
-    print(f"{len(unexplained)} unexplained surviving mutants" + (f": {OUT}" if unexplained else ""))
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("\n".join(unexplained))
+    print(f"{len(unexplained)} unexplained surviving mutants" + (f": {out}" if unexplained else ""))
     return 1 if unexplained else 0
 
 
