@@ -128,3 +128,45 @@ def test_shared_with_secsipidx_both_ways(
     assert _secsipidx_check(secsipidx, value, url, ours_first) == 0
     verdict = Verifier(_source(theirs_first)).check(value)
     assert verdict.ok, verdict.message
+
+
+def test_https_urls_have_files_too(tmp_path: Path) -> None:
+    """https:// URLs (the usual x5u) are cached as libsecsipid names them; other schemes have
+    no file."""
+    disk = LibsecsipidDirectoryCache(tmp_path, expire=600)
+    url = "https://cert.example.org/sti.pem"
+    disk.store(url, "", b"chain", time.time() + 60)
+    assert [p.name for p in tmp_path.iterdir()] == ["https_cert.example.org_sti.pem"]
+    assert disk.load(url, "")[0] == b"chain"  # type: ignore[index]
+    disk.store("ftp://cert.example.org/sti.pem", "", b"chain", time.time() + 60)
+    assert [p.name for p in tmp_path.iterdir()] == ["https_cert.example.org_sti.pem"]
+
+
+def test_writes_are_atomic_and_failures_harmless(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The body goes to a temporary file in the cache directory itself (so the rename into
+    place is atomic: libsecsipid never reads half a file); a write that fails (here the
+    rename, onto a directory) raises nothing and leaves no temporary file behind."""
+    import tempfile
+
+    url = "https://cert.example.org/sti.pem"
+    made_in: list[str] = []
+    mkstemp = tempfile.mkstemp
+
+    def recording_mkstemp(*args: object, **kwargs: object) -> tuple[int, str]:
+        fd, name = mkstemp(*args, **kwargs)  # type: ignore[call-overload]
+        made_in.append(str(Path(name).parent))
+        return fd, name  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(tempfile, "mkstemp", recording_mkstemp)
+    disk = LibsecsipidDirectoryCache(tmp_path / "ok", expire=600)
+    disk.store(url, "", b"chain", time.time() + 60)
+    assert made_in == [str(tmp_path / "ok")]
+    assert [p.name for p in (tmp_path / "ok").iterdir()] == ["https_cert.example.org_sti.pem"]
+
+    blocked = tmp_path / "blocked"
+    (blocked / "https_cert.example.org_sti.pem").mkdir(parents=True)  # os.replace fails
+    LibsecsipidDirectoryCache(blocked, expire=600).store(url, "", b"chain", time.time() + 60)
+    assert [p.name for p in blocked.iterdir()] == ["https_cert.example.org_sti.pem"]
+    assert (blocked / "https_cert.example.org_sti.pem").is_dir()

@@ -672,6 +672,7 @@ def test_memory_cache_bounds(pki: tuple[LabPKI, Path]) -> None:
     for name in ("f", "g"):
         cache.put(("p", name), entry(0))  # entries, not bytes, over the bound
     assert keys(cache) == ["e", "f", "g"] and cache._bytes == 1
+    assert cache.stats() == {"entries": 3, "bytes": 1, "negative_entries": 0, "negative_bytes": 0}
 
     error = VerificationError(Reason.CERT_FETCH_STATUS, "x: HTTP 500")
     negatives = MemoryCache(max_negative=2)
@@ -681,6 +682,13 @@ def test_memory_cache_bounds(pki: tuple[LabPKI, Path]) -> None:
     negatives.put(("p", "third"), entry(1))  # fetched at last: no longer a failure
     assert negatives.negative(("p", "third")) is None
     assert negatives.negative(("p", "second")) is not None
+    # a failure weighs its message, 200 bytes of bookkeeping and its key's strings
+    assert negatives.stats() == {
+        "entries": 1,
+        "bytes": 1,
+        "negative_entries": 1,
+        "negative_bytes": len("x: HTTP 500") + 200 + len("psecond"),
+    }
 
 
 def test_no_store_never_written_to_the_directory_cache(
