@@ -691,6 +691,26 @@ def test_memory_cache_bounds(pki: tuple[LabPKI, Path]) -> None:
     }
 
 
+def test_negative_cache_remembers_the_error() -> None:
+    """A remembered failure answers with the same reason, libsecsipid code and message (a
+    fresh exception each time); a message over 300 characters is cut to 300, ending in
+    "...", so that hostile servers cannot grow the cache with long errors."""
+    cache = MemoryCache()
+    until = time.time() + 600
+    error = VerificationError(Reason.CERT_FETCH_STATUS, "m" * 300, lib_code=-999)
+    cache.put_negative(("p", "exact"), error, until)
+    remembered = cache.negative(("p", "exact"))
+    assert remembered is not None and remembered.until == until
+    again = remembered.error()
+    assert again is not error and again is not remembered.error()
+    assert (again.reason, again.message, again.lib_code) == (error.reason, "m" * 300, -999)
+    cache.put_negative(("p", "long"), VerificationError(Reason.CERT_INVALID, "n" * 301), until)
+    long = cache.negative(("p", "long"))
+    assert long is not None
+    assert long.error().message == "n" * 297 + "..."
+    assert long.error().lib_code == Reason.CERT_INVALID.lib_code
+
+
 def test_no_store_never_written_to_the_directory_cache(
     serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], tmp_path: Path
 ) -> None:
