@@ -370,6 +370,88 @@ def test_keys_are_hashed(
     assert other.stats()["hits"] == 0 and certs.count("/hashed.pem") == 2
 
 
+def test_shared_answers_are_kept_in_memory(
+    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path]
+) -> None:
+    """What a node got from Redis (a certificate, or a failure with its reason and message)
+    goes to its memory cache: its next checks of those URLs ask neither Redis nor the
+    server."""
+    good = certs.route("/kept.pem", pki[0].chain_pem, headers=CHAIN_HEADERS)
+    gone = certs.route("/kept-gone.pem", b"gone", status=404)
+    failed = Verifier(source(pki, cache(redis))).check(sign(pki, gone), orig_tn=ORIG)
+    assert check(source(pki, cache(redis)), sign(pki, good)) is Reason.VALID
+    shared = cache(redis)
+    node = source(pki, shared)
+    for _ in range(2):
+        assert check(node, sign(pki, good)) is Reason.VALID
+        verdict = Verifier(node).check(sign(pki, gone), orig_tn=ORIG)
+        assert verdict.reason is Reason.CERT_FETCH_STATUS
+        assert verdict.message == failed.message and "404" in verdict.message
+    assert shared.stats()["hits"] == 1 and shared.stats()["negative_hits"] == 1
+    assert shared.stats()["misses"] == 0
+    assert certs.count("/kept.pem") == certs.count("/kept-gone.pem") == 1
+
+
+def test_expired_shared_entries_are_fetched_again(
+    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path]
+) -> None:
+    """A certificate that was stale at once (max-age=0) and a failure remembered for no time
+    (negative_ttl=0) stay in Redis for a lock lease, for the callers that waited for that
+    fetch; any other node fetches again."""
+    url = certs.route("/zero.pem", pki[0].chain_pem, headers={"Cache-Control": "max-age=0"})
+    gone = certs.route("/zero-gone.pem", b"gone", status=404)
+    for _ in range(2):
+        shared = cache(redis)
+        node = source(pki, shared, negative_ttl=0)
+        assert check(node, sign(pki, url)) is Reason.VALID
+        assert check(node, sign(pki, gone)) is Reason.CERT_FETCH_STATUS
+        assert shared.stats()["fetches"] == 2 and shared.stats()["hits"] == 0
+    assert _client(redis).keys("secsipid:cert:*") and _client(redis).keys("secsipid:neg:*")
+    assert certs.count("/zero.pem") == certs.count("/zero-gone.pem") == 2
+
+
+def test_waiter_takes_the_fetch_it_waited_for_even_when_stale_at_once(
+    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path]
+) -> None:
+    """A node waiting for another node's fetch takes its result, even a certificate with
+    max-age=0 (already stale when it is read): it does not fetch the same URL again."""
+    url = certs.route("/zero-slow.pem", pki[0].chain_pem, delay=0.8,
+                      headers={"Cache-Control": "max-age=0"})  # fmt: skip
+    done: list[Reason] = []
+    holder = source(pki, cache(redis))
+    thread = threading.Thread(target=lambda: done.append(check(holder, sign(pki, url))))
+    thread.start()
+    try:
+        certs.wait_for("/zero-slow.pem", 1)
+        waiter_cache = cache(redis)
+        assert check(source(pki, waiter_cache), sign(pki, url)) is Reason.VALID
+    finally:
+        thread.join()
+    assert done == [Reason.VALID]
+    assert waiter_cache.stats()["lock_waits"] == 1 and waiter_cache.stats()["fetches"] == 0
+    assert certs.count("/zero-slow.pem") == 1
+
+
+def test_stale_shared_entry_served_while_the_server_fails(
+    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path]
+) -> None:
+    """With stale_if_error, an expired certificate in Redis serves nodes that never had it
+    while the server fails: the node whose refetch failed, and then a node that finds that
+    failure in Redis (no fetch of its own); without stale_if_error the failure is the
+    answer."""
+    url = certs.route("/stale.pem", pki[0].chain_pem, headers={"Cache-Control": "max-age=0"})
+    assert check(source(pki, cache(redis), stale_if_error=60), sign(pki, url)) is Reason.VALID
+    certs.route("/stale.pem", b"down", status=503)
+    refetched = cache(redis)
+    assert check(source(pki, refetched, stale_if_error=60), sign(pki, url)) is Reason.VALID
+    assert refetched.stats()["fetches"] == 1 and certs.count("/stale.pem") == 2
+    later = cache(redis)
+    assert check(source(pki, later, stale_if_error=60), sign(pki, url)) is Reason.VALID
+    assert later.stats()["negative_hits"] == 1 and later.stats()["fetches"] == 0
+    assert check(source(pki, cache(redis)), sign(pki, url)) is Reason.CERT_FETCH_STATUS
+    assert certs.count("/stale.pem") == 2
+
+
 # -- what comes back from Redis is not trusted ---------------------------------------------------
 
 
@@ -476,6 +558,25 @@ def test_poisoned_negative_entry_refused(
     node = cache(redis)
     assert check(source(pki, node), sign(pki, url)) is Reason.VALID
     assert node.stats()["refused"] >= 1
+
+
+def test_negative_entry_keeps_its_libsecsipid_code(
+    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path]
+) -> None:
+    """A negative entry carries the failure's libsecsipid code (None: the reason's own): a
+    node answered from it gives that code back, as the node that failed would have."""
+    url = certs.route("/neg-code.pem", b"x", status=500)
+    first = Verifier(source(pki, cache(redis))).check(sign(pki, url), orig_tn=ORIG)
+    assert (first.reason, first.lib_code) == (Reason.CERT_FETCH_STATUS, -403)
+    client = _client(redis)
+    (key,) = client.keys("secsipid:neg:*")
+    value = client.get(key)
+    assert b'"lib_code":null' in value
+    client.set(key, value.replace(b'"lib_code":null', b'"lib_code":-402'), keepttl=True)
+    node = cache(redis)
+    verdict = Verifier(source(pki, node)).check(sign(pki, url), orig_tn=ORIG)
+    assert (verdict.reason, verdict.lib_code) == (Reason.CERT_FETCH_STATUS, -402)
+    assert node.stats()["negative_hits"] == 1 and certs.count("/neg-code.pem") == 1
 
 
 # -- faults ------------------------------------------------------------------------------------
