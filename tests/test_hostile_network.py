@@ -34,7 +34,7 @@ from secsipid import (
     Verifier,
     VerifyPolicy,
 )
-from secsipid._fetch import Fetcher, request_budget, special_purpose
+from secsipid._fetch import Fetcher, request_budget, request_deadline, special_purpose
 from secsipid._pki import LabPKI, make_lab_pki
 
 ORIG, DEST = "12155550121", "12155550131"
@@ -260,10 +260,25 @@ def test_waiting_for_another_callers_fetch_respects_the_budget(
             source.credential_for(url)
         elapsed = time.monotonic() - start
         assert exc.value.reason is Reason.CERT_FETCH_TIMEOUT
+        assert exc.value.message == f"{url}: waited too long for a fetch in progress"
         assert elapsed < 1.5, f"{elapsed:.2f} s"
     finally:
         leader.join()
     assert [e.reason for e in led] == [Reason.CERT_FETCH_TIMEOUT]
+
+
+def test_how_long_a_caller_waits_for_another_callers_fetch(
+    tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """The bound a caller waits for another caller's fetch of the same URL (computed, not
+    timed): its request's remaining budget; none left, no wait; outside of a request, the
+    fetch timeout plus 5 s of slack (the fetch itself ends within its timeout)."""
+    source = source_for(tls, pki, timeout=3.0)
+    assert source._wait_timeout() == 8.0
+    with request_budget(0.5):
+        assert 0.0 < source._wait_timeout() <= 0.5
+    with request_deadline(time.monotonic() - 1.0):
+        assert source._wait_timeout() == 0.0
 
 
 def test_cancelled_fetcher_does_not_strand_its_waiters(
