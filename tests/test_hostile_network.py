@@ -761,11 +761,11 @@ def test_cache_key_covers_what_a_fetch_accepts() -> None:
 # -- item 11: the negative cache is small and bounded -------------------------------------------
 
 
-def test_negative_cache_keeps_no_tracebacks_and_is_bounded(
+def test_negative_cache_keeps_no_tracebacks(
     serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
 ) -> None:
     """Failures are remembered as reason and message only (an exception with its traceback
-    cost ~16 KiB), bounded by entries and bytes, oldest out first."""
+    cost ~16 KiB)."""
     count = 80
     server = serve({f"/gone{i}.pem": {"status": 404} for i in range(count)})
     memory = MemoryCache(max_negative=10_000)
@@ -786,14 +786,39 @@ def test_negative_cache_keeps_no_tracebacks_and_is_bounded(
     assert exc.value.reason is Reason.CERT_FETCH_STATUS
     assert server.hits()["/gone0.pem"] == 1
 
-    small = MemoryCache(max_negative=50, max_negative_bytes=20_000)
+
+def test_negative_cache_is_bounded() -> None:
+    """Remembered failures are bounded by entries and by bytes (each weighs its message, cut
+    to 300 characters, 200 bytes of bookkeeping and its key), oldest out first, the byte
+    count exact through evictions and replacements."""
+
+    def key(i: int) -> tuple[str, str]:
+        return ("policy", f"https://h{i:03d}.test/" + "p" * 200)
+
+    weight = 300 + 200 + len("policy") + len(key(0)[1])  # 724 bytes
     error = VerificationError(Reason.CERT_FETCH_FAILED, "x" * 5000)
+    by_bytes = MemoryCache(max_negative=50, max_negative_bytes=20_000)
     for i in range(500):
-        small.put_negative(("policy", f"https://h{i}.test/" + "p" * 200), error, time.time() + 60)
-        stats = small.stats()
+        by_bytes.put_negative(key(i), error, time.time() + 60)
+        stats = by_bytes.stats()
         assert stats["negative_entries"] <= 50 and stats["negative_bytes"] <= 20_000
-    assert small.negative(("policy", "https://h499.test/" + "p" * 200)) is not None
-    assert small.negative(("policy", "https://h0.test/" + "p" * 200)) is None
+    kept = 20_000 // weight  # 27
+    assert by_bytes.stats()["negative_entries"] == kept
+    assert by_bytes.stats()["negative_bytes"] == kept * weight
+    assert [k for k in by_bytes._negative] == [key(i) for i in range(500 - kept, 500)]
+    by_bytes.put_negative(key(499), error, time.time() + 60)  # a replacement: no growth
+    assert by_bytes.stats()["negative_bytes"] == kept * weight
+
+    by_count = MemoryCache(max_negative=5, max_negative_bytes=20_000)
+    for i in range(8):
+        by_count.put_negative(key(i), error, time.time() + 60)
+    assert [k for k in by_count._negative] == [key(i) for i in range(3, 8)]
+    assert by_count.stats()["negative_bytes"] == 5 * weight
+
+    exact = MemoryCache(max_negative=5, max_negative_bytes=3 * weight)  # bounds are inclusive
+    for i in range(4):
+        exact.put_negative(key(i), error, time.time() + 60)
+    assert [k for k in exact._negative] == [key(i) for i in range(1, 4)]
 
 
 def test_fetches_in_flight_are_bounded(
