@@ -691,6 +691,26 @@ def test_memory_cache_bounds(pki: tuple[LabPKI, Path]) -> None:
     }
 
 
+def test_memory_cache_lookup_during_an_eviction(pki: tuple[LabPKI, Path]) -> None:
+    """get() reads without the lock (the hot path): an entry that another thread evicts
+    between the lookup and the move to the LRU end is still returned, without a KeyError."""
+    from collections import OrderedDict
+
+    from secsipid._keys import Credential
+    from secsipid._source import _Entry
+
+    class EvictedMeanwhile(OrderedDict[tuple[Any, ...], _Entry]):
+        def move_to_end(self, key: tuple[Any, ...], last: bool = True) -> None:
+            del self[key]  # what a put() in another thread does when the cache is full
+            super().move_to_end(key, last)
+
+    entry = _Entry(Credential.from_certificates([pki[0].leaf]), b"x", time.time() + 60)
+    cache = MemoryCache()
+    cache._entries = EvictedMeanwhile({("p", "a"): entry})
+    assert cache.get(("p", "a")) is entry
+    assert cache.get(("p", "a")) is None and len(cache) == 0
+
+
 def test_negative_cache_remembers_the_error() -> None:
     """A remembered failure answers with the same reason, libsecsipid code and message (a
     fresh exception each time); a message over 300 characters is cut to 300, ending in
