@@ -4,7 +4,8 @@
 
 ``routes.json`` maps a path to ``{"status": 200, "headers": {...}, "body": "<text>" or
 "body_hex": ".." or "body_file": "<path, read at each request>", "mode": "normal" | "hang" |
-"trickle" | "slow-headers" | "announce-then-hang" | "endless"}``.  ``GET /_hits`` returns the
+"trickle" | "slow-headers" | "announce-then-hang" | "endless"}`` (``"no_date": true``: no
+Date header).  ``GET /_hits`` returns the
 per-path request counts as JSON, ``GET /_hosts`` the Host header of each path's last request.
 The bound port is written to the ready file.  Listens on a loopback address (``--host``,
 default 127.0.0.1).  Stopped by the tests with SIGTERM (by PID).
@@ -108,10 +109,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
             self.close_connection = True
             return
-        self._send(route.get("status", 200), headers, body)
+        self._send(route.get("status", 200), headers, body, date=not route.get("no_date"))
 
-    def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.send_response(status)
+    def _send(self, status: int, headers: dict[str, str], body: bytes, date: bool = True) -> None:
+        if date:
+            self.send_response(status)  # adds Server and Date
+        else:  # a server without a clock (RFC 9110 §6.6.1): no Date header
+            self.send_response_only(status)
         for k, v in headers.items():
             self.send_header(k, v)
         if "Content-Length" not in headers:

@@ -440,6 +440,25 @@ def test_cache_headers_honoured(
     assert entry.expires == pki[0].leaf.not_valid_after_utc.timestamp()
 
 
+def test_expires_without_a_date_counts_from_the_fetch(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """A server without a clock sends no Date (RFC 9110 §6.6.1): its Expires then counts
+    from the moment of the fetch (RFC 9111 §4.2.1), and the certificate is cached that long."""
+    import email.utils
+
+    expires = email.utils.formatdate(time.time() + 600, usegmt=True)
+    server = serve({"/sti.pem": chain_route(pki, no_date=True, headers={"Expires": expires})})
+    url = server.url("/sti.pem")
+    source = lab_source(tls, pki[1])
+    before = time.time()
+    for _ in range(2):
+        assert source.credential_for(url).certificate == pki[0].leaf
+    assert server.hits()["/sti.pem"] == 1
+    entry = source.memory.get((repr(source.fetch_policy.cache_key), url))
+    assert entry is not None and before + 598 <= entry.expires <= time.time() + 601
+
+
 def test_negative_cache(
     serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
 ) -> None:
