@@ -95,8 +95,12 @@ def test_expiry_follows_mtime(tmp_path: Path, lab: LabPKI, server: CertServer) -
 
 
 def test_our_source_refuses_unknown_naming() -> None:
-    with pytest.raises(ValueError, match="cache_naming"):
+    """An unknown naming is refused when the configuration is built, naming the choices."""
+    with pytest.raises(ValueError) as exc:
         CacheConfig(cache_naming="libsecsipid2")
+    assert str(exc.value) == (
+        "CacheConfig.cache_naming must be one of secsipid, libsecsipid, not 'libsecsipid2'"
+    )
 
 
 def _secsipidx_check(secsipidx: str, value: str, url: str, cache: Path) -> int:

@@ -765,7 +765,7 @@ def test_settings_refused() -> None:
             RedisCache("redis://127.0.0.1:1/0", **bad)
     with pytest.raises(ValueError, match="RedisCache"):
         RedisCache("http://127.0.0.1/")
-    with pytest.raises(TypeError, match="not both"):
+    with pytest.raises(TypeError, match=r"^CertificateSource: give shared= or redis=, not both$"):
         CertificateSource(trust=None, shared=RedisCache("redis://127.0.0.1:1/0"),
                           redis="redis://127.0.0.1:1/0")  # fmt: skip
     assert "hunter2" not in repr(RedisCache("redis://user:hunter2@127.0.0.1:1/0"))
