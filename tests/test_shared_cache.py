@@ -33,8 +33,10 @@ from secsipid import (
     RedisCache,
     Signer,
     TrustPolicy,
+    VerificationError,
     Verifier,
 )
+from secsipid._fetch import request_budget
 from secsipid._pki import LabPKI, make_lab_pki, make_self_signed, pem
 from secsipid._shared import BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN, _Breaker
 
@@ -284,6 +286,81 @@ def test_waiter_bounded_by_request_budget(
     assert certs.count("/slow2.pem") == 1
 
 
+def _check_in(mode: str, src: CertificateSource, identity: str) -> Any:
+    """The verdict of one check, made with the synchronous or the asyncio API."""
+    if mode == "sync":
+        return Verifier(src).check(identity, orig_tn=ORIG, dest_tn=DEST)
+    return asyncio.run(Verifier(src).acheck(identity, orig_tn=ORIG, dest_tn=DEST))
+
+
+def _counters(shared: RedisCache) -> dict[str, Any]:
+    names = ("hits", "negative_hits", "misses", "fetches", "lock_waits", "takeovers", "stores")
+    stats = shared.stats()
+    return {name: stats[name] for name in names}
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_counters_of_a_fetch_and_of_a_hit(
+    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path], mode: str
+) -> None:
+    """The metrics (docs/cluster.md): the node that fetched counts a miss, a fetch and a
+    store; the node answered by Redis a hit, and nothing else."""
+    url = certs.route(f"/count-{mode}.pem", pki[0].chain_pem)
+    first, second = cache(redis), cache(redis)
+    assert _check_in(mode, source(pki, first), sign(pki, url)).ok
+    assert _check_in(mode, source(pki, second), sign(pki, url)).ok
+    zero = dict.fromkeys(("hits", "negative_hits", "misses", "fetches", "lock_waits",
+                          "takeovers", "stores"), 0)  # fmt: skip
+    assert _counters(first) == {**zero, "misses": 1, "fetches": 1, "stores": 1}
+    assert _counters(second) == {**zero, "hits": 1}
+    assert certs.count(f"/count-{mode}.pem") == 1
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_lock_of_a_dead_holder_is_taken_over(
+    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path], mode: str
+) -> None:
+    """A fetch lock whose holder died (its lease runs out, nothing is stored): the node waits
+    for it, then takes the lock and fetches itself -- one miss, one wait, one takeover, one
+    fetch, counted once however often it looked while waiting."""
+    shared = cache(redis, poll_interval=0.02)
+    node = source(pki, shared)
+    url = certs.route(f"/dead-{mode}.pem", pki[0].chain_pem)
+    _client(redis).set(shared._keys(node._policy_key, url).lock, "dead-holder", px=400)
+    assert _check_in(mode, node, sign(pki, url)).ok
+    counters = _counters(shared)
+    assert counters == {"hits": 0, "negative_hits": 0, "misses": 1, "fetches": 1,
+                        "lock_waits": 1, "takeovers": 1, "stores": 1}  # fmt: skip
+    assert certs.count(f"/dead-{mode}.pem") == 1
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_wait_for_a_lock_bounded_by_the_budget(
+    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path], mode: str
+) -> None:
+    """A lock held longer than the caller's request budget (0.3 s): the source gives up with
+    cert-fetch-timeout, saying why, without fetching."""
+    shared = cache(redis)
+    node = source(pki, shared)
+    url = certs.route(f"/held-{mode}.pem", pki[0].chain_pem)
+    _client(redis).set(shared._keys(node._policy_key, url).lock, "busy-holder", px=2900)
+
+    async def in_a_task() -> Any:
+        with request_budget(0.3):
+            return await node.acredential_for(url)
+
+    with pytest.raises(VerificationError) as exc:
+        if mode == "sync":
+            with request_budget(0.3):
+                node.credential_for(url)
+        else:
+            asyncio.run(in_a_task())
+    assert exc.value.reason is Reason.CERT_FETCH_TIMEOUT
+    assert exc.value.message == f"{url}: waited too long for another process's fetch in progress"
+    assert _counters(shared)["lock_waits"] == 1 and _counters(shared)["fetches"] == 0
+    assert certs.count(f"/held-{mode}.pem") == 0
+
+
 # -- negative entries, TTLs, keys ------------------------------------------------------------
 
 
@@ -410,26 +487,27 @@ def test_expired_shared_entries_are_fetched_again(
     assert certs.count("/zero.pem") == certs.count("/zero-gone.pem") == 2
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
 def test_waiter_takes_the_fetch_it_waited_for_even_when_stale_at_once(
-    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path]
+    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path], mode: str
 ) -> None:
     """A node waiting for another node's fetch takes its result, even a certificate with
     max-age=0 (already stale when it is read): it does not fetch the same URL again."""
-    url = certs.route("/zero-slow.pem", pki[0].chain_pem, delay=0.8,
-                      headers={"Cache-Control": "max-age=0"})  # fmt: skip
+    path = f"/zero-slow-{mode}.pem"
+    url = certs.route(path, pki[0].chain_pem, delay=0.8, headers={"Cache-Control": "max-age=0"})
     done: list[Reason] = []
     holder = source(pki, cache(redis))
     thread = threading.Thread(target=lambda: done.append(check(holder, sign(pki, url))))
     thread.start()
     try:
-        certs.wait_for("/zero-slow.pem", 1)
+        certs.wait_for(path, 1)
         waiter_cache = cache(redis)
-        assert check(source(pki, waiter_cache), sign(pki, url)) is Reason.VALID
+        assert _check_in(mode, source(pki, waiter_cache), sign(pki, url)).ok
     finally:
         thread.join()
     assert done == [Reason.VALID]
     assert waiter_cache.stats()["lock_waits"] == 1 and waiter_cache.stats()["fetches"] == 0
-    assert certs.count("/zero-slow.pem") == 1
+    assert certs.count(path) == 1
 
 
 def test_stale_shared_entry_served_while_the_server_fails(
