@@ -267,6 +267,67 @@ def test_waiting_for_another_callers_fetch_respects_the_budget(
     assert [e.reason for e in led] == [Reason.CERT_FETCH_TIMEOUT]
 
 
+def test_task_waiting_for_another_tasks_fetch_respects_the_budget(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """asyncio: a task that finds the URL being fetched by another task waits only as long as
+    its own request's budget, then says so; the other task's fetch goes on, and nothing is
+    left in flight afterwards."""
+    server = serve({"/hang.pem": {"mode": "hang"}})
+    url = server.url("/hang.pem")
+    source = source_for(tls, pki, timeout=3.0)
+
+    async def main() -> tuple[VerificationError, bool]:
+        leader = asyncio.ensure_future(source.acredential_for(url))
+        await asyncio.sleep(0.2)
+        with request_budget(0.3), pytest.raises(VerificationError) as exc:
+            await source.acredential_for(url)
+        still_fetching = not leader.done()
+        leader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        return exc.value, still_fetching
+
+    error, still_fetching = asyncio.run(main())
+    assert error.reason is Reason.CERT_FETCH_TIMEOUT
+    assert error.message == f"{url}: waited too long for a fetch in progress"
+    assert still_fetching
+    assert not source._inflight
+
+
+def test_thread_waiting_for_a_cancelled_tasks_fetch_fetches_itself(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """A thread waiting for the fetch of an asyncio task that is then cancelled (its request
+    found a valid value elsewhere) fetches the URL itself and succeeds."""
+    server = serve({"/slow.pem": {"delay": 0.5, **chain(pki)}})
+    url = server.url("/slow.pem")
+    source = source_for(tls, pki, timeout=3.0)
+    got: list[Any] = []
+
+    def wait_in_a_thread() -> None:
+        try:
+            got.append(source.credential_for(url))
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertions
+            got.append(exc)
+
+    async def main() -> None:
+        leader = asyncio.ensure_future(source.acredential_for(url))
+        await asyncio.sleep(0.1)
+        waiter = threading.Thread(target=wait_in_a_thread)
+        waiter.start()
+        await asyncio.sleep(0.1)
+        leader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        await asyncio.to_thread(waiter.join)
+
+    asyncio.run(main())
+    assert len(got) == 1 and got[0].certificate == pki[0].leaf, got
+    assert server.hits()["/slow.pem"] == 2
+    assert not source._inflight
+
+
 def test_how_long_a_caller_waits_for_another_callers_fetch(
     tls: TLSFiles, pki: tuple[LabPKI, Path]
 ) -> None:
