@@ -807,6 +807,32 @@ def test_lock_that_no_fetch_holds_is_ignored(
     assert certs.count("/badlock.pem") == 1
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("redis_state", ["none", "down", "unusable-lock"])
+def test_stale_if_error_whatever_redis_does(
+    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path], mode: str,
+    redis_state: str,
+) -> None:  # fmt: skip
+    """stale_if_error serves an expired certificate while its server fails, whether there is
+    no shared cache, Redis is down, or a lock no fetch of ours holds makes the node fetch on
+    its own."""
+    url = certs.route(f"/soe-{redis_state}-{mode}.pem", pki[0].chain_pem,
+                      headers={"Cache-Control": "max-age=0"})  # fmt: skip
+    shared = {
+        "none": None,
+        "down": cache(f"redis://127.0.0.1:{free_port()}/0"),
+        "unusable-lock": cache(redis),
+    }[redis_state]
+    node = source(pki, shared, stale_if_error=600)
+    assert _check_in(mode, node, sign(pki, url)).ok
+    certs.route(f"/soe-{redis_state}-{mode}.pem", b"down", status=503)
+    if shared is not None and redis_state == "unusable-lock":
+        _client(redis).set(shared._keys(node._policy_key, url).lock, "held-forever")
+    verdict = _check_in(mode, node, sign(pki, url))
+    assert verdict.ok, verdict.message
+    assert certs.count(f"/soe-{redis_state}-{mode}.pem") == 2
+
+
 # -- the breaker, alone ------------------------------------------------------------------------
 
 
