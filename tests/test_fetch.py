@@ -440,6 +440,33 @@ def test_cache_headers_honoured(
     assert entry.expires == pki[0].leaf.not_valid_after_utc.timestamp()
 
 
+def test_min_ttl_raises_short_lifetimes(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """min_ttl (ATIS-1000074 suggests 24 h) keeps a certificate served with max-age=0 that
+    long, never past the leaf's notAfter; a longer lifetime is left as it is."""
+    server = serve({
+        "/zero.pem": chain_route(pki, headers={"Cache-Control": "max-age=0"}),
+        "/long.pem": chain_route(pki, headers={"Cache-Control": "max-age=7200"}),
+    })  # fmt: skip
+    source = lab_source(tls, pki[1], cache=CacheConfig(min_ttl=3600))
+    before = time.time()
+    for _ in range(2):
+        source.credential_for(server.url("/zero.pem"))
+        source.credential_for(server.url("/long.pem"))
+    assert server.hits()["/zero.pem"] == server.hits()["/long.pem"] == 1
+    policy = repr(source.fetch_policy.cache_key)
+    zero = source.memory.get((policy, server.url("/zero.pem")))
+    long = source.memory.get((policy, server.url("/long.pem")))
+    assert zero is not None and before + 3599 <= zero.expires <= time.time() + 3601
+    assert long is not None and before + 7199 <= long.expires <= time.time() + 7201
+    capped = lab_source(tls, pki[1], cache=CacheConfig(min_ttl=10**12))
+    capped.credential_for(server.url("/zero.pem"))
+    entry = capped.memory.get((policy, server.url("/zero.pem")))
+    assert entry is not None
+    assert entry.expires == pki[0].leaf.not_valid_after_utc.timestamp()
+
+
 def test_expires_without_a_date_counts_from_the_fetch(
     serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
 ) -> None:
