@@ -364,15 +364,19 @@ def test_wait_for_a_lock_bounded_by_the_budget(
 # -- negative entries, TTLs, keys ------------------------------------------------------------
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
 def test_negative_entry_shared(
-    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path]
+    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path], mode: str
 ) -> None:
     """A failed fetch is remembered in Redis for negative_ttl: another node answers it
-    without asking the server, with the same reason."""
+    without asking the server, with the same reason and message."""
     url = certs.route("/gone.pem", b"gone", status=404)
     first, second = cache(redis), cache(redis)
-    assert check(source(pki, first, negative_ttl=30), sign(pki, url)) is Reason.CERT_FETCH_STATUS
-    assert check(source(pki, second, negative_ttl=30), sign(pki, url)) is Reason.CERT_FETCH_STATUS
+    failed = _check_in(mode, source(pki, first, negative_ttl=30), sign(pki, url))
+    assert failed.reason is Reason.CERT_FETCH_STATUS
+    answered = _check_in(mode, source(pki, second, negative_ttl=30), sign(pki, url))
+    assert (answered.reason, answered.message) == (failed.reason, failed.message)
+    assert failed.message == f"{url}: HTTP 404"
     assert certs.count("/gone.pem") == 1
     assert second.stats()["negative_hits"] == 1
     (key,) = _client(redis).keys("secsipid:neg:*")
@@ -389,14 +393,15 @@ def test_negative_entry_shared(
         ({"Cache-Control": "max-age=0"}, 0, 2),  # kept for the lock lease only, for waiters
     ],
 )
+@pytest.mark.parametrize("mode", ["sync", "async"])
 def test_ttl_follows_cache_control(
     redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path],
-    headers: dict[str, str], stale: float, expected: float,
+    headers: dict[str, str], stale: float, expected: float, mode: str,
 ) -> None:  # fmt: skip
     """The Redis TTL is the response's freshness (plus stale_if_error), like the memory
     cache's expiry; an entry that is already stale is kept only as long as a lock lease."""
     url = certs.route("/ttl.pem", pki[0].chain_pem, headers={**CHAIN_HEADERS, **headers})
-    assert check(source(pki, cache(redis), stale_if_error=stale), sign(pki, url)) is Reason.VALID
+    assert _check_in(mode, source(pki, cache(redis), stale_if_error=stale), sign(pki, url)).ok
     client = _client(redis)
     (key,) = client.keys("secsipid:cert:*")
     assert (expected - 2) * 1000 < client.pttl(key) <= expected * 1000
