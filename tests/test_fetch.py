@@ -1107,6 +1107,27 @@ def test_source_configuration_shortcuts() -> None:
         CacheConfig(default_ttl=-1)
 
 
+def test_source_cache_shortcuts(tmp_path: Path) -> None:
+    """cache_dir, cache_expire and cache_naming (the secsipidx/Kamailio names) override the
+    CacheConfig given; an empty cache_dir means none; redis= is the process's RedisCache for
+    that URL."""
+    from secsipid._shared import redis_cache
+    from secsipid._source import LibsecsipidDirectoryCache
+
+    base = CacheConfig(negative_ttl=5, cache_dir="/nonexistent")
+    source = CertificateSource(
+        trust=None, cache=base, cache_dir=tmp_path, cache_expire=120,
+        cache_naming="libsecsipid", redis="redis://127.0.0.1:1/0", memory=MemoryCache(),
+    )  # fmt: skip
+    assert source.cache_config == CacheConfig(
+        negative_ttl=5, cache_dir=str(tmp_path), default_ttl=120.0, cache_naming="libsecsipid"
+    )
+    assert isinstance(source.disk, LibsecsipidDirectoryCache) and source.disk.expire == 120.0
+    assert source.shared is redis_cache("redis://127.0.0.1:1/0")
+    plain = CertificateSource(trust=None, cache=base, cache_dir="", memory=MemoryCache())
+    assert plain.cache_config.cache_dir is None and plain.disk is None and plain.shared is None
+
+
 def test_directory_cache_entry_kept_in_memory_and_stale_on_error(
     serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], tmp_path: Path
 ) -> None:
