@@ -327,13 +327,16 @@ def test_lock_of_a_dead_holder_is_taken_over(
     redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path], mode: str
 ) -> None:
     """A fetch lock whose holder died (its lease runs out, nothing is stored): the node waits
-    for it, then takes the lock and fetches itself -- one miss, one wait, one takeover, one
-    fetch, counted once however often it looked while waiting."""
-    shared = cache(redis, poll_interval=0.02)
+    for it, within its request's budget (0.9 s, the lease 0.3 s), then takes the lock and
+    fetches itself -- one miss, one wait, one takeover, one fetch, counted once however often
+    it looked while waiting."""
+    shared = cache(redis, poll_interval=0.02, max_poll_interval=0.05)
     node = source(pki, shared)
     url = certs.route(f"/dead-{mode}.pem", pki[0].chain_pem)
-    _client(redis).set(shared._keys(node._policy_key, url).lock, "dead-holder", px=400)
-    assert _check_in(mode, node, sign(pki, url)).ok
+    _client(redis).set(shared._keys(node._policy_key, url).lock, "dead-holder", px=300)
+    with request_budget(0.9):
+        verdict = _check_in(mode, node, sign(pki, url))
+    assert verdict.ok, verdict.message
     counters = _counters(shared)
     assert counters == {"hits": 0, "negative_hits": 0, "misses": 1, "fetches": 1,
                         "lock_waits": 1, "takeovers": 1, "stores": 1}  # fmt: skip
