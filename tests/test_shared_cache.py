@@ -344,6 +344,38 @@ def test_lock_of_a_dead_holder_is_taken_over(
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
+def test_fetch_ended_between_lookup_and_lock(
+    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path], mode: str
+) -> None:
+    """Another node's fetch ends between this node's lookup (nothing there) and its taking
+    the lock: this node looks again once it holds the lock and uses that result instead of
+    fetching the URL a second time."""
+    url = certs.route(f"/race-{mode}.pem", pki[0].chain_pem)
+    shared = cache(redis)
+    node = source(pki, shared)
+    other = source(pki, cache(redis))
+
+    def other_node_first() -> None:
+        assert check(other, sign(pki, url)) is Reason.VALID
+
+    acquire, aacquire = shared.acquire, shared.aacquire
+
+    def late_acquire(scope: str, info: str) -> str | None:
+        other_node_first()
+        return acquire(scope, info)
+
+    async def late_aacquire(scope: str, info: str) -> str | None:
+        await asyncio.to_thread(other_node_first)
+        return await aacquire(scope, info)
+
+    shared.acquire = late_acquire  # type: ignore[method-assign]
+    shared.aacquire = late_aacquire  # type: ignore[method-assign]
+    assert _check_in(mode, node, sign(pki, url)).ok
+    assert certs.count(f"/race-{mode}.pem") == 1
+    assert _counters(shared)["hits"] == 1 and _counters(shared)["fetches"] == 0
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
 def test_wait_for_a_lock_bounded_by_the_budget(
     redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path], mode: str
 ) -> None:
