@@ -684,6 +684,24 @@ def test_poisoned_negative_entry_refused(
     assert node.stats()["refused"] >= 1
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_refusals_and_budget_cuts_are_not_shared(
+    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path], mode: str
+) -> None:
+    """What says nothing about the server is not written to Redis for the cluster: a URL
+    refused by this node's policy, a fetch cut short by its request's budget."""
+    shared = cache(redis)
+    node = source(pki, shared)
+    refused = f"http://user@127.0.0.1:{certs.port}/refused.pem"  # userinfo: always refused
+    verdict = _check_in(mode, node, sign(pki, refused))
+    assert verdict.reason is Reason.CERT_URL_REFUSED
+    slow = certs.route(f"/budget-{mode}.pem", pki[0].chain_pem, delay=1.0)
+    with request_budget(0.3):
+        assert _check_in(mode, node, sign(pki, slow)).reason is Reason.CERT_FETCH_TIMEOUT
+    assert _client(redis).keys("secsipid:neg:*") == []
+    assert certs.count("/refused.pem") == 0
+
+
 def test_negative_entry_keeps_its_libsecsipid_code(
     redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path]
 ) -> None:
@@ -839,18 +857,20 @@ def test_lock_that_no_fetch_holds_is_ignored(
     mode: str,
 ) -> None:  # fmt: skip
     """A fetch lock that no caller of ours could hold (another type, no expiry, a lease
-    longer than ours): not waited for, the certificate is fetched at once."""
+    longer than ours): not waited for, the certificate is fetched at once -- and, fetched
+    without the lock, neither it nor a failure is written to Redis."""
     shared = cache(redis)
     node = source(pki, shared)
     url = certs.route("/badlock.pem", pki[0].chain_pem)
-    key = shared._keys(node._policy_key, url)
-    plant(_client(redis), key.lock)
-    if mode == "sync":
-        assert check(node, sign(pki, url)) is Reason.VALID
-    else:
-        assert asyncio.run(Verifier(node).acheck(sign(pki, url), orig_tn=ORIG)).ok
+    gone = certs.route("/badlock-gone.pem", b"gone", status=404)
+    plant(_client(redis), shared._keys(node._policy_key, url).lock)
+    plant(_client(redis), shared._keys(node._policy_key, gone).lock)
+    assert _check_in(mode, node, sign(pki, url)).ok
     assert shared.stats()["refused"] == 1 and shared.stats()["lock_waits"] == 0
     assert certs.count("/badlock.pem") == 1
+    assert _check_in(mode, node, sign(pki, gone)).reason is Reason.CERT_FETCH_STATUS
+    assert certs.count("/badlock-gone.pem") == 1
+    assert _client(redis).keys("secsipid:cert:*") == _client(redis).keys("secsipid:neg:*") == []
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
