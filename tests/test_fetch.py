@@ -695,6 +695,7 @@ def test_memory_cache_bounds(pki: tuple[LabPKI, Path]) -> None:
     credential = Credential.from_certificates([pki[0].leaf])
     default = MemoryCache()
     assert (default.max_entries, default.max_bytes) == (4096, 32 * 1024 * 1024)
+    assert (default.max_negative, default.max_negative_bytes) == (4096, 4 * 1024 * 1024)
 
     def entry(size: int) -> _Entry:
         return _Entry(credential, b"x" * size, 0.0)
