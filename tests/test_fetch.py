@@ -440,6 +440,26 @@ def test_cache_headers_honoured(
     assert entry.expires == pki[0].leaf.not_valid_after_utc.timestamp()
 
 
+def test_cached_credential_never_fetches(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """cached_credential() (what the verifier asks first) answers from the caches only: None
+    before a fetch, the credential after one, the remembered error of a recent failure."""
+    server = serve({"/sti.pem": chain_route(pki), "/down.pem": {"status": 500}})
+    url, down = server.url("/sti.pem"), server.url("/down.pem")
+    source = lab_source(tls, pki[1])
+    assert source.cached_credential(url) is None and source.cached_credential(down) is None
+    assert server.hits() == {}
+    source.credential_for(url)
+    cached = source.cached_credential(url)
+    assert cached is not None and cached.certificate == pki[0].leaf
+    assert reason_of(source, down).reason is Reason.CERT_FETCH_STATUS
+    with pytest.raises(VerificationError) as exc:
+        source.cached_credential(down)
+    assert (exc.value.reason, exc.value.message) == (Reason.CERT_FETCH_STATUS, f"{down}: HTTP 500")
+    assert server.hits() == {"/sti.pem": 1, "/down.pem": 1}
+
+
 def test_min_ttl_raises_short_lifetimes(
     serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
 ) -> None:
