@@ -8,6 +8,7 @@ certificate server counts its requests, so "one fetch" is what the server saw.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -400,6 +401,36 @@ def test_wait_for_a_lock_bounded_by_the_budget(
     assert exc.value.message == f"{url}: waited too long for another process's fetch in progress"
     assert _counters(shared)["lock_waits"] == 1 and _counters(shared)["fetches"] == 0
     assert certs.count(f"/held-{mode}.pem") == 0
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_cached_answer_does_not_wait_for_a_fetch_in_flight(
+    certs: CountingCertServer, pki: tuple[LabPKI, Path], mode: str
+) -> None:
+    """A certificate in the memory cache is answered at once, even while a fetch of the same
+    URL is in progress on this source (here: stuck on a slow first response, while another
+    source sharing the memory cache got the certificate)."""
+    url = certs.route(f"/inflight-{mode}.pem", pki[0].chain_pem, slow_first=1, first_delay=5)
+    memory = MemoryCache()
+    node = CertificateSource(trust=None, allow_http=True, allow_private=True, memory=memory)
+    other = CertificateSource(trust=None, allow_http=True, allow_private=True, memory=memory)
+
+    async def main() -> bool:
+        leader = asyncio.ensure_future(node.acredential_for(url))
+        await asyncio.to_thread(certs.wait_for, f"/inflight-{mode}.pem", 1)
+        await asyncio.to_thread(other.credential_for, url)  # the second request: fast
+        if mode == "sync":
+            credential = await asyncio.to_thread(node.credential_for, url)
+        else:
+            credential = await node.acredential_for(url)
+        answered_first = not leader.done()
+        assert credential.certificate == pki[0].leaf
+        leader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await leader
+        return answered_first
+
+    assert asyncio.run(main())
 
 
 # -- negative entries, TTLs, keys ------------------------------------------------------------
