@@ -345,6 +345,25 @@ def test_lock_of_a_dead_holder_is_taken_over(
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
+def test_waiting_backs_off(
+    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path], mode: str
+) -> None:
+    """A node waiting for a lock asks Redis less and less often (poll_interval, doubling up
+    to max_poll_interval), not in a busy loop: waiting out a 0.5 s lease with a 0.05 s poll
+    interval takes at most a dozen lookups (every pause is at least 0.05 s)."""
+    shared = cache(redis, poll_interval=0.05, max_poll_interval=0.2)
+    node = source(pki, shared)
+    url = certs.route(f"/backoff-{mode}.pem", pki[0].chain_pem)
+    client = _client(redis)
+    client.set(shared._keys(node._policy_key, url).lock, "slow-holder", px=500)
+    client.config_resetstat()
+    assert _check_in(mode, node, sign(pki, url)).ok
+    lookups = client.info("commandstats")["cmdstat_mget"]["calls"]
+    assert 2 <= lookups <= 12, lookups
+    assert _counters(shared)["takeovers"] == 1
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
 def test_fetch_ended_between_lookup_and_lock(
     redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path], mode: str
 ) -> None:
