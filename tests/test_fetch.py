@@ -521,6 +521,25 @@ def test_negative_cache(
     assert server.hits()["/down.pem"] == 3
 
 
+def test_negative_cache_asyncio(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """The asyncio path remembers a failed fetch too: the dead server is asked once."""
+    server = serve({"/down.pem": {"status": 500}})
+    source = lab_source(tls, pki[1])
+
+    async def twice() -> list[Reason]:
+        reasons = []
+        for _ in range(2):
+            with pytest.raises(VerificationError) as exc:
+                await source.acredential_for(server.url("/down.pem"))
+            reasons.append(exc.value.reason)
+        return reasons
+
+    assert asyncio.run(twice()) == [Reason.CERT_FETCH_STATUS] * 2
+    assert server.hits()["/down.pem"] == 1
+
+
 def test_stale_if_error(
     serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
 ) -> None:
