@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,8 +28,11 @@ from helpers import (
     SHAKEN_CLAIMS,
     SHAKEN_HEADER,
     X5U,
+    CachingProbeSource,
     KeyFiles,
+    LocalProbeSource,
     MakeIdentity,
+    ProbeSource,
     assert_error,
     assert_verdict,
 )
@@ -1089,6 +1093,52 @@ def test_async_uses_acredential_for(public_key: ec.EllipticCurvePublicKey, ident
     assert source.sync_calls == 0
     assert v.check(identity, now=NOW).ok
     assert source.sync_calls == 1
+
+
+BUDGET = 2.0  # VerifyPolicy.timeout of the probe tests: far from the 5 s default
+
+
+def test_verify_asks_each_kind_of_source_as_its_protocol_says(
+    public_key: ec.EllipticCurvePublicKey, identity: str
+) -> None:
+    """verify and averify ask a source the way CredentialSource documents it, always for the
+    header's info URL: a local one directly, outside any time budget; a cached credential
+    through cached_credential alone (no fetch); a cold one, and any source of unknown kind,
+    as a fetch within the request's budget (VerifyPolicy.timeout)."""
+    keys = {X5U: Credential(public_key)}
+
+    def sync(source: ProbeSource) -> VerifiedPassport:
+        return Verifier(source, policy=VerifyPolicy(timeout=BUDGET)).verify(identity, now=NOW)
+
+    def asyn(source: ProbeSource) -> VerifiedPassport:
+        verifier = Verifier(source, policy=VerifyPolicy(timeout=BUDGET))
+        return asyncio.run(verifier.averify(identity, now=NOW))
+
+    for run in (sync, asyn):
+        local = LocalProbeSource(keys)
+        assert run(local).info == X5U
+        assert [(c.how, c.info, c.left) for c in local.calls] == [
+            ("credential_for", X5U, math.inf)
+        ], run
+        cached = CachingProbeSource(keys, {X5U})
+        assert run(cached).info == X5U
+        assert [(c.how, c.info) for c in cached.calls] == [("cached_credential", X5U)], run
+        cold = CachingProbeSource(keys, set())
+        assert run(cold).info == X5U
+        assert [(c.how, c.info) for c in cold.calls] == [
+            ("cached_credential", X5U),
+            ("credential_for", X5U),
+        ], run
+        assert cold.calls[1].within(BUDGET), (run, cold.calls)
+        unknown = ProbeSource(keys)
+        assert run(unknown).info == X5U
+        assert [(c.how, c.info) for c in unknown.calls] == [("credential_for", X5U)], run
+        assert unknown.calls[0].within(BUDGET), (run, unknown.calls)
+        nothing = CachingProbeSource({}, set())
+        with pytest.raises(VerificationError) as exc:
+            run(nothing)
+        assert_error(exc.value, Reason.CERT_FETCH_FAILED)
+        assert exc.value.header["x5u"] == X5U  # the failure names the PASSporT it is about
 
 
 def test_async_matches_sync_on_mixed_request(
