@@ -20,7 +20,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import NOW, KeyFiles, assert_verdict
+from helpers import (
+    NOW,
+    AsyncProbeSource,
+    CachingProbeSource,
+    KeyFiles,
+    ProbeSource,
+    assert_verdict,
+    assert_verdict_readable,
+)
 from secsipid import (
     Credential,
     Reason,
@@ -30,6 +38,7 @@ from secsipid import (
     TrustPolicy,
     VerificationError,
     Verifier,
+    VerifyPolicy,
     b64url_decode,
     check_identity,
     decode_token,
@@ -260,6 +269,12 @@ def test_valid_shaken_for_the_target_stays_valid_beside_a_broken_chain(
     assert verdict.ok and verdict.index == 1 and not verdict.diverted
     assert verdict.chain_failure is not None
     assert verdict.chain_failure.reason is Reason.DIV_CHAIN_BROKEN
+    assert verdict.to_dict()["chain_failure"] == {
+        "index": verdict.chain_failure.index,
+        "reason": "div-chain-broken",
+        "message": verdict.chain_failure.message,
+    }
+    assert verdict.chain_failure.message
 
 
 # -- chains that do not hold -----------------------------------------------------------------
@@ -433,6 +448,275 @@ def test_verdict_to_dict_is_strict_json(verifier: Verifier, carriers: list[Carri
         "reason": "valid",
         "message": "",
     }
+
+
+# -- which requests take the chain path --------------------------------------------------------
+
+
+def test_a_div_after_a_valid_shaken_is_found_past_any_other_value(
+    verifier: Verifier, carriers: list[Carrier]
+) -> None:
+    """A valid SHAKEN PASSporT first still sends the request down the chain path when a div
+    PASSporT follows, whatever lies between (a value without parameters, another SHAKEN one,
+    an unparsable one that mentions div) and wherever its ppt parameter is written."""
+    shaken, div = chain(carriers, 1)
+    token = div.split(";", 1)[0]
+    reordered = f"{token};ppt=div;info=<{carriers[1].x5u}>;alg=ES256"
+    other = carriers[2].signer.identity(CALLER, FIRST, "B", iat=NOW)
+    for between, last in (
+        ([], reordered),
+        (["no-parameters-at-all"], div),
+        ([other], div),
+        (["not parsable;ppt=div;;"], div),
+    ):
+        values = [shaken, *between, last]
+        verdict = verifier.check(values, now=NOW)
+        assert verdict.ok and verdict.index == 0, (between, verdict.reason, verdict.message)
+        assert [(hop.index, hop.ppt) for hop in verdict.chain] == [
+            (0, "shaken"),
+            (len(values) - 1, "div"),
+        ], between
+
+
+def test_values_that_only_mention_div_or_rcd_keep_the_single_value_path(
+    verifier: Verifier, carriers: list[Carrier]
+) -> None:
+    """A later value without a ppt parameter, or with ppt=shaken, is no div or rcd PASSporT
+    even when its other parameters say "div" or "rcd": a valid first SHAKEN value ends the
+    check (no chain, no exception)."""
+    shaken = carriers[0].signer.identity(CALLER, FIRST, "A", iat=NOW)
+    later = carriers[1].signer.identity(CALLER, FIRST, "A", iat=NOW).split(";", 1)[0]
+    for tail in (
+        ";info=<https://rcd.example/sti.pem>",
+        ";info=<https://div.example/sti.pem>;ppt=shaken",
+    ):
+        verdict = verifier.check([shaken, later + tail], now=NOW)
+        assert verdict.ok and verdict.index == 0 and verdict.chain == (), tail
+        assert verdict.failures == ()
+
+
+# -- hops that failed their own checks --------------------------------------------------------
+
+
+def test_two_different_stale_hops_are_not_duplicates(
+    verifier: Verifier, carriers: list[Carrier]
+) -> None:
+    values = chain(carriers, 2, iat=NOW - 3600)
+    values[0] = carriers[0].signer.identity(CALLER, FIRST, "A", iat=NOW)
+    verdict = verifier.check(values, dest_tn=number(2), now=NOW)
+    assert_verdict(verdict, Reason.STALE)
+    assert [hop.reason for hop in verdict.chain] == [Reason.VALID, Reason.STALE, Reason.STALE]
+
+
+def test_the_same_stale_hop_twice_is_a_duplicate_however_its_parameters_are_written(
+    verifier: Verifier, carriers: list[Carrier]
+) -> None:
+    """A duplicate is the same PASSporT (the token), whatever the parameters beside it."""
+    values = chain(carriers, 2)
+    stale = carriers[1].signer.div_identity(CALLER, number(1), number(0), iat=NOW - 3600)
+    token = stale.split(";", 1)[0]
+    values[1] = stale
+    again = f"{token};ppt=div;info=<{carriers[1].x5u}>;alg=ES256"
+    verdict = verifier.check([*values, again], dest_tn=number(2), now=NOW)
+    assert_verdict(verdict, Reason.DIV_DUPLICATE_HOP)
+    assert verdict.index == 3
+    assert verdict.message == "Identity values 1 and 3 carry the same div PASSporT"
+
+
+# -- credentials of a chain: the source protocol and the request's budget -----------------------
+
+BUDGET = 2.0
+
+
+def _both(source: object, values: list[str], **kw: object) -> list[tuple[str, object]]:
+    """check and acheck of ``values`` by a Verifier with ``source`` and a 2 s budget."""
+    verdicts = []
+    for mode in ("sync", "async"):
+        verifier = Verifier(source, policy=VerifyPolicy(timeout=BUDGET))  # type: ignore[arg-type]
+        if mode == "sync":
+            verdicts.append((mode, verifier.check(values, now=NOW, **kw)))  # type: ignore[arg-type]
+        else:
+            verdicts.append(
+                (mode, asyncio.run(verifier.acheck(values, now=NOW, **kw)))  # type: ignore[arg-type]
+            )
+    return verdicts
+
+
+def test_chain_credentials_at_hand_first_then_fetched_within_the_budget(
+    carriers: list[Carrier],
+) -> None:
+    """check and acheck of a chain ask a source as the one-value path does: a credential at
+    hand through cached_credential only, every other one fetched within the request's budget;
+    one URL to fetch is fetched on the calling thread (no private event loop).  The
+    VerifiedPassport keeps its Identity header whichever way its credential came."""
+    keys = KeySource(carriers).keys
+    values = chain(carriers, 1)
+    urls = [carriers[0].x5u, carriers[1].x5u]
+    for at_hand in urls:
+        for mode in ("sync", "async"):
+            source = CachingProbeSource(keys, {at_hand})
+            verifier = Verifier(source, policy=VerifyPolicy(timeout=BUDGET))
+            verdict = (
+                verifier.check(values, dest_tn=number(1), now=NOW)
+                if mode == "sync"
+                else asyncio.run(verifier.acheck(values, dest_tn=number(1), now=NOW))
+            )
+            assert verdict.ok and verdict.diverted, (mode, verdict.reason, verdict.message)
+            assert_verdict_readable(verdict)
+            assert verdict.passport is not None and verdict.passport.info == urls[0]
+            assert verdict.passport.identity.info == urls[0]
+            fetched = [c for c in source.calls if c.how == "credential_for"]
+            assert [c.info for c in fetched] == [u for u in urls if u != at_hand], mode
+            assert all(c.within(BUDGET) for c in fetched), (mode, fetched)
+            if mode == "sync":
+                assert not any(c.in_loop for c in fetched)
+    for mode, verdict in _both(ProbeSource(keys), values, dest_tn=number(1)):
+        assert verdict.ok and verdict.diverted, (mode, verdict.reason, verdict.message)
+    for mode in ("sync", "async"):
+        unknown = ProbeSource(keys)
+        verifier = Verifier(unknown, policy=VerifyPolicy(timeout=BUDGET))
+        verdict = (
+            verifier.check(values, now=NOW)
+            if mode == "sync"
+            else asyncio.run(verifier.acheck(values, now=NOW))
+        )
+        assert verdict.ok and len(verdict.chain) == 2, (mode, verdict.reason)
+        assert sorted(set(unknown.asked("credential_for"))) == urls
+        assert all(c.within(BUDGET) for c in unknown.calls), (mode, unknown.calls)
+
+
+def test_chain_fetch_failures_keep_their_reasons(carriers: list[Carrier]) -> None:
+    """A chain whose second certificate holds another key and whose third cannot be fetched:
+    bad-signature and cert-fetch-failed, each at its value, on every fetch path (one URL at a
+    time, or all at once on an event loop)."""
+    keys = KeySource(carriers).keys
+    keys[carriers[1].x5u] = Credential(carriers[5].key.public_key())
+    del keys[carriers[2].x5u]
+    values = chain(carriers, 2)
+    for source in (CachingProbeSource(keys, set()), AsyncProbeSource(keys, set())):
+        for mode, verdict in _both(source, values, dest_tn=number(2)):
+            assert not verdict.ok
+            got = [(f.index, f.reason) for f in verdict.failures]
+            assert (1, Reason.BAD_SIGNATURE) in got, (type(source).__name__, mode, got)
+            assert (2, Reason.CERT_FETCH_FAILED) in got, (type(source).__name__, mode, got)
+            assert Reason.INTERNAL_ERROR not in {f.reason for f in verdict.failures}
+            assert [hop.reason for hop in verdict.chain][1:] == [
+                Reason.BAD_SIGNATURE,
+                Reason.CERT_FETCH_FAILED,
+            ], (type(source).__name__, mode)
+
+
+def test_chain_of_several_urls_fetched_at_once_unless_inside_an_event_loop(
+    carriers: list[Carrier],
+) -> None:
+    """Several cold URLs and a source with acredential_for: check fetches them all at once
+    (on a private event loop); called from a coroutine (no private loop possible) it asks
+    credential_for, one URL after the other."""
+    keys = KeySource(carriers).keys
+    values = chain(carriers, 1)
+    urls = sorted(keys[c.x5u] and c.x5u for c in carriers[:2])
+    source = AsyncProbeSource(keys, set())
+    verifier = Verifier(source, policy=VerifyPolicy(timeout=BUDGET))
+    assert verifier.check(values, dest_tn=number(1), now=NOW).ok
+    assert sorted(source.asked("acredential_for")) == urls
+    assert source.asked("credential_for") == []
+
+    inside = AsyncProbeSource(keys, set())
+    verifier = Verifier(inside, policy=VerifyPolicy(timeout=BUDGET))
+
+    async def from_a_coroutine() -> bool:
+        return verifier.check(values, dest_tn=number(1), now=NOW).ok
+
+    assert asyncio.run(from_a_coroutine())
+    assert sorted(inside.asked("credential_for")) == urls
+    assert inside.asked("acredential_for") == []
+
+    one = AsyncProbeSource(keys, {carriers[0].x5u})  # one URL to fetch: on this thread
+    verifier = Verifier(one, policy=VerifyPolicy(timeout=BUDGET))
+    assert verifier.check(values, dest_tn=number(1), now=NOW).ok
+    assert one.asked("credential_for") == [carriers[1].x5u]
+    assert one.asked("acredential_for") == []
+
+
+class _WrapsAsync(CachingProbeSource):
+    """A synchronous source around an asyncio client (asyncio.run per call), with a cache:
+    it must be called where no event loop runs."""
+
+    def credential_for(self, info: str) -> Credential:
+        async def fetch() -> Credential:
+            return self._answer("credential_for", info)
+
+        return asyncio.run(fetch())
+
+
+def test_a_synchronous_source_is_asked_outside_any_event_loop(carriers: list[Carrier]) -> None:
+    """A source without acredential_for is asked on the calling thread, for one URL to
+    fetch as for several."""
+    keys = KeySource(carriers).keys
+    for values in (chain(carriers, 1), chain(carriers, 2)):
+        source = _WrapsAsync(keys, set())
+        verdict = Verifier(source).check(values, now=NOW)
+        assert verdict.ok and len(verdict.chain) == len(values), (verdict.reason, verdict.message)
+        assert len(source.asked("credential_for")) == len(values)
+
+
+class _SlowCache(AsyncProbeSource):
+    """A cache that takes ``lookup`` seconds to answer (a slow disk), and a fetch that takes
+    ``fetch`` seconds (0: answers without suspending)."""
+
+    def __init__(self, keys: dict[str, Credential], cached: set[str], lookup: float,
+                 fetch: float) -> None:  # fmt: skip
+        super().__init__(keys, cached)
+        self.lookup, self.fetch = lookup, fetch
+
+    def cached_credential(self, info: str) -> Credential | None:
+        time.sleep(self.lookup)
+        return super().cached_credential(info)
+
+    async def acredential_for(self, info: str) -> Credential:
+        if self.fetch:
+            await asyncio.sleep(self.fetch)
+        return self._answer("acredential_for", info)
+
+
+def test_chain_fetches_end_with_the_request_budget(carriers: list[Carrier]) -> None:
+    """A chain's fetches share the request's budget: a certificate that has not arrived when
+    it ends is cert-fetch-timeout at its value, naming the URL; when looking up the
+    credentials at hand already used the budget up, nothing more is awaited, even a fetch
+    that would answer at once."""
+    keys = KeySource(carriers).keys
+    values = chain(carriers, 2)
+    slow_url = carriers[2].x5u
+    cases = [
+        # the first at hand, the others take 3 s each: cut at the 0.3 s budget
+        (_SlowCache(keys, {carriers[0].x5u}, 0.0, 3.0), [1, 2]),
+        # the lookups take 0.2 s each: the budget is gone before any fetch
+        (_SlowCache(keys, {carriers[0].x5u}, 0.2, 0.0), [1, 2]),
+    ]
+    for source, timed_out in cases:
+        for mode in ("sync", "async"):
+            verifier = Verifier(source, policy=VerifyPolicy(timeout=0.3))
+            verdict = (
+                verifier.check(values, dest_tn=number(2), now=NOW)
+                if mode == "sync"
+                else asyncio.run(verifier.acheck(values, dest_tn=number(2), now=NOW))
+            )
+            assert not verdict.ok, mode
+            late = [f for f in verdict.failures if f.reason is Reason.CERT_FETCH_TIMEOUT]
+            assert [f.index for f in late] == timed_out, (mode, verdict.failures)
+            assert (
+                late[-1].message == f"{slow_url}: no certificate within the request's time budget"
+            )
+    # within a budget under a second, a fetch that answers in time is used
+    for mode in ("sync", "async"):
+        quick = _SlowCache(keys, {carriers[0].x5u}, 0.0, 0.05)
+        verifier = Verifier(quick, policy=VerifyPolicy(timeout=0.8))
+        verdict = (
+            verifier.check(values, dest_tn=number(2), now=NOW)
+            if mode == "sync"
+            else asyncio.run(verifier.acheck(values, dest_tn=number(2), now=NOW))
+        )
+        assert verdict.ok, (mode, verdict.reason, verdict.message)
 
 
 # -- trust: the div signer's authority is over div, not orig (RFC 8946 §3, §4.2 step 2) --
