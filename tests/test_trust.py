@@ -3,8 +3,10 @@ revocation (CRL files and distribution points), TNAuthList, profile, hot reload.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
+import math
 import os
 import time
 from pathlib import Path
@@ -21,14 +23,17 @@ from secsipid import (
     FetchPolicy,
     FetchResult,
     Reason,
+    RichCallData,
     Signer,
     TrustPolicy,
     TrustValidator,
     Verdict,
     VerificationError,
     Verifier,
+    VerifyPolicy,
     build_identity,
 )
+from secsipid._fetch import request_remaining
 from secsipid._pki import LabPKI, make_crl, make_lab_pki, make_self_signed, pem
 from secsipid._trust import _brief, _describe
 
@@ -367,6 +372,68 @@ def test_async_refuses_like_sync(lab: LabPKI, root_file: Path, tmp_path: Path) -
                 with pytest.raises(VerificationError) as exc:
                     asyncio.run(asyn.averify(value))
                 assert exc.value.reason is reason
+
+
+class _BudgetFetcher:
+    """A CRL fetcher that refuses every fetch and notes the request budget left at each one
+    (``inf``: asked outside any budget)."""
+
+    def __init__(self) -> None:
+        self.left: list[float] = []
+
+    def get(self, url: str, *, allow_http: bool | None = None) -> object:
+        self.left.append(request_remaining(math.inf))
+        raise VerificationError(Reason.CERT_FETCH_FAILED, f"{url}: refused by the test")
+
+
+def test_every_entry_point_checks_trust_at_its_now_within_its_budget(
+    lab: LabPKI, tmp_path: Path
+) -> None:
+    """verify, averify, check and acheck, for a SHAKEN PASSporT and for an rcd one (which
+    takes the path of div and rcd requests), judge the certificate at the ``now`` they are
+    given -- here two days after it expired -- and fetch its CRLs within the request's
+    budget (VerifyPolicy.timeout)."""
+    pki = make_lab_pki(root=(lab.root_key, lab.root), crl_url="http://crl.example/ca.crl",
+                       leaf_not_after=dt.datetime.now(UTC) + dt.timedelta(days=1))  # fmt: skip
+    policy = TrustPolicy(ca_file=str(pki.write(tmp_path)["root"]), fetch_crls=True)
+    signer = Signer(pki.leaf_key, X5U)
+
+    def values(iat: int) -> dict[str, str]:
+        return {
+            "shaken": signer.identity(ORIG, DEST, "A", iat=iat),
+            "rcd": signer.rcd_identity(ORIG, DEST, RichCallData(nam="Bob's Plumbing"), iat=iat),
+        }
+
+    def outcomes(value: str, now: float, fetcher: _BudgetFetcher) -> list[Reason]:
+        got = []
+        for entry in ("verify", "averify", "check", "acheck"):
+            verifier = Verifier(credential(pki), trust=TrustValidator(policy, fetcher),
+                                policy=VerifyPolicy(timeout=2.0))  # fmt: skip
+            if entry in ("check", "acheck"):
+                run = verifier.check(value, now=now) if entry == "check" else asyncio.run(
+                    verifier.acheck(value, now=now))  # fmt: skip
+                got.append(run.reason)
+                continue
+            try:
+                if entry == "verify":
+                    verifier.verify(value, now=now)
+                else:
+                    asyncio.run(verifier.averify(value, now=now))
+                got.append(Reason.VALID)
+            except VerificationError as exc:
+                got.append(exc.reason)
+        return got
+
+    later = pki.leaf.not_valid_after_utc.timestamp() + 2 * 86400
+    for kind, value in values(int(later)).items():
+        fetcher = _BudgetFetcher()
+        assert outcomes(value, later, fetcher) == [Reason.CERT_EXPIRED] * 4, kind
+    now = time.time()
+    for kind, value in values(int(now)).items():
+        fetcher = _BudgetFetcher()
+        assert outcomes(value, now, fetcher) == [Reason.VALID] * 4, kind
+        assert len(fetcher.left) >= 4, kind  # every entry point fetched the CRLs
+        assert all(0 < left <= 2.0 for left in fetcher.left), (kind, fetcher.left)
 
 
 def test_delegate_certificate_refuses_uri_orig(lab: LabPKI, root_file: Path) -> None:
