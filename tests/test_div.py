@@ -269,12 +269,18 @@ def test_valid_shaken_for_the_target_stays_valid_beside_a_broken_chain(
     assert verdict.ok and verdict.index == 1 and not verdict.diverted
     assert verdict.chain_failure is not None
     assert verdict.chain_failure.reason is Reason.DIV_CHAIN_BROKEN
+    assert verdict.chain_failure.index == 0  # the stray div
+    assert verdict.chain_failure.lib_code == Reason.DIV_CHAIN_BROKEN.lib_code
+    message = (
+        "Identity value 0 diverts from 12155550000, which is the dest of no other PASSporT "
+        "in the request"
+    )
+    assert verdict.chain_failure.message == message
     assert verdict.to_dict()["chain_failure"] == {
-        "index": verdict.chain_failure.index,
+        "index": 0,
         "reason": "div-chain-broken",
-        "message": verdict.chain_failure.message,
+        "message": message,
     }
-    assert verdict.chain_failure.message
 
 
 # -- chains that do not hold -----------------------------------------------------------------
@@ -288,6 +294,11 @@ def test_broken_chain(verifier: Verifier, carriers: list[Carrier]) -> None:
     assert verdict.sip_status == 438
     assert "12155552002" in verdict.message  # the number nobody diverted to
     assert [hop.div for hop in verdict.chain] == [number(2)]
+    # the verdict is about the value where the chain broke, and keeps every value's failure
+    assert verdict.index == 2
+    assert verdict.header == decode_token(values[2].split(";", 1)[0]).header
+    assert verdict.claims == claims_of(values[2])
+    assert [(f.index, f.reason) for f in verdict.failures] == [(0, Reason.DEST_MISMATCH)]
 
 
 def test_changed_orig_invalidates_the_whole_chain(
@@ -448,6 +459,79 @@ def test_verdict_to_dict_is_strict_json(verifier: Verifier, carriers: list[Carri
         "reason": "valid",
         "message": "",
     }
+
+
+def test_the_chain_path_compares_orig_too(verifier: Verifier, carriers: list[Carrier]) -> None:
+    """orig_tn is the calling party on the chain path as on the one-value path: a chain for
+    another caller is orig-mismatch at every hop, never valid."""
+    values = chain(carriers, 2)
+    for mode in ("sync", "async"):
+        verdict = (
+            verifier.check(values, orig_tn="12155550999", dest_tn=number(2), now=NOW)
+            if mode == "sync"
+            else asyncio.run(
+                verifier.acheck(values, orig_tn="12155550999", dest_tn=number(2), now=NOW)
+            )
+        )
+        assert_verdict(verdict, Reason.ORIG_MISMATCH)
+        assert [(f.index, f.reason) for f in verdict.failures] == [
+            (n, Reason.ORIG_MISMATCH) for n in range(3)
+        ], mode
+    assert verifier.check(values, orig_tn=CALLER, dest_tn=number(2), now=NOW).ok
+
+
+def test_a_shaken_hop_that_fails_its_signature_still_roots_the_chain(
+    verifier: Verifier, carriers: list[Carrier]
+) -> None:
+    """A SHAKEN PASSporT whose signature fails is still the chain's first hop (reported
+    there); two different div PASSporTs that fail are two hops, not a duplicate."""
+    values = chain(carriers, 2)
+    values[0] = Signer(carriers[7].key, carriers[0].x5u).identity(CALLER, FIRST, "A", iat=NOW)
+    verdict = verifier.check(values, dest_tn=number(2), now=NOW)
+    assert_verdict(verdict, Reason.BAD_SIGNATURE)
+    assert verdict.index == 0
+    assert [(h.index, h.reason) for h in verdict.chain] == [
+        (0, Reason.BAD_SIGNATURE),
+        (1, Reason.VALID),
+        (2, Reason.VALID),
+    ]
+    values = chain(carriers, 2)
+    for n in (1, 2):  # both divs signed with a key their x5u does not hold
+        values[n] = Signer(carriers[7].key, carriers[n].x5u).div_identity(
+            CALLER, number(n), number(n - 1), iat=NOW
+        )
+    verdict = verifier.check(values, dest_tn=number(2), now=NOW)
+    assert_verdict(verdict, Reason.BAD_SIGNATURE)
+    assert [h.reason for h in verdict.chain] == [Reason.VALID] + [Reason.BAD_SIGNATURE] * 2
+
+
+def test_a_valid_chain_keeps_the_failures_of_values_outside_it(
+    verifier: Verifier, carriers: list[Carrier]
+) -> None:
+    """Only the dest-mismatch of the chain's own SHAKEN PASSporT is explained by the chain: a
+    value outside it keeps its failure; a div's dest is never compared on its own."""
+    values = chain(carriers, 1)
+    stray = carriers[3].signer.identity(CALLER, "12155550000", "A", iat=NOW)
+    verdict = verifier.check([*values, stray], dest_tn=number(1), now=NOW)
+    assert verdict.ok and verdict.diverted and verdict.index == 0
+    assert [(f.index, f.reason) for f in verdict.failures] == [(2, Reason.DEST_MISMATCH)]
+    mismatch = verifier.check(chain(carriers, 2), dest_tn="12155550000", now=NOW)
+    assert_verdict(mismatch, Reason.DIV_TARGET_MISMATCH)
+    assert [(f.index, f.reason) for f in mismatch.failures] == [(0, Reason.DEST_MISMATCH)]
+
+
+def test_a_chain_may_be_as_long_as_the_request_allows() -> None:
+    """The chain's depth limit is the request's limit on Identity values (max_identities),
+    not a fixed 16: 17 diversions fit in a request of at most 20 values."""
+    many = [
+        Carrier(f"c{n}", ec.generate_private_key(ec.SECP256R1()), f"https://c{n}.example/a.pem")
+        for n in range(18)
+    ]
+    values = chain(many, 17)
+    verifier = Verifier(KeySource(many), policy=VerifyPolicy(max_identities=20))
+    verdict = verifier.check(values, dest_tn=number(17), now=NOW)
+    assert verdict.ok and verdict.diverted, (verdict.reason, verdict.message)
+    assert len(verdict.chain) == 18
 
 
 # -- which requests take the chain path --------------------------------------------------------
