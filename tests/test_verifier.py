@@ -28,6 +28,7 @@ from helpers import (
     SHAKEN_CLAIMS,
     SHAKEN_HEADER,
     X5U,
+    AsyncProbeSource,
     CachingProbeSource,
     KeyFiles,
     LocalProbeSource,
@@ -35,6 +36,7 @@ from helpers import (
     ProbeSource,
     assert_error,
     assert_verdict,
+    assert_verdict_readable,
 )
 from secsipid import (
     Credential,
@@ -1139,6 +1141,82 @@ def test_verify_asks_each_kind_of_source_as_its_protocol_says(
             run(nothing)
         assert_error(exc.value, Reason.CERT_FETCH_FAILED)
         assert exc.value.header["x5u"] == X5U  # the failure names the PASSporT it is about
+
+
+class _SlowFetch(AsyncProbeSource):
+    """Fetches that take ``delay`` seconds whatever the request's budget (a source that does
+    not watch it); nothing cached."""
+
+    def __init__(self, keys: dict[str, Credential], delay: float) -> None:
+        super().__init__(keys, set())
+        self.delay = delay
+
+    async def acredential_for(self, info: str) -> Credential:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return self._answer("acredential_for", info)
+
+
+OTHER_X5U = "https://other.example/sti.pem"
+
+
+def _check_both(verifier: Verifier, values: list[str]) -> list[Verdict]:
+    """check (several URLs: fetched at once on a private loop) and acheck of ``values``."""
+    return [verifier.check(values, now=NOW), asyncio.run(verifier.acheck(values, now=NOW))]
+
+
+def test_several_certificates_fetched_at_once_are_checked_in_request_order(
+    signer: Signer, public_key: ec.EllipticCurvePublicKey
+) -> None:
+    """Values whose certificates arrive together are checked in request order, and a value
+    whose fetch or signature fails does not keep the others from being checked."""
+    other = ec.generate_private_key(ec.SECP256R1())
+    keys = {X5U: Credential(public_key), OTHER_X5U: Credential(other.public_key())}
+    first = signer.identity(ORIG, DEST, "A", ORIGID, iat=NOW)
+    second = Signer(other, OTHER_X5U).identity(ORIG, DEST, "B", ORIGID, iat=NOW)
+    for verdict in _check_both(Verifier(_SlowFetch(keys, 0)), [first, second]):
+        assert verdict.ok and verdict.index == 0 and verdict.failures == ()
+        assert_verdict_readable(verdict)
+        assert verdict.passport is not None and verdict.passport.info == X5U
+    # the first URL cannot be fetched: the second value is checked all the same
+    missing = {OTHER_X5U: keys[OTHER_X5U]}
+    for verdict in _check_both(Verifier(_SlowFetch(missing, 0)), [first, second]):
+        assert verdict.ok and verdict.index == 1
+        assert [(f.index, f.reason) for f in verdict.failures] == [(0, Reason.CERT_FETCH_FAILED)]
+    # the first certificate holds another key: bad-signature, and the second is checked
+    wrong = {X5U: keys[OTHER_X5U], OTHER_X5U: keys[OTHER_X5U]}
+    for verdict in _check_both(Verifier(_SlowFetch(wrong, 0)), [first, second]):
+        assert verdict.ok and verdict.index == 1
+        assert [(f.index, f.reason) for f in verdict.failures] == [(0, Reason.BAD_SIGNATURE)]
+    # two values behind one URL, the first signed by another key: the second is checked
+    forged = Signer(other, X5U).identity(ORIG, DEST, "A", ORIGID, iat=NOW)
+    third = Signer(other, "https://third.example/sti.pem").identity(ORIG, DEST, "C", iat=NOW)
+    for verdict in _check_both(Verifier(_SlowFetch(keys, 0)), [forged, first, third]):
+        assert verdict.ok and verdict.index == 1, (verdict.reason, verdict.failures)
+        assert [(f.index, f.reason) for f in verdict.failures] == [(0, Reason.BAD_SIGNATURE)]
+
+
+def test_fetches_of_several_certificates_end_with_the_request_budget(
+    signer: Signer, public_key: ec.EllipticCurvePublicKey
+) -> None:
+    """A source that ignores the budget is not waited for past it: cert-fetch-timeout for
+    each value, naming its URL.  Within a budget under a second a quick answer is used."""
+    other = ec.generate_private_key(ec.SECP256R1())
+    keys = {X5U: Credential(public_key), OTHER_X5U: Credential(other.public_key())}
+    values = [
+        signer.identity(ORIG, DEST, "A", ORIGID, iat=NOW),
+        Signer(other, OTHER_X5U).identity(ORIG, DEST, "B", ORIGID, iat=NOW),
+    ]
+    slow = Verifier(_SlowFetch(keys, 3.0), policy=VerifyPolicy(timeout=0.3))
+    for verdict in _check_both(slow, values):
+        assert_verdict(verdict, Reason.CERT_FETCH_TIMEOUT)
+        assert [(f.index, f.message) for f in verdict.failures] == [
+            (0, f"{X5U}: no certificate within the request's time budget"),
+            (1, f"{OTHER_X5U}: no certificate within the request's time budget"),
+        ]
+    quick = Verifier(_SlowFetch(keys, 0.05), policy=VerifyPolicy(timeout=0.8))
+    for verdict in _check_both(quick, values):
+        assert verdict.ok and verdict.index == 0, (verdict.reason, verdict.message)
 
 
 def test_async_matches_sync_on_mixed_request(
