@@ -4,7 +4,9 @@ several Identity headers, Verdicts, robustness properties and the async entry po
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -1194,6 +1196,25 @@ def test_several_certificates_fetched_at_once_are_checked_in_request_order(
     for verdict in _check_both(Verifier(_SlowFetch(keys, 0)), [forged, first, third]):
         assert verdict.ok and verdict.index == 1, (verdict.reason, verdict.failures)
         assert [(f.index, f.reason) for f in verdict.failures] == [(0, Reason.BAD_SIGNATURE)]
+
+
+def test_fetches_left_behind_by_a_valid_value_log_nothing(
+    signer: Signer, public_key: ec.EllipticCurvePublicKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A value found valid ends the check while other fetches may have failed in the same
+    instant: their failures are not the request's, and asyncio must not log them as
+    "Task exception was never retrieved" (with a traceback) when the tasks are collected."""
+    other = ec.generate_private_key(ec.SECP256R1())
+    values = [
+        signer.identity(ORIG, DEST, "A", ORIGID, iat=NOW),
+        Signer(other, OTHER_X5U).identity(ORIG, DEST, "B", ORIGID, iat=NOW),
+    ]
+    keys = {X5U: Credential(public_key)}  # the second URL fails
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        for verdict in _check_both(Verifier(_SlowFetch(keys, 0)), values):
+            assert verdict.ok and verdict.index == 0
+        gc.collect()
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
 
 
 def test_fetches_of_several_certificates_end_with_the_request_budget(

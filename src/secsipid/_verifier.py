@@ -1048,6 +1048,11 @@ class Verifier:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+            for task in tasks:
+                # A fetch that failed in the batch a valid value ended: its error is not the
+                # request's, and unread it would be logged when the task is collected.
+                if not task.cancelled():  # every task is done by now
+                    task.exception()
 
     # -- the extended path: every PASSporT verified, then the chain -------------------------
 
