@@ -380,9 +380,15 @@ class _BudgetFetcher:
 
     def __init__(self) -> None:
         self.left: list[float] = []
+        self.on_loop: list[bool] = []  # whether an event loop ran in the fetching thread
 
     def get(self, url: str, *, allow_http: bool | None = None) -> object:
         self.left.append(request_remaining(math.inf))
+        try:
+            asyncio.get_running_loop()
+            self.on_loop.append(True)
+        except RuntimeError:
+            self.on_loop.append(False)
         raise VerificationError(Reason.CERT_FETCH_FAILED, f"{url}: refused by the test")
 
 
@@ -434,6 +440,38 @@ def test_every_entry_point_checks_trust_at_its_now_within_its_budget(
         assert outcomes(value, now, fetcher) == [Reason.VALID] * 4, kind
         assert len(fetcher.left) >= 4, kind  # every entry point fetched the CRLs
         assert all(0 < left <= 2.0 for left in fetcher.left), (kind, fetcher.left)
+        assert not any(fetcher.on_loop), kind  # averify/acheck: on a worker thread
+
+
+def test_async_checks_each_chain_once_off_the_event_loop(
+    lab: LabPKI, root_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """acheck validates a chain that is not cached yet on a worker thread, once; then, cached,
+    inline, once per request; whether it is cached is judged at the request's now."""
+    validator = TrustValidator(TrustPolicy(ca_file=str(root_file)))
+    checks = _counting(monkeypatch, validator, "check")
+    value = Signer(lab.leaf_key, X5U).identity(ORIG, DEST, "A")
+    chain = credential(lab)
+    verifier = Verifier(chain, trust=validator)
+    assert not validator.is_cached(chain)
+    assert asyncio.run(verifier.acheck(value)).ok
+    assert checks[0] == 1
+    assert validator.is_cached(chain)
+    assert asyncio.run(verifier.acheck(value)).ok
+    assert checks[0] == 2
+
+    # With revocation: a CRL that could not be fetched is asked again after a minute, judged
+    # at the request's now -- two minutes on, on a worker thread again.
+    pki = make_lab_pki(root=(lab.root_key, lab.root), crl_url="http://crl.example/ca.crl")
+    fetcher = _BudgetFetcher()
+    validator = TrustValidator(TrustPolicy(ca_file=str(root_file), fetch_crls=True), fetcher)
+    verifier = Verifier(credential(pki), trust=validator)
+    signer = Signer(pki.leaf_key, X5U)
+    t0 = time.time()
+    for now in (t0, t0 + 120):
+        value = signer.identity(ORIG, DEST, "A", iat=int(now))
+        assert asyncio.run(verifier.acheck(value, now=now)).ok
+    assert len(fetcher.on_loop) >= 2 and not any(fetcher.on_loop), fetcher.on_loop
 
 
 def test_delegate_certificate_refuses_uri_orig(lab: LabPKI, root_file: Path) -> None:

@@ -44,6 +44,7 @@ from secsipid import (
     Credential,
     CredentialFile,
     Failure,
+    KeyLoadError,
     Reason,
     Signer,
     StaticCredential,
@@ -1198,6 +1199,36 @@ def test_several_certificates_fetched_at_once_are_checked_in_request_order(
         assert [(f.index, f.reason) for f in verdict.failures] == [(0, Reason.BAD_SIGNATURE)]
 
 
+class _Unloadable(_SlowFetch):
+    """OTHER_X5U holds something that is no certificate (KeyLoadError key-invalid)."""
+
+    def _answer(self, how: str, info: str | None) -> Credential:
+        if info == OTHER_X5U:
+            raise KeyLoadError("key-invalid", f"{info}: not a certificate")
+        return super()._answer(how, info)
+
+
+def test_a_certificate_that_cannot_be_loaded_keeps_its_reason_and_code(
+    signer: Signer, public_key: ec.EllipticCurvePublicKey
+) -> None:
+    """A fetched body that is no certificate is key-unavailable with libsecsipid's -102 for
+    its value, on every fetch path (one URL, several at once); the other value is checked."""
+    other = ec.generate_private_key(ec.SECP256R1())
+    keys = {X5U: Credential(public_key)}
+    values = [
+        Signer(other, OTHER_X5U).identity(ORIG, DEST, "B", ORIGID, iat=NOW),
+        signer.identity(ORIG, DEST, "A", ORIGID, iat=NOW),
+    ]
+    for verdict in _check_both(Verifier(_Unloadable(keys, 0)), values):
+        assert verdict.ok and verdict.index == 1
+        assert [(f.index, f.reason, f.lib_code) for f in verdict.failures] == [
+            (0, Reason.KEY_UNAVAILABLE, -102)
+        ]
+    for verdict in _check_both(Verifier(_Unloadable(keys, 0)), values[:1]):
+        assert_verdict(verdict, Reason.KEY_UNAVAILABLE)
+        assert verdict.lib_code == -102 and verdict.message == f"{OTHER_X5U}: not a certificate"
+
+
 def test_fetches_left_behind_by_a_valid_value_log_nothing(
     signer: Signer, public_key: ec.EllipticCurvePublicKey, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1228,13 +1259,21 @@ def test_fetches_of_several_certificates_end_with_the_request_budget(
         signer.identity(ORIG, DEST, "A", ORIGID, iat=NOW),
         Signer(other, OTHER_X5U).identity(ORIG, DEST, "B", ORIGID, iat=NOW),
     ]
+    # URLs of 120 characters are named whole, longer ones cut to 117 and "..."
+    long120 = "https://long.example/" + "a" * 95 + ".pem"
+    long121 = "https://long.example/" + "b" * 96 + ".pem"
+    assert (len(long120), len(long121)) == (120, 121)
+    values += [Signer(other, url).identity(ORIG, DEST, "B", iat=NOW) for url in (long120, long121)]
     slow = Verifier(_SlowFetch(keys, 3.0), policy=VerifyPolicy(timeout=0.3))
     for verdict in _check_both(slow, values):
         assert_verdict(verdict, Reason.CERT_FETCH_TIMEOUT)
         assert [(f.index, f.message) for f in verdict.failures] == [
             (0, f"{X5U}: no certificate within the request's time budget"),
             (1, f"{OTHER_X5U}: no certificate within the request's time budget"),
+            (2, f"{long120}: no certificate within the request's time budget"),
+            (3, f"{long121[:117]}...: no certificate within the request's time budget"),
         ]
+    values = values[:2]
     quick = Verifier(_SlowFetch(keys, 0.05), policy=VerifyPolicy(timeout=0.8))
     for verdict in _check_both(quick, values):
         assert verdict.ok and verdict.index == 0, (verdict.reason, verdict.message)
