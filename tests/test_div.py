@@ -322,6 +322,28 @@ def test_stale_hop(verifier: Verifier, carriers: list[Carrier]) -> None:
     assert "Identity value 1" in verdict.message
 
 
+def test_a_div_that_fails_its_own_checks_sends_both_paths_to_the_chain(
+    carriers: list[Carrier],
+) -> None:
+    """A div PASSporT met first as a failure (stale) still makes check and acheck judge the
+    whole chain, fetching what is not at hand within the budget: the same verdict both ways."""
+    stale = carriers[1].signer.div_identity(CALLER, number(1), number(0), iat=NOW - 3600)
+    values = chain(carriers, 2)
+    values[1] = stale
+    shaken = values[0]
+    for request, target, reasons in (
+        (values, number(2), [Reason.VALID, Reason.STALE, Reason.VALID]),
+        ([stale, shaken], number(1), [Reason.VALID, Reason.STALE]),  # no other div after it
+    ):
+        source = CachingProbeSource(KeySource(carriers).keys, {carriers[0].x5u})
+        verdicts = _both(source, request, dest_tn=target)
+        for mode, verdict in verdicts:
+            assert_verdict(verdict, Reason.STALE)
+            assert verdict.index == request.index(stale), mode
+            assert [hop.reason for hop in verdict.chain] == reasons, mode
+        assert verdicts[0][1].to_dict() == verdicts[1][1].to_dict()
+
+
 def test_stale_innermost_shaken(verifier: Verifier, carriers: list[Carrier]) -> None:
     """RFC 8946 §4.2 step 4 RECOMMENDS the innermost iat be fresh too: it must here."""
     values = chain(carriers, 1)

@@ -1106,10 +1106,10 @@ BUDGET = 2.0  # VerifyPolicy.timeout of the probe tests: far from the 5 s defaul
 def test_verify_asks_each_kind_of_source_as_its_protocol_says(
     public_key: ec.EllipticCurvePublicKey, identity: str
 ) -> None:
-    """verify and averify ask a source the way CredentialSource documents it, always for the
-    header's info URL: a local one directly, outside any time budget; a cached credential
-    through cached_credential alone (no fetch); a cold one, and any source of unknown kind,
-    as a fetch within the request's budget (VerifyPolicy.timeout)."""
+    """verify, averify, check and acheck ask a source the way CredentialSource documents
+    it, always for the header's info URL: a local one directly, outside any time budget; a
+    cached credential through cached_credential alone (no fetch); a cold one, and any source
+    of unknown kind, as a fetch within the request's budget (VerifyPolicy.timeout)."""
     keys = {X5U: Credential(public_key)}
 
     def sync(source: ProbeSource) -> VerifiedPassport:
@@ -1119,7 +1119,21 @@ def test_verify_asks_each_kind_of_source_as_its_protocol_says(
         verifier = Verifier(source, policy=VerifyPolicy(timeout=BUDGET))
         return asyncio.run(verifier.averify(identity, now=NOW))
 
-    for run in (sync, asyn):
+    def sync_check(source: ProbeSource) -> VerifiedPassport:
+        verifier = Verifier(source, policy=VerifyPolicy(timeout=BUDGET))
+        verdict = verifier.check(identity, now=NOW)
+        if verdict.passport is None:
+            raise VerificationError(verdict.reason, verdict.message)
+        return verdict.passport
+
+    def async_check(source: ProbeSource) -> VerifiedPassport:
+        verifier = Verifier(source, policy=VerifyPolicy(timeout=BUDGET))
+        verdict = asyncio.run(verifier.acheck(identity, now=NOW))
+        if verdict.passport is None:
+            raise VerificationError(verdict.reason, verdict.message)
+        return verdict.passport
+
+    for run in (sync, asyn, sync_check, async_check):
         local = LocalProbeSource(keys)
         assert run(local).info == X5U
         assert [(c.how, c.info, c.left) for c in local.calls] == [
@@ -1143,7 +1157,8 @@ def test_verify_asks_each_kind_of_source_as_its_protocol_says(
         with pytest.raises(VerificationError) as exc:
             run(nothing)
         assert_error(exc.value, Reason.CERT_FETCH_FAILED)
-        assert exc.value.header["x5u"] == X5U  # the failure names the PASSporT it is about
+        if run in (sync, asyn):
+            assert exc.value.header["x5u"] == X5U  # the failure names the PASSporT
 
 
 class _SlowFetch(AsyncProbeSource):
