@@ -569,19 +569,19 @@ def test_a_div_after_a_valid_shaken_is_found_past_any_other_value(
     token = div.split(";", 1)[0]
     reordered = f"{token};ppt=div;info=<{carriers[1].x5u}>;alg=ES256"
     other = carriers[2].signer.identity(CALLER, FIRST, "B", iat=NOW)
-    for between, last in (
-        ([], reordered),
-        (["no-parameters-at-all"], div),
-        ([other], div),
-        (["not parsable;ppt=div;;"], div),
+    for values in (
+        [shaken, reordered],
+        [shaken, "no-parameters-at-all", div],
+        [shaken, other, div],
+        [shaken, "not parsable;ppt=div;;", div],
+        [shaken, div, other],
     ):
-        values = [shaken, *between, last]
-        verdict = verifier.check(values, now=NOW)
-        assert verdict.ok and verdict.index == 0, (between, verdict.reason, verdict.message)
-        assert [(hop.index, hop.ppt) for hop in verdict.chain] == [
-            (0, "shaken"),
-            (len(values) - 1, "div"),
-        ], between
+        at = values.index(reordered if reordered in values else div)
+        for verdict in (verifier.check(values, now=NOW),
+                        asyncio.run(verifier.acheck(values, now=NOW))):  # fmt: skip
+            assert verdict.ok and verdict.index == 0, (values, verdict.reason, verdict.message)
+            assert [(hop.index, hop.ppt) for hop in verdict.chain][-1] == (at, "div"), values
+            assert verdict.chain[0].index == 0
 
 
 def test_values_that_only_mention_div_or_rcd_keep_the_single_value_path(
@@ -678,6 +678,14 @@ def test_chain_credentials_at_hand_first_then_fetched_within_the_budget(
                 assert not any(c.in_loop for c in fetched)
     for mode, verdict in _both(ProbeSource(keys), values, dest_tn=number(1)):
         assert verdict.ok and verdict.diverted, (mode, verdict.reason, verdict.message)
+    # no call target: the SHAKEN value at hand is valid on its own, and the div after it
+    # is still fetched, within the budget, to report the chain
+    source = CachingProbeSource(keys, {urls[0]})
+    for mode, verdict in _both(source, values):
+        assert verdict.ok and verdict.index == 0 and len(verdict.chain) == 2, mode
+    fetched = [c for c in source.calls if c.how == "credential_for"]
+    assert [c.info for c in fetched] == [urls[1]] * 2
+    assert all(c.within(BUDGET) for c in fetched), fetched
     for mode in ("sync", "async"):
         unknown = ProbeSource(keys)
         verifier = Verifier(unknown, policy=VerifyPolicy(timeout=BUDGET))
