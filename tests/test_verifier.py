@@ -682,8 +682,16 @@ def test_orig_matches(verifier: Verifier, identity: str, orig: str) -> None:
     ["12155550122", "2155550121", "sip:alice@example.com", "", "+1 215 555 012"],
 )
 def test_orig_mismatch(verifier: Verifier, identity: str, orig: str) -> None:
-    """Another number, a national form (no country code guessed), or a non-TN: orig-mismatch."""
-    assert_verdict(verifier.check(identity, orig_tn=orig, now=NOW), Reason.ORIG_MISMATCH)
+    """Another number, a national form (no country code guessed), or a non-TN: orig-mismatch,
+    and the message names the calling party as the verifier understood it."""
+    verdict = verifier.check(identity, orig_tn=orig, now=NOW)
+    assert_verdict(verdict, Reason.ORIG_MISMATCH)
+    want = {"sip:alice@example.com": "sip:alice@example.com", "": "(no number)"}.get(orig)
+    if want is not None:
+        assert verdict.message == (
+            f"orig {ORIG} in the PASSporT is not the calling party {want} "
+            "(canonical forms compared)"
+        )
 
 
 @pytest.mark.parametrize(
