@@ -28,6 +28,7 @@ from helpers import (
     ProbeSource,
     assert_verdict,
     assert_verdict_readable,
+    raw_jws,
 )
 from secsipid import (
     Credential,
@@ -554,6 +555,23 @@ def test_a_chain_may_be_as_long_as_the_request_allows() -> None:
     verdict = verifier.check(values, dest_tn=number(17), now=NOW)
     assert verdict.ok and verdict.diverted, (verdict.reason, verdict.message)
     assert len(verdict.chain) == 18
+
+
+def test_a_call_diverted_to_a_sip_uri(verifier: Verifier, carriers: list[Carrier]) -> None:
+    """A div PASSporT whose dest is a URI (RFC 8225 §5.2.1) carries the call to that URI."""
+    shaken = carriers[0].signer.identity(CALLER, FIRST, "A", iat=NOW)
+    header = json.dumps(
+        {"alg": "ES256", "ppt": "div", "typ": "passport", "x5u": carriers[1].x5u}
+    ).encode()
+    claims = {"dest": {"uri": ["sip:alice@example.com"]}, "div": {"tn": FIRST}, "iat": NOW,
+              "orig": {"tn": CALLER}}  # fmt: skip
+    token = raw_jws(carriers[1].key, header, json.dumps(claims).encode())
+    div = f"{token};info=<{carriers[1].x5u}>;alg=ES256;ppt=div"
+    verdict = verifier.check([shaken, div], dest_tn="sip:alice@example.com", now=NOW)
+    assert verdict.ok and verdict.diverted, (verdict.reason, verdict.message)
+    assert verdict.chain[-1].dest == ("sip:alice@example.com",)
+    verdict = verifier.check([shaken, div], dest_tn="sip:bob@example.com", now=NOW)
+    assert_verdict(verdict, Reason.DIV_TARGET_MISMATCH)
 
 
 # -- which requests take the chain path --------------------------------------------------------
