@@ -414,3 +414,27 @@ def test_rcd_content_is_fetched_within_the_request_budget(
             assert verdict.ok and verdict.rcd_failure is None, (values, mode, verdict)
             assert verdict.rcd_checked == ("/icn",), (values, mode)
             assert len(fetcher.left) == 1 and 0 < fetcher.left[0] <= 2.0, (mode, fetcher.left)
+
+
+def test_rcd_content_mismatch_names_the_pointer_cut_to_40_characters(
+    signer: Signer, public_key: ec.EllipticCurvePublicKey
+) -> None:
+    """Content behind a URL under an extension key of rcd that is not what was signed:
+    rcd-integrity-mismatch, the call still validated; the message names the rcdi pointer,
+    cut to its first 40 characters (it is the caller's text)."""
+    key = "x-" + "long-extension-name-" * 3
+    url = "https://rcd.example/extra.bin"
+    rcd = RichCallData(nam="Bob", extra={key: url}, rcdi={f"/{key}": rcd_digest(b"signed")})
+    value = signer.identity(ORIG, DEST, "A", iat=NOW, rcd=rcd)
+    for body, failure in ((b"signed", None), (b"tampered", Reason.RCD_INTEGRITY_MISMATCH)):
+        policy = VerifyPolicy(fetch_rcd=True)
+        verifier = Verifier(public_key, policy=policy, fetcher=_ContentProbe({url: body}))
+        verdict = verifier.check(value, now=NOW)
+        assert verdict.ok
+        if failure is None:
+            assert verdict.rcd_failure is None and verdict.rcd_checked == (f"/{key}",)
+            continue
+        assert verdict.rcd_failure is not None and verdict.rcd_failure.reason is failure
+        assert verdict.rcd_failure.message == (
+            f"rcdi {f'/{key}'[:40]!r}: the digest does not match the fetched content"
+        )
