@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fetchkit import CertServer
+from helpers import CachingProbeSource
 from secsipid import (
     Credential,
     Fetcher,
@@ -472,6 +473,21 @@ def test_async_checks_each_chain_once_off_the_event_loop(
         value = signer.identity(ORIG, DEST, "A", iat=int(now))
         assert asyncio.run(verifier.acheck(value, now=now)).ok
     assert len(fetcher.on_loop) >= 2 and not any(fetcher.on_loop), fetcher.on_loop
+
+
+def test_async_trust_of_a_fetched_certificate_runs_off_the_event_loop(
+    lab: LabPKI, root_file: Path
+) -> None:
+    """acheck validates a certificate it had to fetch (its CRLs fetched too) on a worker
+    thread, never blocking the event loop."""
+    pki = make_lab_pki(root=(lab.root_key, lab.root), crl_url="http://crl.example/ca.crl")
+    fetcher = _BudgetFetcher()
+    validator = TrustValidator(TrustPolicy(ca_file=str(root_file), fetch_crls=True), fetcher)
+    source = CachingProbeSource({X5U: credential(pki)}, set())
+    value = Signer(pki.leaf_key, X5U).identity(ORIG, DEST, "A")
+    assert asyncio.run(Verifier(source, trust=validator).acheck(value)).ok
+    assert source.asked("credential_for") == [X5U]
+    assert fetcher.on_loop and not any(fetcher.on_loop), fetcher.on_loop
 
 
 def test_delegate_certificate_refuses_uri_orig(lab: LabPKI, root_file: Path) -> None:
