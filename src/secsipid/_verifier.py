@@ -1452,9 +1452,8 @@ def _by_url(waiting: list[_Waiting]) -> dict[str, list[_Waiting]]:
 
 
 def _for_value(error: BaseException, item: _Waiting) -> BaseException:
-    """The error of a URL's fetch, as its own exception for each value that needed it."""
-    if isinstance(error, KeyLoadError):
-        error = VerificationError.from_key_error(error)
+    """The error of a URL's fetch, as its own exception for each value that needed it (a
+    KeyLoadError arrives converted: _credential and _acredential convert it)."""
     if not isinstance(error, VerificationError):
         return error
     copy = VerificationError(error.reason, error.message, lib_code=error._lib_code)
