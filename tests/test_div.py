@@ -790,6 +790,18 @@ def test_a_synchronous_source_is_asked_outside_any_event_loop(carriers: list[Car
         verdict = Verifier(source).check(values, now=NOW)
         assert verdict.ok and len(verdict.chain) == len(values), (verdict.reason, verdict.message)
         assert len(source.asked("credential_for")) == len(values)
+    # SHAKEN values alone: one URL, then two (the first holds another key)
+    shaken = carriers[0].signer.identity(CALLER, FIRST, "A", iat=NOW)
+    forged = Signer(carriers[7].key, carriers[1].x5u).identity(CALLER, FIRST, "A", iat=NOW)
+    for values, index in (([shaken], 0), ([forged, shaken], 1)):
+        source = _WrapsAsync(keys, set())
+        verdict = Verifier(source).check(values, now=NOW)
+        assert verdict.ok and verdict.index == index, (verdict.reason, verdict.failures)
+        assert len(source.asked("credential_for")) == len(values)
+    # a source with acredential_for and one URL to fetch: asked on the calling thread too
+    one = AsyncProbeSource(keys, set())
+    assert Verifier(one).check([shaken], now=NOW).ok
+    assert (one.asked("credential_for"), one.asked("acredential_for")) == ([carriers[0].x5u], [])
 
 
 class _SlowCache(AsyncProbeSource):
