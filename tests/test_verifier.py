@@ -1200,10 +1200,14 @@ def test_several_certificates_fetched_at_once_are_checked_in_request_order(
     keys = {X5U: Credential(public_key), OTHER_X5U: Credential(other.public_key())}
     first = signer.identity(ORIG, DEST, "A", ORIGID, iat=NOW)
     second = Signer(other, OTHER_X5U).identity(ORIG, DEST, "B", ORIGID, iat=NOW)
-    for verdict in _check_both(Verifier(_SlowFetch(keys, 0)), [first, second]):
+    source = _SlowFetch(keys, 0)
+    for verdict in _check_both(Verifier(source), [first, second]):
         assert verdict.ok and verdict.index == 0 and verdict.failures == ()
         assert_verdict_readable(verdict)
         assert verdict.passport is not None and verdict.passport.info == X5U
+    # both URLs at once, through acredential_for, by check (private loop) and acheck alike
+    assert sorted(source.asked("acredential_for")) == [OTHER_X5U, OTHER_X5U, X5U, X5U]
+    assert source.asked("credential_for") == []
     # the first URL cannot be fetched: the second value is checked all the same
     missing = {OTHER_X5U: keys[OTHER_X5U]}
     for verdict in _check_both(Verifier(_SlowFetch(missing, 0)), [first, second]):
