@@ -1206,7 +1206,7 @@ def test_several_certificates_fetched_at_once_are_checked_in_request_order(
         assert_verdict_readable(verdict)
         assert verdict.passport is not None and verdict.passport.info == X5U
     # both URLs at once, through acredential_for, by check (private loop) and acheck alike
-    assert sorted(source.asked("acredential_for")) == [OTHER_X5U, OTHER_X5U, X5U, X5U]
+    assert sorted(source.asked("acredential_for")) == sorted([X5U, OTHER_X5U] * 2)
     assert source.asked("credential_for") == []
     # the first URL cannot be fetched: the second value is checked all the same
     missing = {OTHER_X5U: keys[OTHER_X5U]}
