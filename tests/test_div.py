@@ -790,10 +790,12 @@ def test_a_synchronous_source_is_asked_outside_any_event_loop(carriers: list[Car
         verdict = Verifier(source).check(values, now=NOW)
         assert verdict.ok and len(verdict.chain) == len(values), (verdict.reason, verdict.message)
         assert len(source.asked("credential_for")) == len(values)
-    # SHAKEN values alone: one URL, then two (the first holds another key)
+    # SHAKEN values alone: one URL, then two (the first holds another key, or nothing)
     shaken = carriers[0].signer.identity(CALLER, FIRST, "A", iat=NOW)
     forged = Signer(carriers[7].key, carriers[1].x5u).identity(CALLER, FIRST, "A", iat=NOW)
-    for values, index in (([shaken], 0), ([forged, shaken], 1)):
+    unknown = Signer(carriers[7].key, "https://unknown.example/sti.pem")
+    missing = unknown.identity(CALLER, FIRST, "A", iat=NOW)
+    for values, index in (([shaken], 0), ([forged, shaken], 1), ([missing, shaken], 1)):
         source = _WrapsAsync(keys, set())
         verdict = Verifier(source).check(values, now=NOW)
         assert verdict.ok and verdict.index == index, (verdict.reason, verdict.failures)
