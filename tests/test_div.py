@@ -795,7 +795,13 @@ def test_a_synchronous_source_is_asked_outside_any_event_loop(carriers: list[Car
     forged = Signer(carriers[7].key, carriers[1].x5u).identity(CALLER, FIRST, "A", iat=NOW)
     unknown = Signer(carriers[7].key, "https://unknown.example/sti.pem")
     missing = unknown.identity(CALLER, FIRST, "A", iat=NOW)
-    for values, index in (([shaken], 0), ([forged, shaken], 1), ([missing, shaken], 1)):
+    same_url = Signer(carriers[7].key, carriers[0].x5u).identity(CALLER, FIRST, "A", iat=NOW)
+    for values, index in (
+        ([shaken], 0),
+        ([forged, shaken], 1),
+        ([missing, shaken], 1),
+        ([same_url, shaken], 1),  # one URL, the first value's signature fails
+    ):
         source = _WrapsAsync(keys, set())
         verdict = Verifier(source).check(values, now=NOW)
         assert verdict.ok and verdict.index == index, (verdict.reason, verdict.failures)

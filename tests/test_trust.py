@@ -475,19 +475,24 @@ def test_async_checks_each_chain_once_off_the_event_loop(
     assert len(fetcher.on_loop) >= 2 and not any(fetcher.on_loop), fetcher.on_loop
 
 
-def test_async_trust_of_a_fetched_certificate_runs_off_the_event_loop(
+def test_trust_of_a_fetched_certificate_within_the_budget_and_off_the_event_loop(
     lab: LabPKI, root_file: Path
 ) -> None:
-    """acheck validates a certificate it had to fetch (its CRLs fetched too) on a worker
-    thread, never blocking the event loop."""
+    """check and acheck validate a certificate they had to fetch, fetching its CRLs within
+    the request's budget; acheck on a worker thread, never blocking the event loop."""
     pki = make_lab_pki(root=(lab.root_key, lab.root), crl_url="http://crl.example/ca.crl")
-    fetcher = _BudgetFetcher()
-    validator = TrustValidator(TrustPolicy(ca_file=str(root_file), fetch_crls=True), fetcher)
-    source = CachingProbeSource({X5U: credential(pki)}, set())
     value = Signer(pki.leaf_key, X5U).identity(ORIG, DEST, "A")
-    assert asyncio.run(Verifier(source, trust=validator).acheck(value)).ok
-    assert source.asked("credential_for") == [X5U]
-    assert fetcher.on_loop and not any(fetcher.on_loop), fetcher.on_loop
+    for mode in ("sync", "async"):
+        fetcher = _BudgetFetcher()
+        validator = TrustValidator(TrustPolicy(ca_file=str(root_file), fetch_crls=True), fetcher)
+        source = CachingProbeSource({X5U: credential(pki)}, set())
+        verifier = Verifier(source, trust=validator, policy=VerifyPolicy(timeout=2.0))
+        verdict = verifier.check(value) if mode == "sync" else asyncio.run(verifier.acheck(value))
+        assert verdict.ok, (mode, verdict.reason, verdict.message)
+        assert source.asked("credential_for") == [X5U]
+        assert fetcher.left and all(0 < left <= 2.0 for left in fetcher.left), fetcher.left
+        if mode == "async":
+            assert not any(fetcher.on_loop), fetcher.on_loop
 
 
 def test_delegate_certificate_refuses_uri_orig(lab: LabPKI, root_file: Path) -> None:
