@@ -495,6 +495,56 @@ def test_trust_of_a_fetched_certificate_within_the_budget_and_off_the_event_loop
             assert not any(fetcher.on_loop), fetcher.on_loop
 
 
+class _LendingSource(CachingProbeSource):
+    """A certificate source as CertificateSource is one: it carries its fetch policy (whose
+    timeout is the request budget by default), the trust its user chose (a TrustPolicy here)
+    and its fetcher (which the verifier also uses for CRLs)."""
+
+    def __init__(self, cred: Credential, trust: TrustPolicy | None, fetcher: Fetcher) -> None:
+        super().__init__({X5U: cred}, set())
+        self.fetch_policy = FetchPolicy(timeout=0.7)
+        self.trust = trust
+        self.fetcher = fetcher
+
+
+class _RefusingFetcher(Fetcher):
+    """Refuses every fetch, noting the URLs and the request budget left at each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[str, float]] = []
+
+    def get(self, url: str, *, allow_http: bool | None = None) -> FetchResult:
+        self.asked.append((url, request_remaining(math.inf)))
+        raise VerificationError(Reason.CERT_FETCH_FAILED, f"{url}: refused by the test")
+
+
+def test_a_source_lends_the_verifier_its_budget_trust_and_fetcher(
+    lab: LabPKI, root_file: Path
+) -> None:
+    """A Verifier over a certificate source takes, unless told otherwise, the source's fetch
+    timeout as the request budget, the source's trust (a TrustPolicy is validated with the
+    source's fetcher, CRLs included)."""
+    crl_url = "http://crl.example/ca.crl"
+    pki = make_lab_pki(root=(lab.root_key, lab.root), crl_url=crl_url)
+    value = Signer(pki.leaf_key, X5U).identity(ORIG, DEST, "A")
+    policy = TrustPolicy(ca_file=str(root_file), fetch_crls=True)
+    fetcher = _RefusingFetcher()
+    source = _LendingSource(credential(pki), policy, fetcher)
+    assert Verifier(source).check(value).ok
+    (fetch,) = [c for c in source.calls if c.how == "credential_for"]
+    assert 0.5 < fetch.left <= 0.7, fetch  # the source's timeout, not the 5 s default
+    assert [url for url, _ in fetcher.asked] == [crl_url]  # the source's fetcher
+    assert 0 < fetcher.asked[0][1] <= 0.7
+    # the source's trust refuses a chain from another root, unless the caller says no trust
+    other = make_lab_pki()
+    stranger = Signer(other.leaf_key, X5U).identity(ORIG, DEST, "A")
+    untrusted = _LendingSource(credential(other), policy, _RefusingFetcher())
+    assert Verifier(untrusted).check(stranger).reason is Reason.CERT_UNTRUSTED
+    assert Verifier(untrusted, trust=None).check(stranger).ok
+    assert Verifier(_LendingSource(credential(other), None, fetcher)).check(stranger).ok
+
+
 def test_delegate_certificate_refuses_uri_orig(lab: LabPKI, root_file: Path) -> None:
     """RFC 9060: a certificate that lists TNs/ranges authorizes those numbers only; a PASSporT
     whose orig is a URI (no number) is outside them.  An SPC-only certificate does not scope
