@@ -524,7 +524,7 @@ def test_a_source_lends_the_verifier_its_budget_trust_and_fetcher(
 ) -> None:
     """A Verifier over a certificate source takes, unless told otherwise, the source's fetch
     timeout as the request budget, the source's trust (a TrustPolicy is validated with the
-    source's fetcher, CRLs included)."""
+    source's fetcher, CRLs included) and the source's fetcher for Rich Call Data content."""
     crl_url = "http://crl.example/ca.crl"
     pki = make_lab_pki(root=(lab.root_key, lab.root), crl_url=crl_url)
     value = Signer(pki.leaf_key, X5U).identity(ORIG, DEST, "A")
@@ -543,6 +543,18 @@ def test_a_source_lends_the_verifier_its_budget_trust_and_fetcher(
     assert Verifier(untrusted).check(stranger).reason is Reason.CERT_UNTRUSTED
     assert Verifier(untrusted, trust=None).check(stranger).ok
     assert Verifier(_LendingSource(credential(other), None, fetcher)).check(stranger).ok
+    # Rich Call Data content goes through the source's fetcher too (its safety policy)
+    icon = "https://rcd.example/icon.png"
+    with_rcd = Signer(pki.leaf_key, X5U).identity(
+        ORIG, DEST, "A", rcd=RichCallData(nam="Bob", icn=icon), rcd_contents={icon: b"icon"}
+    )
+    content = _RefusingFetcher()
+    verifier = Verifier(_LendingSource(credential(pki), None, content),
+                        policy=VerifyPolicy(fetch_rcd=True))  # fmt: skip
+    verdict = verifier.check(with_rcd)
+    assert verdict.ok and verdict.rcd_failure is not None
+    assert verdict.rcd_failure.reason is Reason.RCD_FETCH_FAILED
+    assert [url for url, _ in content.asked] == [icon]
 
 
 def test_delegate_certificate_refuses_uri_orig(lab: LabPKI, root_file: Path) -> None:
