@@ -1256,6 +1256,22 @@ def test_a_certificate_that_cannot_be_loaded_keeps_its_reason_and_code(
         assert verdict.lib_code == -102 and verdict.message == f"{OTHER_X5U}: not a certificate"
 
 
+def test_failures_are_reported_in_request_order(
+    signer: Signer, public_key: ec.EllipticCurvePublicKey
+) -> None:
+    """Values are checked out of order (the one whose credential is at hand first), but the
+    failures are reported in request order."""
+    other = ec.generate_private_key(ec.SECP256R1())
+    keys = {X5U: Credential(public_key), OTHER_X5U: Credential(public_key)}
+    values = [  # both signed with a key their certificate does not hold
+        Signer(other, OTHER_X5U).identity(ORIG, DEST, "B", ORIGID, iat=NOW),
+        Signer(other, X5U).identity(ORIG, DEST, "A", ORIGID, iat=NOW),
+    ]
+    for verdict in _check_both(Verifier(CachingProbeSource(keys, {X5U})), values):
+        assert_verdict(verdict, Reason.BAD_SIGNATURE)
+        assert [f.index for f in verdict.failures] == [0, 1]
+
+
 def test_fetches_left_behind_by_a_valid_value_log_nothing(
     signer: Signer, public_key: ec.EllipticCurvePublicKey, caplog: pytest.LogCaptureFixture
 ) -> None:
