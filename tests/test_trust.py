@@ -1415,3 +1415,33 @@ def test_trust_policy_arguments() -> None:
         "TrustPolicy: chain validation needs trust anchors: give ca_file or ca_dir (the "
         "STI-PA trust list) or system_cas=True; or verify_chain=False"
     )
+
+
+def test_path_validity_is_judged_at_now_for_every_certificate(lab: LabPKI, root_file: Path) -> None:
+    """Every certificate of the path is judged at the verifier's now: an intermediate that
+    expired is cert-expired (named), not merely untrusted; a root that expired makes the path
+    untrusted even while the leaf and the intermediate are still valid."""
+    root = (lab.root_key, lab.root)
+    trust = TrustPolicy(ca_file=str(root_file))
+    now = dt.datetime.now(UTC)
+    # intermediate for 2 x 10 days, leaf for 100 days: at +30 days only the leaf is valid
+    short = make_lab_pki(root=root, days=10, leaf_not_after=now + dt.timedelta(days=100))
+    later = (now + dt.timedelta(days=30)).timestamp()
+    value = Signer(short.leaf_key, X5U).identity(ORIG, DEST, "A", iat=int(later))
+    verdict = Verifier(credential(short), trust=trust).check(value, now=later)
+    assert verdict.reason is Reason.CERT_EXPIRED
+    assert "secsipid lab STI-CA" in verdict.message and "has expired" in verdict.message
+    # leaf and intermediate outlive the root: a day after the root expired, no path holds
+    long = make_lab_pki(root=root, days=2000)
+    after_root = lab.root.not_valid_after_utc.timestamp() + 86400
+    value = Signer(long.leaf_key, X5U).identity(ORIG, DEST, "A", iat=int(after_root))
+    verdict = Verifier(credential(long), trust=trust).check(value, now=after_root)
+    assert verdict.reason is Reason.CERT_UNTRUSTED, (verdict.reason, verdict.message)
+    assert check(long, trust) == "valid"  # today the same path holds
+
+
+def test_max_chain_depth_is_applied(lab: LabPKI, root_file: Path) -> None:
+    """TrustPolicy.max_chain_depth bounds the path: the lab path (leaf, intermediate, root)
+    holds with the default, not with a depth that leaves no room for the intermediate."""
+    assert check(lab, TrustPolicy(ca_file=str(root_file))) == "valid"
+    assert check(lab, TrustPolicy(ca_file=str(root_file), max_chain_depth=0)) == "cert-untrusted"
