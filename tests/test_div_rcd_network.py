@@ -250,8 +250,17 @@ def test_rcd_content_not_fetched_unless_asked(
     pki = pkis[0][0]
     pictures, cards = _serve_rcd(serve)
     value = _sign_rcd(pki, pictures, cards)
-    verdict = _rcd_verifier(tls, pki, fetch_rcd=False).check(value, dest_tn=FIRST)
+    verifier = _rcd_verifier(tls, pki, fetch_rcd=False)
+    verdict = verifier.check(value, dest_tn=FIRST)
     assert verdict.ok and verdict.rcd is not None and verdict.rcd_checked == ()
+    # nor asynchronously, nor with several Identity values (each takes another path)
+    signer = Signer(pki.leaf_key, "https://cert.example.org/sti.pem")
+    rcd_passport = signer.rcd_identity(CALLER, FIRST, RichCallData(nam="Example Bank"))
+    for values in (value, [value, rcd_passport]):
+        for verdict in _both(verifier, values):
+            assert verdict.ok and verdict.rcd is not None, verdict.message
+            assert verdict.rcd.icn == pictures.url("/icon.png")
+            assert verdict.rcd_failure is None and verdict.rcd_checked == ()
     assert pictures.hits() == {} and cards.hits() == {}
 
 
