@@ -1420,10 +1420,9 @@ def _match(pointer: str, digest: str, body: bytes) -> None:
 
 
 def _rcd_failure(verdict: Verdict, exc: BaseException) -> Failure:
-    source = verdict.rcd_passport or verdict.passport
-    index = verdict.index
-    if source is not None and verdict.rcd_passport is not None:
-        index = -1  # an rcd PASSporT of its own; its index is not kept
+    # The RCD of an rcd PASSporT of its own (beside a SHAKEN one without RCD) has index -1:
+    # that PASSporT's index is not kept.
+    index = verdict.index if verdict.rcd_passport is None else -1
     if not isinstance(exc, VerificationError):
         log.error("secsipid: unexpected error checking RCD content", exc_info=exc)
         exc = VerificationError(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
