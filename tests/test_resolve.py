@@ -370,3 +370,14 @@ def test_addresses_are_ip_addresses(dns_server: DNSServer) -> None:
         "both.test", time.monotonic() + 5
     )
     assert found == [ipaddress.ip_address(a) for a in ("192.0.2.1", "2001:db8::1")]
+
+
+def test_a_dns_timeout_is_a_fetch_timeout_that_names_dns(dns_server: DNSServer) -> None:
+    """cert-fetch-timeout; the exception it is raised from (what a logged traceback shows)
+    says that DNS did not answer, and for which name.  (Async, the fetch's own deadline
+    cancels the lookup at the same instant: the cause is then the cancellation.)"""
+    policy = FetchPolicy(timeout=0.5, nameservers=(dns_server.nameserver,), hosts_file=None)
+    with pytest.raises(VerificationError) as exc:
+        Fetcher(policy).get("https://certs.hang.test/sti.pem")
+    assert exc.value.reason is Reason.CERT_FETCH_TIMEOUT
+    assert str(exc.value.__cause__) == "DNS: certs.hang.test: no DNS answer within the deadline"
