@@ -192,6 +192,187 @@ def test_port_allow_list(tls: TLSFiles, pki: tuple[LabPKI, Path]) -> None:
     assert reason_of(source, "https://127.0.0.1:8080/x.pem").reason is Reason.CERT_URL_REFUSED
 
 
+TARGETS = [
+    # (url, policy options, (url to ask for, host to resolve, port, Host header))
+    (
+        "https://certs.example.com/sti.pem",
+        {},
+        ("https://certs.example.com/sti.pem", "certs.example.com", 443, "certs.example.com"),
+    ),
+    (
+        "HTTPS://Certs.Example.COM./a.pem",
+        {},
+        ("https://certs.example.com/a.pem", "certs.example.com", 443, "certs.example.com"),
+    ),
+    (
+        "https://certs.example.com",
+        {},
+        ("https://certs.example.com/", "certs.example.com", 443, "certs.example.com"),
+    ),
+    (
+        "https://certs.example.com:443/x",
+        {},
+        ("https://certs.example.com:443/x", "certs.example.com", 443, "certs.example.com:443"),
+    ),
+    (
+        "https://certs.example.com:8443/x?",
+        {},
+        ("https://certs.example.com:8443/x?", "certs.example.com", 8443, "certs.example.com:8443"),
+    ),
+    (
+        "https://certs.example.com/x?a=1&b",
+        {},
+        ("https://certs.example.com/x?a=1&b", "certs.example.com", 443, "certs.example.com"),
+    ),
+    (
+        "https://[2001:db8::1]/x",
+        {},
+        ("https://[2001:db8::1]/x", "2001:db8::1", 443, "[2001:db8::1]"),
+    ),
+    (
+        "https://[fe80::1%25eth0]:8443/x",
+        {},
+        ("https://[fe80::1]:8443/x", "fe80::1", 8443, "[fe80::1]:8443"),
+    ),
+    (
+        "https://192.0.2.1:8443/x",
+        {},
+        ("https://192.0.2.1:8443/x", "192.0.2.1", 8443, "192.0.2.1:8443"),
+    ),
+    (
+        "http://certs.example.com/x",
+        {"allow_http": True},
+        ("http://certs.example.com/x", "certs.example.com", 80, "certs.example.com"),
+    ),
+    (
+        "https://certs.example.com:8443/x",
+        {"allowed_ports": frozenset({8443})},
+        ("https://certs.example.com:8443/x", "certs.example.com", 8443, "certs.example.com:8443"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("url", "options", "target"), TARGETS)
+def test_url_to_target(
+    url: str, options: dict[str, Any], target: tuple[str, str, int, str]
+) -> None:
+    """What is asked for, of which host and port, with which Host header: scheme and host
+    lowered, the default port implied (and kept out of the Host header), the path never
+    empty, an IPv6 literal bracketed where a URL needs it and bare where an address does."""
+    assert tuple(FetchPolicy(**options).check_url(url)) == target
+
+
+REFUSED_URLS = [
+    ("https://certs.example.com/a b", {}, "whitespace or control characters in the URL"),
+    ("https://certs.example.com:99999/x", {}, "not a valid URL (Port out of range 0-65535)"),
+    ("https://[::1/x", {}, "not a valid URL (Invalid IPv6 URL)"),
+    ("ftp://certs.example.com/x", {}, "scheme 'ftp' is not allowed (only https)"),
+    (
+        "ftp://certs.example.com/x",
+        {"allow_http": True},
+        "scheme 'ftp' is not allowed (only https or http)",
+    ),
+    ("http://certs.example.com/x", {}, "scheme 'http' is not allowed (only https)"),
+    ("//certs.example.com/x", {}, "scheme '(none)' is not allowed (only https)"),
+    ("https://user@certs.example.com/x", {}, "userinfo in the URL is not allowed"),
+    ("https://:pw@certs.example.com/x", {}, "userinfo in the URL is not allowed"),
+    ("https://@certs.example.com/x", {}, "userinfo in the URL is not allowed"),
+    ("https://certs.example.com/a#b", {}, "a fragment in the URL is not allowed"),
+    ("https://certs.example.com/a#", {}, "a fragment in the URL is not allowed"),
+    ("https:///x", {}, "no host"),
+    (
+        "https://certs.example.com/x",
+        {"allowed_ports": frozenset({8443})},
+        "port 443 is not allowed",
+    ),
+    (
+        "http://certs.example.com/x",
+        {"allow_http": True, "allowed_ports": frozenset({443})},
+        "port 80 is not allowed",
+    ),
+    (
+        "https://certs.example.com:8080/x",
+        {"allowed_ports": frozenset({443, 8443})},
+        "port 8080 is not allowed",
+    ),
+    ("https://999.1.1.1/x", {}, "host '999.1.1.1' is not a valid IP address"),
+    ("https://[v1.x:y]/x", {}, "host 'v1.x:y' is not a valid IP address"),
+    ("https://ex_ample..com/x", {}, "host 'ex_ample..com' is not a valid DNS name"),
+    (
+        "https://certs.example.0x7f/x",
+        {},
+        "host 'certs.example.0x7f' is not a dotted-quad IPv4 address",
+    ),
+]
+
+
+@pytest.mark.parametrize(("url", "options", "why"), REFUSED_URLS)
+def test_refused_url_says_why(url: str, options: dict[str, Any], why: str) -> None:
+    """cert-url-refused, and the message an operator reads: the URL, then what is wrong."""
+    with pytest.raises(VerificationError) as exc:
+        FetchPolicy(**options).check_url(url)
+    assert exc.value.reason is Reason.CERT_URL_REFUSED
+    assert exc.value.message == f"{url}: {why}"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "https://certs.example.com/a\x01b",
+            "https://certs.example.com/a\\x01b: whitespace or control characters in the URL",
+        ),
+        (
+            "https://certs.example.com/a\x7fb",
+            "https://certs.example.com/a\\x7fb: whitespace or control characters in the URL",
+        ),
+        (
+            "https://certs.example.com/a\nFAKE",
+            "https://certs.example.com/a\\nFAKE: whitespace or control characters in the URL",
+        ),
+        (
+            "https://certs.example.com/\udcff",
+            "https://certs.example.com/\\udcff: the URL is not valid Unicode (a lone surrogate)",
+        ),
+        (
+            "https://certs.example.com/x?\udcff",
+            "https://certs.example.com/x?\\udcff: the URL is not valid Unicode (a lone surrogate)",
+        ),
+        (
+            "https://cért.example.com/\x00",
+            "https://cért.example.com/\\x00: whitespace or control characters in the URL",
+        ),
+    ],
+)
+def test_refusal_messages_are_one_printable_line(url: str, message: str) -> None:
+    """A URL that a log line cannot hold as it is (control characters, a line break, a lone
+    surrogate from bytes that were not UTF-8) is refused, and shown escaped in the message,
+    so that it can neither forge a log line nor make writing the message fail."""
+    with pytest.raises(VerificationError) as exc:
+        FetchPolicy().check_url(url)
+    assert exc.value.reason is Reason.CERT_URL_REFUSED
+    assert exc.value.message == message and message.isprintable()
+
+
+def test_http_allowed_per_fetch() -> None:
+    """The per-call ``allow_http`` (CRLs over http) wins over the policy's, both ways."""
+    assert FetchPolicy().check_url("http://crl.example.com/ca.crl", allow_http=True).port == 80
+    with pytest.raises(VerificationError):
+        FetchPolicy(allow_http=True).check_url("http://crl.example.com/ca.crl", allow_http=False)
+    assert FetchPolicy(allow_http=True).check_url("https://crl.example.com/ca.crl").port == 443
+
+
+def test_long_urls_shortened_in_messages() -> None:
+    """A URL in a message is cut to 120 characters (117 and "...")."""
+    for length, shown in ((120, None), (121, 117)):
+        url = "https://user@certs.example.com/" + "a" * (length - 31)
+        assert len(url) == length
+        with pytest.raises(VerificationError) as exc:
+            FetchPolicy().check_url(url)
+        expected = url if shown is None else url[:shown] + "..."
+        assert exc.value.message == f"{expected}: userinfo in the URL is not allowed"
+
+
 # -- hostile servers ---------------------------------------------------------------------------
 
 

@@ -159,7 +159,7 @@ class FetchPolicy:
         if scheme != "https" and not (scheme == "http" and http_ok):
             allowed = "https or http" if http_ok else "https"
             raise _refused(url, f"scheme {scheme or '(none)'!r} is not allowed (only {allowed})")
-        if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        if "@" in parts.netloc:  # what urlsplit's username and password are set from
             raise _refused(url, "userinfo in the URL is not allowed")
         if parts.fragment or url.endswith("#"):
             raise _refused(url, "a fragment in the URL is not allowed")
@@ -167,11 +167,15 @@ class FetchPolicy:
         port = port or (443 if scheme == "https" else 80)
         if self.allowed_ports is not None and port not in self.allowed_ports:
             raise _refused(url, f"port {port} is not allowed")
+        try:
+            path, query = _ascii_part(parts.path), _ascii_part(parts.query)
+        except UnicodeEncodeError as exc:  # e.g. argv bytes that were not UTF-8 (surrogateescape)
+            raise _refused(url, "the URL is not valid Unicode (a lone surrogate)") from exc
         name = f"[{host}]" if ":" in host else host
         netloc = name if parts.port is None else f"{name}:{port}"
-        target = f"{scheme}://{netloc}{_ascii_part(parts.path) or '/'}"
-        if parts.query or url.endswith("?"):
-            target += "?" + _ascii_part(parts.query)
+        target = f"{scheme}://{netloc}{path or '/'}"
+        if query or url.endswith("?"):
+            target += "?" + query
         return Target(target, host, port, netloc)
 
     def check_address(self, address: IPAddress, url: str) -> None:
@@ -275,6 +279,10 @@ def _refused(url: str, why: str) -> VerificationError:
 
 
 def _short(url: str) -> str:
+    """``url`` for a message: one line of printable text that any log can take (control
+    characters and lone surrogates escaped as repr() would), at most 120 characters."""
+    if not url.isprintable():
+        url = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in url)
     return url if len(url) <= 120 else url[:117] + "..."
 
 
