@@ -31,6 +31,7 @@ from secsipid import (
     VerificationError,
     Verifier,
 )
+from secsipid._fetch import Fetcher
 from secsipid._pki import LabPKI, make_lab_pki, pem
 from secsipid._source import freshness
 
@@ -56,8 +57,10 @@ Routes = dict[str, dict[str, Any]]
 def serve(tmp_path: Path, tls: TLSFiles) -> Iterator[Callable[..., CertServer]]:
     started: list[CertServer] = []
 
-    def start(routes: Routes, *, https: bool = True) -> CertServer:
-        server = CertServer(tmp_path / f"srv{len(started)}", routes, tls if https else None)
+    def start(routes: Routes, *, https: bool = True, host: str = "127.0.0.1") -> CertServer:
+        server = CertServer(
+            tmp_path / f"srv{len(started)}", routes, tls if https else None, host=host
+        )
         started.append(server)
         return server
 
@@ -371,6 +374,52 @@ def test_long_urls_shortened_in_messages() -> None:
             FetchPolicy().check_url(url)
         expected = url if shown is None else url[:shown] + "..."
         assert exc.value.message == f"{expected}: userinfo in the URL is not allowed"
+
+
+# -- the request and the response ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_what_the_repository_sees_and_what_comes_back(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], use_async: bool
+) -> None:
+    """The request: a GET with the URL's Host, the policy's User-Agent and an Accept that asks
+    for a PEM chain first (header names compared as HTTP does, without case).  The result:
+    the body, the status, the URL asked for, and the headers by lower-case name, repeated
+    field lines joined with ", " (RFC 9110 §5.3)."""
+    route = chain_route(pki, header_lines=[["X-Test", "a"], ["x-test", "b"]])
+    server = serve({"/sti.pem": route})
+    policy = FetchPolicy(tls_ca_file=str(tls.ca), allow_private=True, user_agent="sbc-7/2.1")
+    fetcher = Fetcher(policy)
+    url = server.url("/sti.pem", host="localhost")
+    start = time.time()
+    result = asyncio.run(fetcher.aget(url)) if use_async else fetcher.get(url)
+    seen = [(name.lower(), value) for name, value in server.headers()["/sti.pem"]]
+    assert seen == [
+        ("host", f"localhost:{server.port}"),
+        ("user-agent", "sbc-7/2.1"),
+        ("accept", "application/pem-certificate-chain, application/x-x509-ca-cert, */*"),
+    ]
+    assert (result.url, result.status, result.body) == (url, 200, pki[0].chain_pem)
+    assert result.headers["content-type"] == "application/pem-certificate-chain"
+    assert result.headers["x-test"] == "a, b"
+    assert result.headers["content-length"] == str(len(pki[0].chain_pem))
+    assert start <= result.fetched_at <= time.time()
+    assert fetcher.requests == 1
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_ipv6_destination(
+    serve: Callable[..., CertServer], pki: tuple[LabPKI, Path], use_async: bool
+) -> None:
+    """An IPv6 literal is connected to over IPv6 (the async connect makes its own socket)."""
+    server = serve({"/sti.pem": chain_route(pki)}, https=False, host="::1")
+    fetcher = Fetcher(FetchPolicy(allow_http=True, allow_private=True))
+    url = server.url("/sti.pem")
+    assert url == f"http://[::1]:{server.port}/sti.pem"
+    result = asyncio.run(fetcher.aget(url)) if use_async else fetcher.get(url)
+    assert result.body == pki[0].chain_pem
+    assert server.hosts()["/sti.pem"] == f"[::1]:{server.port}"
 
 
 # -- hostile servers ---------------------------------------------------------------------------
