@@ -4,6 +4,7 @@ by PID), a test CA trusted through configuration, never by disabling checks."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import subprocess
@@ -485,7 +486,79 @@ def test_body_over_cap(
             source.credential_for(url)
     err = exc.value
     assert err.reason is Reason.CERT_TOO_LARGE, (err.reason, err.message)
-    assert err.lib_code == -404 and "4096 byte limit" in err.message
+    assert err.lib_code == -404 and err.message == f"{url}: body over the 4096 byte limit"
+
+
+@pytest.mark.parametrize("no_length", [False, True], ids=["announced", "until-close"])
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_body_of_exactly_the_cap_accepted(
+    serve: Callable[..., CertServer], pki: tuple[LabPKI, Path], no_length: bool, use_async: bool
+) -> None:
+    """max_size is the largest body accepted, with or without a Content-Length."""
+    body = pki[0].chain_pem
+    server = serve({"/sti.pem": {"body": body.decode(), "no_length": no_length}}, https=False)
+    size = len(body)
+    for max_size, ok in ((size, True), (size - 1, False)):
+        fetcher = Fetcher(FetchPolicy(allow_http=True, allow_private=True, max_size=max_size))
+        url = server.url("/sti.pem")
+        if ok:
+            result = asyncio.run(fetcher.aget(url)) if use_async else fetcher.get(url)
+            assert result.body == body
+        else:
+            with pytest.raises(VerificationError) as exc:
+                asyncio.run(fetcher.aget(url)) if use_async else fetcher.get(url)
+            assert exc.value.reason is Reason.CERT_TOO_LARGE
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_body_in_pieces_put_together(serve: Callable[..., CertServer], use_async: bool) -> None:
+    """A body that arrives a byte at a time comes back whole, in order."""
+    server = serve(
+        {"/x.pem": {"mode": "trickle", "interval": 0.02, "body": "ABCDEFGH"}}, https=False
+    )
+    fetcher = Fetcher(FetchPolicy(allow_http=True, allow_private=True, timeout=3.0))
+    url = server.url("/x.pem")
+    result = asyncio.run(fetcher.aget(url)) if use_async else fetcher.get(url)
+    assert result.body == b"ABCDEFGH"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"timeout": 0}, "FetchPolicy.timeout must be in (0, 300] seconds, not 0"),
+        ({"timeout": -1.5}, "FetchPolicy.timeout must be in (0, 300] seconds, not -1.5"),
+        ({"timeout": 300.5}, "FetchPolicy.timeout must be in (0, 300] seconds, not 300.5"),
+        ({"max_size": 0}, "FetchPolicy.max_size must be positive"),
+        ({"max_in_flight": 0}, "FetchPolicy.max_in_flight must be positive"),
+        (
+            {"allow_networks": ("10.0.0.0/33",)},
+            "FetchPolicy.allow_networks: '10.0.0.0/33' does not appear to be an IPv4 or IPv6 "
+            "network",
+        ),
+        (
+            {"nameservers": ("ns1.example.com",)},
+            "FetchPolicy.nameservers: 'ns1.example.com' does not appear to be an IPv4 or IPv6 "
+            "address",
+        ),
+    ],
+)
+def test_fetch_policy_refuses_bad_values(options: dict[str, Any], message: str) -> None:
+    """A configuration error, at construction, that names the field and the rule."""
+    with pytest.raises(ValueError) as exc:
+        FetchPolicy(**options)
+    assert str(exc.value) == message
+
+
+def test_fetch_policy_limits_and_forms() -> None:
+    """The edges of what is accepted, and the forms taken for convenience."""
+    for timeout in (0.001, 300):
+        assert FetchPolicy(timeout=timeout).timeout == timeout
+    assert FetchPolicy(max_size=1, max_in_flight=1).max_size == 1
+    policy = FetchPolicy(allow_networks=("10.1.2.3/8",))  # host bits set: the network meant
+    policy.check_address(ipaddress.ip_address("10.200.0.1"), "https://x.test/")
+    with pytest.raises(VerificationError):
+        policy.check_address(ipaddress.ip_address("192.168.0.1"), "https://x.test/")
+    assert FetchPolicy(nameservers="192.0.2.53").nameservers == ("192.0.2.53",)  # type: ignore[arg-type]
 
 
 def test_redirect_not_followed(
@@ -500,14 +573,26 @@ def test_redirect_not_followed(
     assert server.hits().get("/sti.pem", 0) == 0
 
 
-@pytest.mark.parametrize("status", [404, 500, 204])
+@pytest.mark.parametrize("status", [300, 301, 307, 308, 399])
+def test_every_3xx_is_a_redirect_not_followed(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], status: int
+) -> None:
+    server = serve({"/x.pem": {"status": status, "headers": {"Location": "/y.pem"}}})
+    url = server.url("/x.pem")
+    err = reason_of(lab_source(tls, pki[1]), url)
+    assert err.reason is Reason.CERT_FETCH_REDIRECT
+    assert err.message == f"{url}: HTTP {status} redirect not followed"
+
+
+@pytest.mark.parametrize("status", [404, 500, 204, 201, 206, 400])
 def test_non_200(
     serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], status: int
 ) -> None:
     """Any status but 200 is cert-fetch-status (436)."""
     server = serve({"/x.pem": {"status": status, "body": "" if status == 204 else "err"}})
-    err = reason_of(lab_source(tls, pki[1]), server.url("/x.pem"))
-    assert err.reason is Reason.CERT_FETCH_STATUS and str(status) in err.message
+    url = server.url("/x.pem")
+    err = reason_of(lab_source(tls, pki[1]), url)
+    assert err.reason is Reason.CERT_FETCH_STATUS and err.message == f"{url}: HTTP {status}"
 
 
 @pytest.mark.parametrize(

@@ -363,12 +363,12 @@ def _remaining() -> float:
 
 
 def _checked_addresses(addresses: Iterable[IPAddress], policy: FetchPolicy, url: str) -> list[str]:
+    """Every address, checked before any is connected to (the resolver never returns none:
+    it raises ``ResolveError`` instead)."""
     checked: list[str] = []
     for address in addresses:
         policy.check_address(address, url)  # every address must pass, not just the first
         checked.append(str(address))
-    if not checked:
-        raise httpcore.ConnectError("name resolution returned no address")
     return checked
 
 
@@ -554,13 +554,9 @@ class Fetcher:
         if status != 200:
             raise VerificationError(Reason.CERT_FETCH_STATUS, f"{_short(url)}: HTTP {status}")
         for name, value in headers:
-            if name.lower() == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    continue
-                if length > self.policy.max_size:
-                    raise self._too_large(url)
+            # h11 has already refused a Content-Length that is not a number, or two that differ.
+            if name.lower() == b"content-length" and int(value) > self.policy.max_size:
+                raise self._too_large(url)
 
     def _too_large(self, url: str) -> VerificationError:
         return VerificationError(
