@@ -149,6 +149,7 @@ HOSTS = (
     b"2001:db8::10 certs.lab.test\n"
     b"192.0.2.10   certs.lab.test\n"  # listed again: the address once
     b"fe80::10%eth0  link.lab.test\n"  # a zone index is dropped
+    b"fe80::11%eth0%x  zones.lab.test\n"  # all of it, from the first "%"
     b"not-an-address  bogus.lab.test\n"
     b"lonely.lab.test\n"
     b"192.0.2.11 after.lab.test # one # two.lab.test\n"
@@ -179,8 +180,9 @@ def test_hosts_file_entries(tmp_path: Path) -> None:
         ["192.0.2.10", "2001:db8::10"],
         ["192.0.2.10"],
     ]
-    assert names(hosts, "link.lab.test", "after.lab.test", "utf.lab.test") == [
+    assert names(hosts, "link.lab.test", "zones.lab.test", "after.lab.test", "utf.lab.test") == [
         ["fe80::10"],
+        ["fe80::11"],
         ["192.0.2.11"],
         ["192.0.2.12"],
     ]
