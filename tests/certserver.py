@@ -7,7 +7,8 @@
 value], ...] (repeatable, after "headers"), "mode": "normal" | "hang" |
 "trickle" | "slow-headers" | "announce-then-hang" | "endless"}``.  ``GET /_hits`` returns the
 per-path request counts as JSON, ``GET /_hosts`` the Host header of each path's last request,
-``GET /_headers`` all its header lines (``[name, value]`` pairs, in order).  The bound port is
+``GET /_headers`` all its header lines (``[name, value]`` pairs, in order), ``GET /_peers``
+the client's address and port (one connection reused: the same port).  The bound port is
 written to the ready file.  Listens on a loopback address (``--host``: 127.0.0.0/8 or ::1,
 default 127.0.0.1).  Stopped by the tests with SIGTERM (by PID).
 """
@@ -28,6 +29,7 @@ from typing import Any, ClassVar
 HITS: dict[str, int] = {}
 HOSTS: dict[str, str] = {}
 HEADERS: dict[str, list[tuple[str, str]]] = {}
+PEERS: dict[str, list[Any]] = {}
 LOCK = threading.Lock()
 
 
@@ -40,15 +42,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
-        if path in ("/_hits", "/_hosts", "/_headers"):
+        if path in ("/_hits", "/_hosts", "/_headers", "/_peers"):
             with LOCK:
-                body = json.dumps({"/_hits": HITS, "/_hosts": HOSTS, "/_headers": HEADERS}[path])
+                answers = {"/_hits": HITS, "/_hosts": HOSTS, "/_headers": HEADERS, "/_peers": PEERS}
+                body = json.dumps(answers[path])
             self._send(200, {"Content-Type": "application/json"}, body.encode())
             return
         with LOCK:
             HITS[path] = HITS.get(path, 0) + 1
             HOSTS[path] = self.headers.get("Host", "")
             HEADERS[path] = list(self.headers.items())
+            PEERS[path] = list(self.client_address[:2])
         route = self.routes.get(path)
         if route is None:
             self._send(404, {"Content-Type": "text/plain"}, b"not found\n")

@@ -165,6 +165,11 @@ class CertServer(_ScriptProcess):
         result: dict[str, str] = self._ask("/_hosts")
         return result
 
+    def peers(self) -> dict[str, list[Any]]:
+        """The client (address, port) of each path's last request."""
+        result: dict[str, list[Any]] = self._ask("/_peers")
+        return result
+
     def headers(self) -> dict[str, list[list[str]]]:
         """The header lines (name, value) of each path's last request."""
         result: dict[str, list[list[str]]] = self._ask("/_headers")

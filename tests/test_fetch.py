@@ -4,9 +4,12 @@ by PID), a test CA trusted through configuration, never by disabling checks."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import ipaddress
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -424,6 +427,91 @@ def test_ipv6_destination(
 
 
 # -- hostile servers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_handshake_that_never_completes(use_async: bool) -> None:
+    """A destination that never completes the TCP handshake (here a listening socket whose
+    accept queue is full: the kernel drops the SYN): cert-fetch-timeout at the deadline,
+    not the minutes the kernel would wait."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    queued = []
+    for _ in range(3):  # fill the accept queue
+        client = socket.socket()
+        client.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            client.connect(("127.0.0.1", port))
+        queued.append(client)
+    try:
+        fetcher = Fetcher(FetchPolicy(allow_http=True, allow_private=True, timeout=1.0))
+        url = f"http://127.0.0.1:{port}/sti.pem"
+        start = time.monotonic()
+        with pytest.raises(VerificationError) as exc:
+            asyncio.run(fetcher.aget(url)) if use_async else fetcher.get(url)
+        assert exc.value.reason is Reason.CERT_FETCH_TIMEOUT
+        assert time.monotonic() - start < 2.5
+    finally:
+        for sock in [*queued, server]:
+            sock.close()
+
+
+def test_connection_refused_says_so() -> None:
+    """cert-fetch-failed, with what the connect said (an operator tells a closed port from a
+    dead host by it)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    fetcher = Fetcher(FetchPolicy(allow_http=True, allow_private=True, timeout=2.0))
+    url = f"http://127.0.0.1:{port}/sti.pem"
+    refused = f"[Errno {errno.ECONNREFUSED}]"
+    with pytest.raises(VerificationError) as exc:
+        fetcher.get(url)
+    assert exc.value.reason is Reason.CERT_FETCH_FAILED
+    assert exc.value.message == f"{url}: ConnectError: {refused} {os.strerror(errno.ECONNREFUSED)}"
+    with pytest.raises(VerificationError) as exc:
+        asyncio.run(fetcher.aget(url))
+    assert exc.value.reason is Reason.CERT_FETCH_FAILED
+    assert exc.value.message.startswith(
+        f"{url}: ConnectError: cannot connect to 127.0.0.1: {refused} "
+    )
+
+
+def test_keep_alive_connection_reused(
+    serve: Callable[..., CertServer], pki: tuple[LabPKI, Path]
+) -> None:
+    """Fetches of one Fetcher (sync) reuse its keep-alive connection to a server."""
+    server = serve({"/a.pem": chain_route(pki), "/b.pem": chain_route(pki)}, https=False)
+    fetcher = Fetcher(FetchPolicy(allow_http=True, allow_private=True))
+    assert fetcher.get(server.url("/a.pem")).status == 200
+    assert fetcher.get(server.url("/b.pem")).status == 200
+    peers = server.peers()
+    assert peers["/a.pem"] == peers["/b.pem"]
+    assert fetcher.requests == 2
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_http_allowed_for_one_fetch(
+    serve: Callable[..., CertServer], pki: tuple[LabPKI, Path], use_async: bool
+) -> None:
+    """``allow_http`` given to a fetch (CRLs: ATIS-1000080 publishes them over http) wins over
+    the policy's, both ways."""
+    server = serve({"/ca.crl": chain_route(pki)}, https=False)
+    url = server.url("/ca.crl")
+    strict = Fetcher(FetchPolicy(allow_private=True))
+    lax = Fetcher(FetchPolicy(allow_private=True, allow_http=True))
+    if use_async:
+        assert asyncio.run(strict.aget(url, allow_http=True)).status == 200
+        with pytest.raises(VerificationError) as exc:
+            asyncio.run(lax.aget(url, allow_http=False))
+    else:
+        assert strict.get(url, allow_http=True).status == 200
+        with pytest.raises(VerificationError) as exc:
+            lax.get(url, allow_http=False)
+    assert exc.value.reason is Reason.CERT_URL_REFUSED
 
 
 @pytest.mark.parametrize(
