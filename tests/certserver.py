@@ -4,7 +4,8 @@
 
 ``routes.json`` maps a path to ``{"status": 200, "headers": {...}, "body": "<text>" or
 "body_hex": ".." or "body_file": "<path, read at each request>", "header_lines": [[name,
-value], ...] (repeatable, after "headers"), "mode": "normal" | "hang" |
+value], ...] (repeatable, after "headers"), "hang_up": true (close the connection after the
+response, unannounced), "mode": "normal" | "hang" |
 "trickle" | "slow-headers" | "announce-then-hang" | "endless"}``.  ``GET /_hits`` returns the
 per-path request counts as JSON, ``GET /_hosts`` the Host header of each path's last request,
 ``GET /_headers`` all its header lines (``[name, value]`` pairs, in order), ``GET /_peers``
@@ -119,6 +120,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self._send(route.get("status", 200), headers, body, route.get("header_lines", []))
+        if route.get("hang_up"):
+            # Close the connection after the response without saying so (no "Connection:
+            # close"), as a server does with an idle keep-alive connection.
+            self.close_connection = True
 
     def _send(
         self, status: int, headers: dict[str, str], body: bytes, lines: Sequence[Sequence[str]] = ()

@@ -458,6 +458,40 @@ def test_handshake_that_never_completes(use_async: bool) -> None:
             sock.close()
 
 
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_tls_handshake_that_never_completes(use_async: bool) -> None:
+    """A server that accepts the TCP connection and never answers the TLS handshake:
+    cert-fetch-timeout at the deadline."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)  # the kernel completes the TCP handshake; nobody reads the ClientHello
+    try:
+        fetcher = Fetcher(FetchPolicy(allow_private=True, timeout=1.0))
+        url = f"https://127.0.0.1:{server.getsockname()[1]}/sti.pem"
+        start = time.monotonic()
+        with pytest.raises(VerificationError) as exc:
+            asyncio.run(fetcher.aget(url)) if use_async else fetcher.get(url)
+        assert exc.value.reason is Reason.CERT_FETCH_TIMEOUT
+        assert time.monotonic() - start < 2.5
+    finally:
+        server.close()
+
+
+def test_keep_alive_connection_closed_by_the_server_not_reused(
+    serve: Callable[..., CertServer], pki: tuple[LabPKI, Path]
+) -> None:
+    """A server that closed an idle keep-alive connection (unannounced): the next fetch opens
+    a new one instead of failing on the dead one."""
+    route = chain_route(pki, hang_up=True)
+    server = serve({"/a.pem": route, "/b.pem": route}, https=False)
+    fetcher = Fetcher(FetchPolicy(allow_http=True, allow_private=True))
+    assert fetcher.get(server.url("/a.pem")).status == 200
+    time.sleep(0.2)  # the server's close has arrived
+    assert fetcher.get(server.url("/b.pem")).status == 200
+    peers = server.peers()
+    assert peers["/a.pem"] != peers["/b.pem"]
+
+
 def test_connection_refused_says_so() -> None:
     """cert-fetch-failed, with what the connect said (an operator tells a closed port from a
     dead host by it)."""

@@ -463,12 +463,31 @@ class _PinnedAsyncBackend(httpcore.AnyIOBackend):
         for address in _checked_addresses(found, self._policy, url):
             try:
                 with anyio.fail_after(_remaining()):
-                    return AnyIOStream(await _aconnect(address, port))
+                    return _ClosingStream(await _aconnect(address, port))
             except TimeoutError as exc:
                 raise httpcore.ConnectTimeout(f"connect to {address} timed out") from exc
             except OSError as exc:
                 last = httpcore.ConnectError(f"cannot connect to {address}: {exc}")
         raise last or httpcore.ConnectError(f"cannot connect to {host}")
+
+
+class _ClosingStream(AnyIOStream):
+    """httpcore's stream, closed when a TLS handshake is cancelled: httpcore closes it on an
+    ``Exception`` only, and the fetch's deadline (``anyio.fail_after`` in ``aget``) cancels,
+    which left the socket open for the garbage collector."""
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            return await super().start_tls(ssl_context, server_hostname, timeout)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
+            raise
 
 
 async def _aconnect(address: str, port: int) -> anyio.abc.SocketStream:
