@@ -306,6 +306,24 @@ def test_a_lookup_ends_at_its_deadline(dns_server: DNSServer, mode: str) -> None
     assert str(error) == "both.test: no DNS answer within the deadline"
 
 
+def test_a_deadline_that_passes_while_the_queries_are_sent(
+    dns_server: DNSServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Async: the queries go out at once; if the deadline has passed by the time the answers
+    are awaited (a stalled event loop), the lookup is a timeout, whatever arrives later."""
+    readings = iter([100.0])  # when the queries are sent; every later reading: 110
+
+    class Stepping:
+        def monotonic(self) -> float:
+            return next(readings, 110.0)
+
+    monkeypatch.setattr(_resolve, "time", Stepping())
+    resolver = Resolver((dns_server.nameserver,), hosts_file=None)
+    with pytest.raises(ResolveTimeoutError) as exc:
+        asyncio.run(resolver.aresolve("both.test", 105.0))
+    assert str(exc.value) == "both.test: no DNS answer within the deadline"
+
+
 @MODES
 def test_an_answer_just_before_the_deadline_counts(dns_server: DNSServer, mode: str) -> None:
     resolver = Resolver((dns_server.nameserver,), hosts_file=None)
