@@ -40,6 +40,7 @@ ZONE: dict[str, dict[str, Any]] = {
     "empty.test": {},  # the name exists, with no address of either family
     "sf.test": {"mode": "servfail"},
     "sf4.test": {"A_mode": "servfail"},  # and AAAA answered, empty
+    "sf4v6.test": {"A_mode": "servfail", "AAAA": ["2001:db8::4"]},
     "*.hang.test": {"mode": "hang"},
     "certs.search.secsipid.test": {"A": ["192.0.2.9"]},
 }
@@ -256,6 +257,7 @@ def test_every_address_ipv4_first(dns_server: DNSServer, mode: str) -> None:
     resolver = Resolver((dns_server.nameserver,), hosts_file=None)
     assert lookup(resolver, "both.test", 5.0, mode) == ["192.0.2.1", "2001:db8::1"]
     assert lookup(resolver, "v6.test", 5.0, mode) == ["2001:db8::6"]
+    assert lookup(resolver, "sf4v6.test", 5.0, mode) == ["2001:db8::4"]  # A failed, AAAA asked
     assert sorted(lookup(resolver, "four.test", 5.0, mode)) == [
         "192.0.2.1",
         "192.0.2.2",
