@@ -231,6 +231,11 @@ TARGETS = [
         {},
         ("https://certs.example.com/x?a=1&b", "certs.example.com", 443, "certs.example.com"),
     ),
+    (  # UTS #46 maps the full-width letters (what a browser shows as the same name)
+        "https://\uff23\uff25\uff32\uff34\uff33.example.com/x",
+        {},
+        ("https://certs.example.com/x", "certs.example.com", 443, "certs.example.com"),
+    ),
     (
         "https://[2001:db8::1]/x",
         {},
@@ -287,6 +292,12 @@ REFUSED_URLS = [
     ("https://certs.example.com/a#b", {}, "a fragment in the URL is not allowed"),
     ("https://certs.example.com/a#", {}, "a fragment in the URL is not allowed"),
     ("https:///x", {}, "no host"),
+    (
+        "https://ex\u2603mple.com/x",
+        {},
+        "host is not a valid internationalized name "
+        "(Codepoint U+2603 at position 3 of 'ex\u2603mple' not allowed)",
+    ),
     (
         "https://certs.example.com/x",
         {"allowed_ports": frozenset({8443})},
@@ -359,6 +370,20 @@ def test_refusal_messages_are_one_printable_line(url: str, message: str) -> None
         FetchPolicy().check_url(url)
     assert exc.value.reason is Reason.CERT_URL_REFUSED
     assert exc.value.message == message and message.isprintable()
+
+
+def test_host_names_up_to_253_characters() -> None:
+    """RFC 1035 §2.3.4: a name of 253 characters (without the root dot) is accepted, 254 not."""
+    for length, ok in ((253, True), (254, False)):
+        name = ".".join(["a" * 63] * 3) + "." + "b" * (length - 3 * 64)
+        assert len(name) == length
+        url = f"https://{name}/x"
+        if ok:
+            assert FetchPolicy().check_url(url).host == name
+        else:
+            with pytest.raises(VerificationError) as exc:
+                FetchPolicy().check_url(url)
+            assert exc.value.message.endswith("is not a valid DNS name")
 
 
 def test_http_allowed_per_fetch() -> None:
