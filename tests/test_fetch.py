@@ -658,6 +658,18 @@ def test_body_of_exactly_the_cap_accepted(
 
 
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_fetch_under_a_second_succeeds(
+    serve: Callable[..., CertServer], pki: tuple[LabPKI, Path], use_async: bool
+) -> None:
+    """A timeout under a second is a deadline, not an error: a fast server is fetched."""
+    server = serve({"/sti.pem": chain_route(pki)}, https=False)
+    fetcher = Fetcher(FetchPolicy(allow_http=True, allow_private=True, timeout=0.9))
+    url = server.url("/sti.pem")
+    result = asyncio.run(fetcher.aget(url)) if use_async else fetcher.get(url)
+    assert result.body == pki[0].chain_pem
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 def test_body_in_pieces_put_together(serve: Callable[..., CertServer], use_async: bool) -> None:
     """A body that arrives a byte at a time comes back whole, in order."""
     server = serve(
