@@ -3,11 +3,14 @@
     python certserver.py --routes routes.json --ready ready.txt [--tls-cert C --tls-key K]
 
 ``routes.json`` maps a path to ``{"status": 200, "headers": {...}, "body": "<text>" or
-"body_hex": ".." or "body_file": "<path, read at each request>", "mode": "normal" | "hang" |
-"trickle" | "slow-headers" | "announce-then-hang" | "endless"}`` (``"no_date": true``: no
-Date header).  ``GET /_hits`` returns the
-per-path request counts as JSON, ``GET /_hosts`` the Host header of each path's last request.
-The bound port is written to the ready file.  Listens on a loopback address (``--host``,
+"body_hex": ".." or "body_file": "<path, read at each request>", "header_lines": [[name,
+value], ...] (repeatable, after "headers"), "hang_up": true (close the connection after the
+response, unannounced), "no_date": true (no Date header), "mode": "normal" | "hang" |
+"trickle" | "slow-headers" | "announce-then-hang" | "endless"}``.  ``GET /_hits`` returns the
+per-path request counts as JSON, ``GET /_hosts`` the Host header of each path's last request,
+``GET /_headers`` all its header lines (``[name, value]`` pairs, in order), ``GET /_peers``
+the client's address and port (one connection reused: the same port).  The bound port is
+written to the ready file.  Listens on a loopback address (``--host``: 127.0.0.0/8 or ::1,
 default 127.0.0.1).  Stopped by the tests with SIGTERM (by PID).
 """
 
@@ -16,14 +19,18 @@ from __future__ import annotations
 import argparse
 import http.server
 import json
+import socket
 import ssl
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 HITS: dict[str, int] = {}
 HOSTS: dict[str, str] = {}
+HEADERS: dict[str, list[tuple[str, str]]] = {}
+PEERS: dict[str, list[Any]] = {}
 LOCK = threading.Lock()
 
 
@@ -36,14 +43,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
-        if path in ("/_hits", "/_hosts"):
+        if path in ("/_hits", "/_hosts", "/_headers", "/_peers"):
             with LOCK:
-                body = json.dumps(HITS if path == "/_hits" else HOSTS).encode()
-            self._send(200, {"Content-Type": "application/json"}, body)
+                answers = {"/_hits": HITS, "/_hosts": HOSTS, "/_headers": HEADERS, "/_peers": PEERS}
+                body = json.dumps(answers[path])
+            self._send(200, {"Content-Type": "application/json"}, body.encode())
             return
         with LOCK:
             HITS[path] = HITS.get(path, 0) + 1
             HOSTS[path] = self.headers.get("Host", "")
+            HEADERS[path] = list(self.headers.items())
+            PEERS[path] = list(self.client_address[:2])
         route = self.routes.get(path)
         if route is None:
             self._send(404, {"Content-Type": "text/plain"}, b"not found\n")
@@ -109,14 +119,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
             self.close_connection = True
             return
-        self._send(route.get("status", 200), headers, body, date=not route.get("no_date"))
+        self._send(route.get("status", 200), headers, body, route.get("header_lines", []),
+                   date=not route.get("no_date"))  # fmt: skip
+        if route.get("hang_up"):
+            # Close the connection after the response without saying so (no "Connection:
+            # close"), as a server does with an idle keep-alive connection.
+            self.close_connection = True
 
-    def _send(self, status: int, headers: dict[str, str], body: bytes, date: bool = True) -> None:
+    def _send(
+        self, status: int, headers: dict[str, str], body: bytes,
+        lines: Sequence[Sequence[str]] = (), date: bool = True,
+    ) -> None:  # fmt: skip
         if date:
             self.send_response(status)  # adds Server and Date
         else:  # a server without a clock (RFC 9110 §6.6.1): no Date header
             self.send_response_only(status)
-        for k, v in headers.items():
+        for k, v in [*headers.items(), *lines]:
             self.send_header(k, v)
         if "Content-Length" not in headers:
             self.send_header("Content-Length", str(len(body)))
@@ -134,9 +152,11 @@ def main() -> None:
     parser.add_argument("--tls-key")
     args = parser.parse_args()
     Handler.routes = json.loads(Path(args.routes).read_text())
-    if not args.host.startswith("127."):
-        raise SystemExit("certserver: loopback (127.0.0.0/8) only")
+    if not args.host.startswith("127.") and args.host != "::1":
+        raise SystemExit("certserver: loopback (127.0.0.0/8, ::1) only")
     http.server.ThreadingHTTPServer.request_queue_size = 128  # 16 fetches at once, no SYN drops
+    if ":" in args.host:
+        http.server.ThreadingHTTPServer.address_family = socket.AF_INET6
     server = http.server.ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     if args.tls_cert:

@@ -3,7 +3,8 @@
     python dnsserver.py --zone zone.json --ready ready.txt
 
 ``zone.json`` maps a name (lower case, no trailing dot) to ``{"A": [...], "AAAA": [...],
-"mode": "normal" | "hang" | "nxdomain" | "servfail", "delay": seconds, "AAAA_mode": ...}``;
+"mode": "normal" | "hang" | "nxdomain" | "servfail", "delay": seconds, "AAAA_mode": ...,
+"AAAA_delay": ...}`` (a ``TYPE_`` key applies to that query type only);
 names under a ``"*.suffix"`` entry match it.  Unknown names get NXDOMAIN.  ``hang`` never
 answers (the resolver must give up at its deadline).  UDP on 127.0.0.1 and an ephemeral port,
 written to the ready file.  Stopped by the tests with SIGTERM (by PID).
@@ -53,7 +54,7 @@ def _answer(sock: socket.socket, data: bytes, peer: Any, zone: dict[str, Any]) -
         mode = entry.get(f"{rdtype}_mode", entry.get("mode", "normal"))
         if mode == "hang":
             return
-        time.sleep(float(entry.get("delay", 0)))
+        time.sleep(float(entry.get(f"{rdtype}_delay", entry.get("delay", 0))))
         if mode == "nxdomain":
             response.set_rcode(dns.rcode.NXDOMAIN)
         elif mode == "servfail":

@@ -145,7 +145,8 @@ class CertServer(_ScriptProcess):
         self.scheme = "https" if tls is not None else "http"
 
     def url(self, path: str, host: str | None = None) -> str:
-        return f"{self.scheme}://{host or self.host}:{self.port}{path}"
+        host = host or self.host
+        return f"{self.scheme}://{f'[{host}]' if ':' in host else host}:{self.port}{path}"
 
     def _ask(self, path: str) -> Any:
         import ssl
@@ -162,6 +163,16 @@ class CertServer(_ScriptProcess):
     def hosts(self) -> dict[str, str]:
         """The Host header of each path's last request."""
         result: dict[str, str] = self._ask("/_hosts")
+        return result
+
+    def peers(self) -> dict[str, list[Any]]:
+        """The client (address, port) of each path's last request."""
+        result: dict[str, list[Any]] = self._ask("/_peers")
+        return result
+
+    def headers(self) -> dict[str, list[list[str]]]:
+        """The header lines (name, value) of each path's last request."""
+        result: dict[str, list[list[str]]] = self._ask("/_headers")
         return result
 
 

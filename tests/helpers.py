@@ -5,9 +5,11 @@ Import as ``from helpers import NOW, X5U, ...``: pytest puts ``tests/`` on ``sys
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from secsipid import Reason, Verdict, VerificationError, b64url_encode
+from secsipid import Credential, Reason, Verdict, VerificationError, b64url_encode
+from secsipid._fetch import request_remaining
 
 X5U = "https://cert.example.org/sti.pem"
 NOW = 1_700_000_000
@@ -181,3 +184,82 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
         status = int(exc.code or 0)
     out, err = capsys.readouterr()
     return status, out, err
+
+
+# -- credential sources that tell how the verifier asks them ---------------------------------
+
+
+@dataclass(frozen=True)
+class SourceCall:
+    """One question a :class:`ProbeSource` was asked: the entry point, the ``info`` URL, the
+    request budget left then (``inf``: asked outside any budget) and whether an event loop
+    was running in the asking thread."""
+
+    how: str
+    info: str | None
+    left: float
+    in_loop: bool
+
+    def within(self, budget: float) -> bool:
+        """Asked within a request budget of ``budget`` seconds that had not run out."""
+        return 0 < self.left <= budget
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class ProbeSource:
+    """A credential source of no kind the verifier knows (neither ``local`` nor
+    ``cached_credential``): the verifier must treat each question as a fetch.  ``keys`` maps
+    an info URL to its credential (``cert-fetch-failed`` for any other); ``calls`` records
+    every question."""
+
+    def __init__(self, keys: dict[str, Credential]) -> None:
+        self.keys = keys
+        self.calls: list[SourceCall] = []
+
+    def _answer(self, how: str, info: str | None) -> Credential:
+        self.calls.append(SourceCall(how, info, request_remaining(math.inf), _loop_running()))
+        found = self.keys.get(info or "")
+        if found is None:
+            raise VerificationError(Reason.CERT_FETCH_FAILED, f"no certificate at {info}")
+        return found
+
+    def credential_for(self, info: str) -> Credential:
+        return self._answer("credential_for", info)
+
+    def asked(self, how: str) -> list[str | None]:
+        return [call.info for call in self.calls if call.how == how]
+
+
+class LocalProbeSource(ProbeSource):
+    """A source that says it does no network I/O: asked without a time budget."""
+
+    local = True
+
+
+class CachingProbeSource(ProbeSource):
+    """A source with a cache: ``cached`` are the info URLs whose credential is at hand."""
+
+    def __init__(self, keys: dict[str, Credential], cached: set[str]) -> None:
+        super().__init__(keys)
+        self.cached = cached
+
+    def cached_credential(self, info: str) -> Credential | None:
+        self.calls.append(
+            SourceCall("cached_credential", info, request_remaining(math.inf), _loop_running())
+        )
+        return self.keys.get(info) if info in self.cached else None
+
+
+class AsyncProbeSource(CachingProbeSource):
+    """A caching source with an asyncio twin (``acredential_for``)."""
+
+    async def acredential_for(self, info: str) -> Credential:
+        await asyncio.sleep(0)
+        return self._answer("acredential_for", info)

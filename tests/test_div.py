@@ -20,7 +20,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import NOW, KeyFiles, assert_verdict
+from helpers import (
+    NOW,
+    AsyncProbeSource,
+    CachingProbeSource,
+    KeyFiles,
+    ProbeSource,
+    assert_verdict,
+    assert_verdict_readable,
+    raw_jws,
+)
 from secsipid import (
     Credential,
     Reason,
@@ -30,6 +39,7 @@ from secsipid import (
     TrustPolicy,
     VerificationError,
     Verifier,
+    VerifyPolicy,
     b64url_decode,
     check_identity,
     decode_token,
@@ -260,6 +270,18 @@ def test_valid_shaken_for_the_target_stays_valid_beside_a_broken_chain(
     assert verdict.ok and verdict.index == 1 and not verdict.diverted
     assert verdict.chain_failure is not None
     assert verdict.chain_failure.reason is Reason.DIV_CHAIN_BROKEN
+    assert verdict.chain_failure.index == 0  # the stray div
+    assert verdict.chain_failure.lib_code == Reason.DIV_CHAIN_BROKEN.lib_code
+    message = (
+        "Identity value 0 diverts from 12155550000, which is the dest of no other PASSporT "
+        "in the request"
+    )
+    assert verdict.chain_failure.message == message
+    assert verdict.to_dict()["chain_failure"] == {
+        "index": 0,
+        "reason": "div-chain-broken",
+        "message": message,
+    }
 
 
 # -- chains that do not hold -----------------------------------------------------------------
@@ -273,6 +295,11 @@ def test_broken_chain(verifier: Verifier, carriers: list[Carrier]) -> None:
     assert verdict.sip_status == 438
     assert "12155552002" in verdict.message  # the number nobody diverted to
     assert [hop.div for hop in verdict.chain] == [number(2)]
+    # the verdict is about the value where the chain broke, and keeps every value's failure
+    assert verdict.index == 2
+    assert verdict.header == decode_token(values[2].split(";", 1)[0]).header
+    assert verdict.claims == claims_of(values[2])
+    assert [(f.index, f.reason) for f in verdict.failures] == [(0, Reason.DEST_MISMATCH)]
 
 
 def test_changed_orig_invalidates_the_whole_chain(
@@ -294,6 +321,28 @@ def test_stale_hop(verifier: Verifier, carriers: list[Carrier]) -> None:
     assert verdict.sip_status == 403 and verdict.index == 1
     assert [hop.reason for hop in verdict.chain] == [Reason.VALID, Reason.STALE, Reason.VALID]
     assert "Identity value 1" in verdict.message
+
+
+def test_a_div_that_fails_its_own_checks_sends_both_paths_to_the_chain(
+    carriers: list[Carrier],
+) -> None:
+    """A div PASSporT met first as a failure (stale) still makes check and acheck judge the
+    whole chain, fetching what is not at hand within the budget: the same verdict both ways."""
+    stale = carriers[1].signer.div_identity(CALLER, number(1), number(0), iat=NOW - 3600)
+    values = chain(carriers, 2)
+    values[1] = stale
+    shaken = values[0]
+    for request, target, reasons in (
+        (values, number(2), [Reason.VALID, Reason.STALE, Reason.VALID]),
+        ([stale, shaken], number(1), [Reason.VALID, Reason.STALE]),  # no other div after it
+    ):
+        source = CachingProbeSource(KeySource(carriers).keys, {carriers[0].x5u})
+        verdicts = _both(source, request, dest_tn=target)
+        for mode, verdict in verdicts:
+            assert_verdict(verdict, Reason.STALE)
+            assert verdict.index == request.index(stale), mode
+            assert [hop.reason for hop in verdict.chain] == reasons, mode
+        assert verdicts[0][1].to_dict() == verdicts[1][1].to_dict()
 
 
 def test_stale_innermost_shaken(verifier: Verifier, carriers: list[Carrier]) -> None:
@@ -433,6 +482,394 @@ def test_verdict_to_dict_is_strict_json(verifier: Verifier, carriers: list[Carri
         "reason": "valid",
         "message": "",
     }
+
+
+def test_the_chain_path_compares_orig_too(verifier: Verifier, carriers: list[Carrier]) -> None:
+    """orig_tn is the calling party on the chain path as on the one-value path: a chain for
+    another caller is orig-mismatch at every hop, never valid."""
+    values = chain(carriers, 2)
+    for mode in ("sync", "async"):
+        verdict = (
+            verifier.check(values, orig_tn="12155550999", dest_tn=number(2), now=NOW)
+            if mode == "sync"
+            else asyncio.run(
+                verifier.acheck(values, orig_tn="12155550999", dest_tn=number(2), now=NOW)
+            )
+        )
+        assert_verdict(verdict, Reason.ORIG_MISMATCH)
+        assert [(f.index, f.reason) for f in verdict.failures] == [
+            (n, Reason.ORIG_MISMATCH) for n in range(3)
+        ], mode
+    assert verifier.check(values, orig_tn=CALLER, dest_tn=number(2), now=NOW).ok
+
+
+def test_a_shaken_hop_that_fails_its_signature_still_roots_the_chain(
+    verifier: Verifier, carriers: list[Carrier]
+) -> None:
+    """A SHAKEN PASSporT whose signature fails is still the chain's first hop (reported
+    there); two different div PASSporTs that fail are two hops, not a duplicate."""
+    values = chain(carriers, 2)
+    values[0] = Signer(carriers[7].key, carriers[0].x5u).identity(CALLER, FIRST, "A", iat=NOW)
+    verdict = verifier.check(values, dest_tn=number(2), now=NOW)
+    assert_verdict(verdict, Reason.BAD_SIGNATURE)
+    assert verdict.index == 0
+    assert [(h.index, h.reason) for h in verdict.chain] == [
+        (0, Reason.BAD_SIGNATURE),
+        (1, Reason.VALID),
+        (2, Reason.VALID),
+    ]
+    values = chain(carriers, 2)
+    for n in (1, 2):  # both divs signed with a key their x5u does not hold
+        values[n] = Signer(carriers[7].key, carriers[n].x5u).div_identity(
+            CALLER, number(n), number(n - 1), iat=NOW
+        )
+    verdict = verifier.check(values, dest_tn=number(2), now=NOW)
+    assert_verdict(verdict, Reason.BAD_SIGNATURE)
+    assert [h.reason for h in verdict.chain] == [Reason.VALID] + [Reason.BAD_SIGNATURE] * 2
+
+
+def test_a_valid_chain_keeps_the_failures_of_values_outside_it(
+    verifier: Verifier, carriers: list[Carrier]
+) -> None:
+    """Only the dest-mismatch of the chain's own SHAKEN PASSporT is explained by the chain: a
+    value outside it keeps its failure; a div's dest is never compared on its own."""
+    values = chain(carriers, 1)
+    stray = carriers[3].signer.identity(CALLER, "12155550000", "A", iat=NOW)
+    verdict = verifier.check([*values, stray], dest_tn=number(1), now=NOW)
+    assert verdict.ok and verdict.diverted and verdict.index == 0
+    assert [(f.index, f.reason) for f in verdict.failures] == [(2, Reason.DEST_MISMATCH)]
+    mismatch = verifier.check(chain(carriers, 2), dest_tn="12155550000", now=NOW)
+    assert_verdict(mismatch, Reason.DIV_TARGET_MISMATCH)
+    assert [(f.index, f.reason) for f in mismatch.failures] == [(0, Reason.DEST_MISMATCH)]
+
+
+def test_a_chain_may_be_as_long_as_the_request_allows() -> None:
+    """The chain's depth limit is the request's limit on Identity values (max_identities),
+    not a fixed 16: 17 diversions fit in a request of at most 20 values."""
+    many = [
+        Carrier(f"c{n}", ec.generate_private_key(ec.SECP256R1()), f"https://c{n}.example/a.pem")
+        for n in range(18)
+    ]
+    values = chain(many, 17)
+    verifier = Verifier(KeySource(many), policy=VerifyPolicy(max_identities=20))
+    verdict = verifier.check(values, dest_tn=number(17), now=NOW)
+    assert verdict.ok and verdict.diverted, (verdict.reason, verdict.message)
+    assert len(verdict.chain) == 18
+
+
+def test_a_call_diverted_to_a_sip_uri(verifier: Verifier, carriers: list[Carrier]) -> None:
+    """A div PASSporT whose dest is a URI (RFC 8225 §5.2.1) carries the call to that URI."""
+    shaken = carriers[0].signer.identity(CALLER, FIRST, "A", iat=NOW)
+    header = json.dumps(
+        {"alg": "ES256", "ppt": "div", "typ": "passport", "x5u": carriers[1].x5u}
+    ).encode()
+    claims = {"dest": {"uri": ["sip:alice@example.com"]}, "div": {"tn": FIRST}, "iat": NOW,
+              "orig": {"tn": CALLER}}  # fmt: skip
+    token = raw_jws(carriers[1].key, header, json.dumps(claims).encode())
+    div = f"{token};info=<{carriers[1].x5u}>;alg=ES256;ppt=div"
+    verdict = verifier.check([shaken, div], dest_tn="sip:alice@example.com", now=NOW)
+    assert verdict.ok and verdict.diverted, (verdict.reason, verdict.message)
+    assert verdict.chain[-1].dest == ("sip:alice@example.com",)
+    verdict = verifier.check([shaken, div], dest_tn="sip:bob@example.com", now=NOW)
+    assert_verdict(verdict, Reason.DIV_TARGET_MISMATCH)
+
+
+# -- which requests take the chain path --------------------------------------------------------
+
+
+def test_a_div_after_a_valid_shaken_is_found_past_any_other_value(
+    verifier: Verifier, carriers: list[Carrier]
+) -> None:
+    """A valid SHAKEN PASSporT first still sends the request down the chain path when a div
+    PASSporT follows, whatever lies between (a value without parameters, another SHAKEN one,
+    an unparsable one that mentions div) and wherever its ppt parameter is written."""
+    shaken, div = chain(carriers, 1)
+    token = div.split(";", 1)[0]
+    reordered = f"{token};ppt=div;info=<{carriers[1].x5u}>;alg=ES256"
+    other = carriers[2].signer.identity(CALLER, FIRST, "B", iat=NOW)
+    for values in (
+        [shaken, reordered],
+        [shaken, "no-parameters-at-all", div],
+        [shaken, other, div],
+        [shaken, "not parsable;ppt=div;;", div],
+        [shaken, div, other],
+    ):
+        at = values.index(reordered if reordered in values else div)
+        for verdict in (verifier.check(values, now=NOW),
+                        asyncio.run(verifier.acheck(values, now=NOW))):  # fmt: skip
+            assert verdict.ok and verdict.index == 0, (values, verdict.reason, verdict.message)
+            assert [(hop.index, hop.ppt) for hop in verdict.chain][-1] == (at, "div"), values
+            assert verdict.chain[0].index == 0
+
+
+def test_values_that_only_mention_div_or_rcd_keep_the_single_value_path(
+    verifier: Verifier, carriers: list[Carrier]
+) -> None:
+    """A later value without a ppt parameter, or with ppt=shaken, is no div or rcd PASSporT
+    even when its other parameters say "div" or "rcd": a valid first SHAKEN value ends the
+    check (no chain, no exception)."""
+    shaken = carriers[0].signer.identity(CALLER, FIRST, "A", iat=NOW)
+    later = carriers[1].signer.identity(CALLER, FIRST, "A", iat=NOW).split(";", 1)[0]
+    for tail in (
+        ";info=<https://rcd.example/sti.pem>",
+        ";info=<https://div.example/sti.pem>;ppt=shaken",
+    ):
+        verdict = verifier.check([shaken, later + tail], now=NOW)
+        assert verdict.ok and verdict.index == 0 and verdict.chain == (), tail
+        assert verdict.failures == ()
+
+
+# -- hops that failed their own checks --------------------------------------------------------
+
+
+def test_two_different_stale_hops_are_not_duplicates(
+    verifier: Verifier, carriers: list[Carrier]
+) -> None:
+    values = chain(carriers, 2, iat=NOW - 3600)
+    values[0] = carriers[0].signer.identity(CALLER, FIRST, "A", iat=NOW)
+    verdict = verifier.check(values, dest_tn=number(2), now=NOW)
+    assert_verdict(verdict, Reason.STALE)
+    assert [hop.reason for hop in verdict.chain] == [Reason.VALID, Reason.STALE, Reason.STALE]
+
+
+def test_the_same_stale_hop_twice_is_a_duplicate_however_its_parameters_are_written(
+    verifier: Verifier, carriers: list[Carrier]
+) -> None:
+    """A duplicate is the same PASSporT (the token), whatever the parameters beside it."""
+    values = chain(carriers, 2)
+    stale = carriers[1].signer.div_identity(CALLER, number(1), number(0), iat=NOW - 3600)
+    token = stale.split(";", 1)[0]
+    values[1] = stale
+    again = f"{token};ppt=div;info=<{carriers[1].x5u}>;alg=ES256"
+    verdict = verifier.check([*values, again], dest_tn=number(2), now=NOW)
+    assert_verdict(verdict, Reason.DIV_DUPLICATE_HOP)
+    assert verdict.index == 3
+    assert verdict.message == "Identity values 1 and 3 carry the same div PASSporT"
+
+
+# -- credentials of a chain: the source protocol and the request's budget -----------------------
+
+BUDGET = 2.0
+
+
+def _both(source: object, values: list[str], **kw: object) -> list[tuple[str, object]]:
+    """check and acheck of ``values`` by a Verifier with ``source`` and a 2 s budget."""
+    verdicts = []
+    for mode in ("sync", "async"):
+        verifier = Verifier(source, policy=VerifyPolicy(timeout=BUDGET))  # type: ignore[arg-type]
+        if mode == "sync":
+            verdicts.append((mode, verifier.check(values, now=NOW, **kw)))  # type: ignore[arg-type]
+        else:
+            verdicts.append(
+                (mode, asyncio.run(verifier.acheck(values, now=NOW, **kw)))  # type: ignore[arg-type]
+            )
+    return verdicts
+
+
+def test_chain_credentials_at_hand_first_then_fetched_within_the_budget(
+    carriers: list[Carrier],
+) -> None:
+    """check and acheck of a chain ask a source as the one-value path does: a credential at
+    hand through cached_credential only, every other one fetched within the request's budget;
+    one URL to fetch is fetched on the calling thread (no private event loop).  The
+    VerifiedPassport keeps its Identity header whichever way its credential came."""
+    keys = KeySource(carriers).keys
+    values = chain(carriers, 1)
+    urls = [carriers[0].x5u, carriers[1].x5u]
+    for at_hand in urls:
+        for mode in ("sync", "async"):
+            source = CachingProbeSource(keys, {at_hand})
+            verifier = Verifier(source, policy=VerifyPolicy(timeout=BUDGET))
+            verdict = (
+                verifier.check(values, dest_tn=number(1), now=NOW)
+                if mode == "sync"
+                else asyncio.run(verifier.acheck(values, dest_tn=number(1), now=NOW))
+            )
+            assert verdict.ok and verdict.diverted, (mode, verdict.reason, verdict.message)
+            assert_verdict_readable(verdict)
+            assert verdict.passport is not None and verdict.passport.info == urls[0]
+            assert verdict.passport.identity.info == urls[0]
+            fetched = [c for c in source.calls if c.how == "credential_for"]
+            assert [c.info for c in fetched] == [u for u in urls if u != at_hand], mode
+            assert all(c.within(BUDGET) for c in fetched), (mode, fetched)
+            if mode == "sync":
+                assert not any(c.in_loop for c in fetched)
+    for mode, verdict in _both(ProbeSource(keys), values, dest_tn=number(1)):
+        assert verdict.ok and verdict.diverted, (mode, verdict.reason, verdict.message)
+    # no call target: the SHAKEN value at hand is valid on its own, and the div after it
+    # is still fetched, within the budget, to report the chain
+    source = CachingProbeSource(keys, {urls[0]})
+    for mode, verdict in _both(source, values):
+        assert verdict.ok and verdict.index == 0 and len(verdict.chain) == 2, mode
+    fetched = [c for c in source.calls if c.how == "credential_for"]
+    assert [c.info for c in fetched] == [urls[1]] * 2
+    assert all(c.within(BUDGET) for c in fetched), fetched
+    for mode in ("sync", "async"):
+        unknown = ProbeSource(keys)
+        verifier = Verifier(unknown, policy=VerifyPolicy(timeout=BUDGET))
+        verdict = (
+            verifier.check(values, now=NOW)
+            if mode == "sync"
+            else asyncio.run(verifier.acheck(values, now=NOW))
+        )
+        assert verdict.ok and len(verdict.chain) == 2, (mode, verdict.reason)
+        assert sorted(set(unknown.asked("credential_for"))) == urls
+        assert all(c.within(BUDGET) for c in unknown.calls), (mode, unknown.calls)
+
+
+def test_chain_fetch_failures_keep_their_reasons(carriers: list[Carrier]) -> None:
+    """A chain whose second certificate holds another key and whose third cannot be fetched:
+    bad-signature and cert-fetch-failed, each at its value, on every fetch path (one URL at a
+    time, or all at once on an event loop)."""
+    keys = KeySource(carriers).keys
+    keys[carriers[1].x5u] = Credential(carriers[5].key.public_key())
+    del keys[carriers[2].x5u]
+    values = chain(carriers, 2)
+    for source in (CachingProbeSource(keys, set()), AsyncProbeSource(keys, set())):
+        for mode, verdict in _both(source, values, dest_tn=number(2)):
+            assert not verdict.ok
+            got = [(f.index, f.reason) for f in verdict.failures]
+            assert (1, Reason.BAD_SIGNATURE) in got, (type(source).__name__, mode, got)
+            assert (2, Reason.CERT_FETCH_FAILED) in got, (type(source).__name__, mode, got)
+            assert Reason.INTERNAL_ERROR not in {f.reason for f in verdict.failures}
+            assert [hop.reason for hop in verdict.chain][1:] == [
+                Reason.BAD_SIGNATURE,
+                Reason.CERT_FETCH_FAILED,
+            ], (type(source).__name__, mode)
+
+
+def test_chain_of_several_urls_fetched_at_once_unless_inside_an_event_loop(
+    carriers: list[Carrier],
+) -> None:
+    """Several cold URLs and a source with acredential_for: check fetches them all at once
+    (on a private event loop); called from a coroutine (no private loop possible) it asks
+    credential_for, one URL after the other."""
+    keys = KeySource(carriers).keys
+    values = chain(carriers, 1)
+    urls = sorted(keys[c.x5u] and c.x5u for c in carriers[:2])
+    source = AsyncProbeSource(keys, set())
+    verifier = Verifier(source, policy=VerifyPolicy(timeout=BUDGET))
+    assert verifier.check(values, dest_tn=number(1), now=NOW).ok
+    assert sorted(source.asked("acredential_for")) == urls
+    assert source.asked("credential_for") == []
+
+    inside = AsyncProbeSource(keys, set())
+    verifier = Verifier(inside, policy=VerifyPolicy(timeout=BUDGET))
+
+    async def from_a_coroutine() -> bool:
+        return verifier.check(values, dest_tn=number(1), now=NOW).ok
+
+    assert asyncio.run(from_a_coroutine())
+    assert sorted(inside.asked("credential_for")) == urls
+    assert inside.asked("acredential_for") == []
+
+    one = AsyncProbeSource(keys, {carriers[0].x5u})  # one URL to fetch: on this thread
+    verifier = Verifier(one, policy=VerifyPolicy(timeout=BUDGET))
+    assert verifier.check(values, dest_tn=number(1), now=NOW).ok
+    assert one.asked("credential_for") == [carriers[1].x5u]
+    assert one.asked("acredential_for") == []
+
+
+class _WrapsAsync(CachingProbeSource):
+    """A synchronous source around an asyncio client (asyncio.run per call), with a cache:
+    it must be called where no event loop runs."""
+
+    def credential_for(self, info: str) -> Credential:
+        async def fetch() -> Credential:
+            return self._answer("credential_for", info)
+
+        return asyncio.run(fetch())
+
+
+def test_a_synchronous_source_is_asked_outside_any_event_loop(carriers: list[Carrier]) -> None:
+    """A source without acredential_for is asked on the calling thread, for one URL to
+    fetch as for several."""
+    keys = KeySource(carriers).keys
+    for values in (chain(carriers, 1), chain(carriers, 2)):
+        source = _WrapsAsync(keys, set())
+        verdict = Verifier(source).check(values, now=NOW)
+        assert verdict.ok and len(verdict.chain) == len(values), (verdict.reason, verdict.message)
+        assert len(source.asked("credential_for")) == len(values)
+    # SHAKEN values alone: one URL, then two (the first holds another key, or nothing)
+    shaken = carriers[0].signer.identity(CALLER, FIRST, "A", iat=NOW)
+    forged = Signer(carriers[7].key, carriers[1].x5u).identity(CALLER, FIRST, "A", iat=NOW)
+    unknown = Signer(carriers[7].key, "https://unknown.example/sti.pem")
+    missing = unknown.identity(CALLER, FIRST, "A", iat=NOW)
+    same_url = Signer(carriers[7].key, carriers[0].x5u).identity(CALLER, FIRST, "A", iat=NOW)
+    for values, index in (
+        ([shaken], 0),
+        ([forged, shaken], 1),
+        ([missing, shaken], 1),
+        ([same_url, shaken], 1),  # one URL, the first value's signature fails
+    ):
+        source = _WrapsAsync(keys, set())
+        verdict = Verifier(source).check(values, now=NOW)
+        assert verdict.ok and verdict.index == index, (verdict.reason, verdict.failures)
+        urls = {value.split("info=<", 1)[1].split(">", 1)[0] for value in values}
+        assert sorted(source.asked("credential_for")) == sorted(urls)  # each URL once
+    # a source with acredential_for and one URL to fetch: asked on the calling thread too
+    one = AsyncProbeSource(keys, set())
+    assert Verifier(one).check([shaken], now=NOW).ok
+    assert (one.asked("credential_for"), one.asked("acredential_for")) == ([carriers[0].x5u], [])
+
+
+class _SlowCache(AsyncProbeSource):
+    """A cache that takes ``lookup`` seconds to answer (a slow disk), and a fetch that takes
+    ``fetch`` seconds (0: answers without suspending)."""
+
+    def __init__(self, keys: dict[str, Credential], cached: set[str], lookup: float,
+                 fetch: float) -> None:  # fmt: skip
+        super().__init__(keys, cached)
+        self.lookup, self.fetch = lookup, fetch
+
+    def cached_credential(self, info: str) -> Credential | None:
+        time.sleep(self.lookup)
+        return super().cached_credential(info)
+
+    async def acredential_for(self, info: str) -> Credential:
+        if self.fetch:
+            await asyncio.sleep(self.fetch)
+        return self._answer("acredential_for", info)
+
+
+def test_chain_fetches_end_with_the_request_budget(carriers: list[Carrier]) -> None:
+    """A chain's fetches share the request's budget: a certificate that has not arrived when
+    it ends is cert-fetch-timeout at its value, naming the URL; when looking up the
+    credentials at hand already used the budget up, nothing more is awaited, even a fetch
+    that would answer at once."""
+    keys = KeySource(carriers).keys
+    values = chain(carriers, 2)
+    slow_url = carriers[2].x5u
+    cases = [
+        # the first at hand, the others take 3 s each: cut at the 0.3 s budget
+        (_SlowCache(keys, {carriers[0].x5u}, 0.0, 3.0), [1, 2]),
+        # the lookups take 0.2 s each: the budget is gone before any fetch
+        (_SlowCache(keys, {carriers[0].x5u}, 0.2, 0.0), [1, 2]),
+    ]
+    for source, timed_out in cases:
+        for mode in ("sync", "async"):
+            verifier = Verifier(source, policy=VerifyPolicy(timeout=0.3))
+            verdict = (
+                verifier.check(values, dest_tn=number(2), now=NOW)
+                if mode == "sync"
+                else asyncio.run(verifier.acheck(values, dest_tn=number(2), now=NOW))
+            )
+            assert not verdict.ok, mode
+            late = [f for f in verdict.failures if f.reason is Reason.CERT_FETCH_TIMEOUT]
+            assert [f.index for f in late] == timed_out, (mode, verdict.failures)
+            assert (
+                late[-1].message == f"{slow_url}: no certificate within the request's time budget"
+            )
+    # within a budget under a second, a fetch that answers in time is used
+    for mode in ("sync", "async"):
+        quick = _SlowCache(keys, {carriers[0].x5u}, 0.0, 0.05)
+        verifier = Verifier(quick, policy=VerifyPolicy(timeout=0.8))
+        verdict = (
+            verifier.check(values, dest_tn=number(2), now=NOW)
+            if mode == "sync"
+            else asyncio.run(verifier.acheck(values, dest_tn=number(2), now=NOW))
+        )
+        assert verdict.ok, (mode, verdict.reason, verdict.message)
 
 
 # -- trust: the div signer's authority is over div, not orig (RFC 8946 §3, §4.2 step 2) --

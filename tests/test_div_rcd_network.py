@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -18,6 +19,7 @@ from fetchkit import CertServer, TLSFiles, make_tls_files
 from helpers import assert_verdict
 from secsipid import (
     CertificateSource,
+    Failure,
     Fetcher,
     FetchPolicy,
     MemoryCache,
@@ -25,9 +27,11 @@ from secsipid import (
     RichCallData,
     Signer,
     TrustPolicy,
+    Verdict,
     Verifier,
     VerifyPolicy,
 )
+from secsipid._codec import JSONError, loads_strict
 from secsipid._pki import LabPKI, make_lab_pki, pem
 
 CALLER, FIRST, SECOND, THIRD = "12155551212", "12155551213", "12155551214", "12155551215"
@@ -246,8 +250,17 @@ def test_rcd_content_not_fetched_unless_asked(
     pki = pkis[0][0]
     pictures, cards = _serve_rcd(serve)
     value = _sign_rcd(pki, pictures, cards)
-    verdict = _rcd_verifier(tls, pki, fetch_rcd=False).check(value, dest_tn=FIRST)
+    verifier = _rcd_verifier(tls, pki, fetch_rcd=False)
+    verdict = verifier.check(value, dest_tn=FIRST)
     assert verdict.ok and verdict.rcd is not None and verdict.rcd_checked == ()
+    # nor asynchronously, nor with several Identity values (each takes another path)
+    signer = Signer(pki.leaf_key, "https://cert.example.org/sti.pem")
+    rcd_passport = signer.rcd_identity(CALLER, FIRST, RichCallData(nam="Example Bank"))
+    for values in (value, [value, rcd_passport]):
+        for verdict in _both(verifier, values):
+            assert verdict.ok and verdict.rcd is not None, verdict.message
+            assert verdict.rcd.icn == pictures.url("/icon.png")
+            assert verdict.rcd_failure is None and verdict.rcd_checked == ()
     assert pictures.hits() == {} and cards.hits() == {}
 
 
@@ -305,5 +318,298 @@ def test_unreachable_rcd_content_and_the_budget(
     start = time.monotonic()
     verdict = _rcd_verifier(tls, pki, timeout=1).check(value, dest_tn=FIRST)
     assert time.monotonic() - start < 2.5
-    assert verdict.ok and verdict.rcd_failure is not None
-    assert verdict.rcd_failure.reason is Reason.RCD_FETCH_FAILED
+    # the request's budget (1 s) answered, not the fetcher's own timeout (5 s): sync and async
+    budget = f"{hanging.url('/icon.png')}: no complete answer within the request's time budget"
+    assert verdict.ok and verdict.rcd_failure == _failure(Reason.RCD_FETCH_FAILED, budget)
+    verdict = asyncio.run(_rcd_verifier(tls, pki, timeout=1).acheck(value, dest_tn=FIRST))
+    assert verdict.ok and verdict.rcd_failure == _failure(Reason.RCD_FETCH_FAILED, budget)
+
+
+# -- what a failed RCD content check reports ---------------------------------------------------
+# Each case goes through check() and acheck(): the sync and the async RCD checks are two
+# functions that must agree.  The call stays validated; the RCD is withheld with one Failure
+# (index, reason, message, libsecsipid code) that names the pointer and says why.
+
+# A jCard parameter name long enough that a pointer through it is over the 40 characters of a
+# pointer that a message quotes (the pointer is the caller's text).
+PARAM = "x-variant-for-a-dark-background"
+DARK = b"\x89PNG\r\n\x1a\n dark logo bytes"
+
+
+def _card(server: CertServer, *, logo: str | None = None) -> bytes:
+    """A jCard naming the logo and, in a long-named parameter, its dark variant."""
+    jcard = [
+        "vcard",
+        [
+            ["fn", {PARAM: "plain text, not a URL"}, "text", "Example Bank"],
+            ["logo", {PARAM: server.url("/dark.png")}, "uri", logo or server.url("/logo.png")],
+        ],
+    ]
+    return json.dumps(jcard).encode()
+
+
+def _serve_card(
+    serve: Callable[..., CertServer],
+    tmp_path: Path,
+    make_card: Callable[[CertServer], bytes] = _card,
+) -> tuple[CertServer, bytes]:
+    """One server for the icon, the logos and the jCard (``make_card`` writes it from the
+    server, whose URLs it names); the jCard's bytes."""
+    card_file = tmp_path / "card.json"
+    server = serve(
+        {
+            "/icon.png": {"body_hex": ICON.hex(), "headers": {"Content-Type": "image/png"}},
+            "/logo.png": {"body_hex": LOGO.hex(), "headers": {"Content-Type": "image/png"}},
+            "/dark.png": {"body_hex": DARK.hex(), "headers": {"Content-Type": "image/png"}},
+            "/card.json": {
+                "body_file": str(card_file),
+                "headers": {"Content-Type": "application/vcard+json"},
+            },
+        }
+    )
+    card = make_card(server)
+    card_file.write_bytes(card)
+    return server, card
+
+
+def _sign_card(pki: LabPKI, server: CertServer, card: bytes, deep: dict[str, bytes]) -> str:
+    """A SHAKEN PASSporT with RCD (icn and jcl) whose rcdi covers the icon, the jCard as
+    served and the pointers of ``deep`` (below /jcl, with the content they are signed for)."""
+    rcd = RichCallData(
+        nam="Example Bank", icn=server.url("/icon.png"), jcl=server.url("/card.json")
+    )
+    contents = {server.url("/icon.png"): ICON, server.url("/card.json"): card, **deep}
+    return Signer(pki.leaf_key, "https://cert.example.org/sti.pem").identity(
+        CALLER, FIRST, "A", rcd=rcd, rcd_contents=contents
+    )
+
+
+def _both(verifier: Verifier, values: str | list[str]) -> list[Verdict]:
+    return [
+        verifier.check(values, dest_tn=FIRST),
+        asyncio.run(verifier.acheck(values, dest_tn=FIRST)),
+    ]
+
+
+def _failure(reason: Reason, message: str, index: int = 0) -> Failure:
+    return Failure(index, reason, message, reason.lib_code)
+
+
+def _assert_withheld(verdict: Verdict, failure: Failure, checked: tuple[str, ...] = ()) -> None:
+    assert verdict.ok and verdict.verstat == "TN-Validation-Passed", verdict.message
+    assert verdict.rcd is None and verdict.to_dict()["call_info"] == []
+    assert verdict.rcd_failure == failure
+    assert verdict.rcd_checked == checked
+
+
+def test_jcard_behind_jcl_that_is_not_json(
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pkis: tuple[list[LabPKI], Path],
+    tmp_path: Path,
+) -> None:
+    """invalid-rcd, with the parser's reason; nothing else is fetched once the jCard that
+    the /jcl/ pointers lead into is refused."""
+    pki = pkis[0][0]
+    server, card = _serve_card(serve, tmp_path, lambda s: b'["vcard", [["fn", {}, "text"')
+    value = _sign_card(pki, server, card, {"/jcl/1/1/3": LOGO})
+    with pytest.raises(JSONError) as parsed:
+        loads_strict(card)
+    for verdict in _both(_rcd_verifier(tls, pki), value):
+        _assert_withheld(
+            verdict,
+            _failure(Reason.INVALID_RCD, f"the jCard at jcl is not JSON: {parsed.value}"),
+        )
+    assert server.hits() == {"/card.json": 2}
+
+
+def test_rcdi_pointer_below_jcl_that_designates_nothing(
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pkis: tuple[list[LabPKI], Path],
+    tmp_path: Path,
+) -> None:
+    """invalid-rcd; the message quotes the pointer (its first 40 characters: it is the
+    caller's text) and what is missing."""
+    pki = pkis[0][0]
+    server, card = _serve_card(serve, tmp_path)
+    verifier = _rcd_verifier(tls, pki)
+    missing = "x-no-such-parameter-in-this-jcard"
+    for pointer, why in [
+        ("/jcl/1/5/3", "no element '5' in an array of 2"),
+        ("/jcl/1/0/3/x", "cannot descend into a str with 'x'"),
+        (f"/jcl/1/0/1/{missing}", f"no member {missing!r}"),
+    ]:
+        value = _sign_card(pki, server, card, {pointer: LOGO})
+        message = f"rcdi {pointer[:40]!r} designates nothing: {why}"
+        for verdict in _both(verifier, value):
+            _assert_withheld(verdict, _failure(Reason.INVALID_RCD, message))
+    assert len(f"/jcl/1/0/1/{missing}") > 41
+    assert set(server.hits()) == {"/card.json"}  # neither the icon nor a logo
+
+
+def test_rcdi_pointer_below_jcl_to_something_else_than_a_url(
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pkis: tuple[list[LabPKI], Path],
+    tmp_path: Path,
+) -> None:
+    """invalid-rcd: a /jcl/ digest is of content behind a URL; a pointer to text or to an
+    object of the jCard leads to no URL (nothing is fetched for it)."""
+    pki = pkis[0][0]
+    server, card = _serve_card(serve, tmp_path)
+    verifier = _rcd_verifier(tls, pki)
+    for pointer in ["/jcl/1/0/3", "/jcl/1/0/1", f"/jcl/1/0/1/{PARAM}", "/jcl/1/1/0"]:
+        value = _sign_card(pki, server, card, {pointer: LOGO})
+        message = f"rcdi {pointer[:40]!r} does not designate a URL"
+        for verdict in _both(verifier, value):
+            _assert_withheld(verdict, _failure(Reason.INVALID_RCD, message))
+    assert len(f"/jcl/1/0/1/{PARAM}") > 41
+    assert set(server.hits()) == {"/card.json"}
+
+
+def test_rcdi_mismatch_below_jcl_names_the_pointer(
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pkis: tuple[list[LabPKI], Path],
+    tmp_path: Path,
+) -> None:
+    """A URL in a jCard parameter is followed like one in a value; the mismatch message
+    quotes the first 40 characters of the pointer."""
+    pki = pkis[0][0]
+    server, card = _serve_card(serve, tmp_path)
+    verifier = _rcd_verifier(tls, pki)
+    pointer = f"/jcl/1/1/1/{PARAM}"
+    for verdict in _both(verifier, _sign_card(pki, server, card, {pointer: DARK})):
+        assert verdict.ok and verdict.rcd_failure is None, verdict.rcd_failure
+        assert verdict.rcd_checked == ("/icn", "/jcl", pointer)
+    message = f"rcdi {pointer[:40]!r}: the digest does not match the fetched content"
+    for verdict in _both(verifier, _sign_card(pki, server, card, {pointer: LOGO})):
+        _assert_withheld(
+            verdict, _failure(Reason.RCD_INTEGRITY_MISMATCH, message), ("/icn", "/jcl")
+        )
+    assert server.hits() == {"/icon.png": 4, "/card.json": 4, "/dark.png": 4}
+
+
+def test_http_url_in_the_jcard_is_refused_by_the_fetch_policy(
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pkis: tuple[list[LabPKI], Path],
+    tmp_path: Path,
+) -> None:
+    """An http: URL below /jcl is a URL (not invalid-rcd): the fetch policy refuses it
+    (https only), and the server never sees the request."""
+    pki = pkis[0][0]
+    http_logo = ""
+
+    def card(server: CertServer) -> bytes:
+        nonlocal http_logo
+        http_logo = server.url("/logo.png").replace("https:", "http:", 1)
+        return _card(server, logo=http_logo)
+
+    server, body = _serve_card(serve, tmp_path, card)
+    value = _sign_card(pki, server, body, {"/jcl/1/1/3": LOGO})
+    message = f"{http_logo}: scheme 'http' is not allowed (only https)"
+    for verdict in _both(_rcd_verifier(tls, pki), value):
+        _assert_withheld(verdict, _failure(Reason.RCD_FETCH_FAILED, message), ("/icn", "/jcl"))
+    assert server.hits() == {"/icon.png": 2, "/card.json": 2}
+
+
+def test_rcd_failure_names_the_value_that_carried_the_rcd(
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pkis: tuple[list[LabPKI], Path],
+    tmp_path: Path,
+) -> None:
+    """The Failure's index is the Identity value whose RCD failed: the verdict's own (here
+    the second value; the first has a bad signature), or -1 for an rcd PASSporT beside a
+    SHAKEN one without RCD (its index is not kept)."""
+    pki, other = pkis[0][0], pkis[0][1]
+    server, _ = _serve_card(serve, tmp_path)
+    verifier = _rcd_verifier(tls, pki)
+    wrong_icon = {server.url("/icon.png"): b"another icon"}
+    message = "rcdi '/icn': the digest does not match the fetched content"
+    forged = Signer(other.leaf_key, "https://cert.example.org/sti.pem").identity(CALLER, FIRST, "A")
+    rcd = RichCallData(nam="Example Bank", icn=server.url("/icon.png"))
+    shaken_with_rcd = Signer(pki.leaf_key, "https://cert.example.org/sti.pem").identity(
+        CALLER, FIRST, "A", rcd=rcd, rcd_contents=wrong_icon
+    )
+    for verdict in _both(verifier, [forged, shaken_with_rcd]):
+        assert verdict.index == 1
+        _assert_withheld(verdict, _failure(Reason.RCD_INTEGRITY_MISMATCH, message, 1))
+    signer = Signer(pki.leaf_key, "https://cert.example.org/sti.pem")
+    shaken = signer.identity(CALLER, FIRST, "A")
+    rcd_passport = signer.rcd_identity(CALLER, FIRST, rcd, rcd_contents=wrong_icon)
+    for verdict in _both(verifier, [shaken, rcd_passport]):
+        assert verdict.index == 0 and verdict.passport is not None
+        assert verdict.passport.ppt == "shaken"
+        _assert_withheld(verdict, _failure(Reason.RCD_INTEGRITY_MISMATCH, message, -1))
+        assert verdict.to_dict()["rcd_failure"]["index"] == -1
+
+
+def test_rcd_content_fetched_only_when_rcdi_covers_it(
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pkis: tuple[list[LabPKI], Path],
+    tmp_path: Path,
+) -> None:
+    """fetch_rcd fetches what an rcdi digest covers: nothing without rcdi (the RCD is given as
+    signed), only the icon when rcdi covers the icon and not the jCard."""
+    pki = pkis[0][0]
+    server, _ = _serve_card(serve, tmp_path)
+    verifier = _rcd_verifier(tls, pki)
+    signer = Signer(pki.leaf_key, "https://cert.example.org/sti.pem")
+    rcd = RichCallData(
+        nam="Example Bank", icn=server.url("/icon.png"), jcl=server.url("/card.json")
+    )
+    for verdict in _both(verifier, signer.identity(CALLER, FIRST, "A", rcd=rcd)):
+        assert verdict.ok and verdict.rcd == rcd
+        assert verdict.rcd_failure is None and verdict.rcd_checked == ()
+    assert server.hits() == {}
+    value = signer.identity(
+        CALLER, FIRST, "A", rcd=rcd, rcd_contents={server.url("/icon.png"): ICON}
+    )
+    for verdict in _both(verifier, value):
+        assert verdict.ok and verdict.rcd is not None and verdict.rcd.jcl == rcd.jcl
+        assert verdict.rcd_failure is None and verdict.rcd_checked == ("/icn",)
+    assert server.hits() == {"/icon.png": 2}
+
+
+class _BrokenFetcher:
+    """A fetcher with a bug: it raises what no fetcher should."""
+
+    def get(self, url: str, **_: Any) -> Any:
+        raise RuntimeError(f"broken fetcher: {url}")
+
+    async def aget(self, url: str, **_: Any) -> Any:
+        raise RuntimeError(f"broken fetcher: {url}")
+
+
+def test_unexpected_error_in_the_rcd_check_is_logged_and_reported(
+    pkis: tuple[list[LabPKI], Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception that is not a VerificationError (a bug, here in the fetcher) never
+    escapes: the RCD is withheld with internal-error and the exception's type and text, and
+    the traceback is logged for the operator."""
+    pki = pkis[0][0]
+    icon = "https://rcd.example/icon.png"
+    value = Signer(pki.leaf_key, "https://cert.example.org/sti.pem").identity(
+        CALLER, FIRST, "A", rcd=RichCallData(nam="x", icn=icon), rcd_contents={icon: ICON}
+    )
+    verifier = Verifier(
+        pki.leaf.public_key(),
+        policy=VerifyPolicy(fetch_rcd=True),
+        fetcher=cast(Fetcher, _BrokenFetcher()),
+    )
+    caplog.set_level(logging.ERROR, logger="secsipid")
+    message = f"RuntimeError: broken fetcher: {icon}"
+    for verdict in _both(verifier, value):
+        _assert_withheld(verdict, _failure(Reason.INTERNAL_ERROR, message))
+    records = [r for r in caplog.records if r.name == "secsipid"]
+    assert [(r.levelno, r.getMessage()) for r in records] == 2 * [
+        (logging.ERROR, "secsipid: unexpected error checking RCD content")
+    ]
+    for record in records:
+        assert record.exc_info is not None
+        assert isinstance(record.exc_info[1], RuntimeError)
+        assert str(record.exc_info[1]) == f"broken fetcher: {icon}"

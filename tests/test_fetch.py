@@ -4,8 +4,12 @@ by PID), a test CA trusted through configuration, never by disabling checks."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import ipaddress
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +35,7 @@ from secsipid import (
     VerificationError,
     Verifier,
 )
+from secsipid._fetch import Fetcher
 from secsipid._pki import LabPKI, make_lab_pki, pem
 from secsipid._source import freshness
 
@@ -56,8 +61,10 @@ Routes = dict[str, dict[str, Any]]
 def serve(tmp_path: Path, tls: TLSFiles) -> Iterator[Callable[..., CertServer]]:
     started: list[CertServer] = []
 
-    def start(routes: Routes, *, https: bool = True) -> CertServer:
-        server = CertServer(tmp_path / f"srv{len(started)}", routes, tls if https else None)
+    def start(routes: Routes, *, https: bool = True, host: str = "127.0.0.1") -> CertServer:
+        server = CertServer(
+            tmp_path / f"srv{len(started)}", routes, tls if https else None, host=host
+        )
         started.append(server)
         return server
 
@@ -192,7 +199,378 @@ def test_port_allow_list(tls: TLSFiles, pki: tuple[LabPKI, Path]) -> None:
     assert reason_of(source, "https://127.0.0.1:8080/x.pem").reason is Reason.CERT_URL_REFUSED
 
 
+TARGETS = [
+    # (url, policy options, (url to ask for, host to resolve, port, Host header))
+    (
+        "https://certs.example.com/sti.pem",
+        {},
+        ("https://certs.example.com/sti.pem", "certs.example.com", 443, "certs.example.com"),
+    ),
+    (
+        "HTTPS://Certs.Example.COM./a.pem",
+        {},
+        ("https://certs.example.com/a.pem", "certs.example.com", 443, "certs.example.com"),
+    ),
+    (
+        "https://certs.example.com",
+        {},
+        ("https://certs.example.com/", "certs.example.com", 443, "certs.example.com"),
+    ),
+    (
+        "https://certs.example.com:443/x",
+        {},
+        ("https://certs.example.com:443/x", "certs.example.com", 443, "certs.example.com:443"),
+    ),
+    (
+        "https://certs.example.com:8443/x?",
+        {},
+        ("https://certs.example.com:8443/x?", "certs.example.com", 8443, "certs.example.com:8443"),
+    ),
+    (
+        "https://certs.example.com/x?a=1&b",
+        {},
+        ("https://certs.example.com/x?a=1&b", "certs.example.com", 443, "certs.example.com"),
+    ),
+    (  # UTS #46 maps the full-width letters (what a browser shows as the same name)
+        "https://\uff23\uff25\uff32\uff34\uff33.example.com/x",
+        {},
+        ("https://certs.example.com/x", "certs.example.com", 443, "certs.example.com"),
+    ),
+    (
+        "https://[2001:db8::1]/x",
+        {},
+        ("https://[2001:db8::1]/x", "2001:db8::1", 443, "[2001:db8::1]"),
+    ),
+    (
+        "https://[fe80::1%25eth0]:8443/x",
+        {},
+        ("https://[fe80::1]:8443/x", "fe80::1", 8443, "[fe80::1]:8443"),
+    ),
+    (
+        "https://192.0.2.1:8443/x",
+        {},
+        ("https://192.0.2.1:8443/x", "192.0.2.1", 8443, "192.0.2.1:8443"),
+    ),
+    (
+        "http://certs.example.com/x",
+        {"allow_http": True},
+        ("http://certs.example.com/x", "certs.example.com", 80, "certs.example.com"),
+    ),
+    (
+        "https://certs.example.com:8443/x",
+        {"allowed_ports": frozenset({8443})},
+        ("https://certs.example.com:8443/x", "certs.example.com", 8443, "certs.example.com:8443"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("url", "options", "target"), TARGETS)
+def test_url_to_target(
+    url: str, options: dict[str, Any], target: tuple[str, str, int, str]
+) -> None:
+    """What is asked for, of which host and port, with which Host header: scheme and host
+    lowered, the default port implied (and kept out of the Host header), the path never
+    empty, an IPv6 literal bracketed where a URL needs it and bare where an address does."""
+    assert tuple(FetchPolicy(**options).check_url(url)) == target
+
+
+REFUSED_URLS = [
+    ("https://certs.example.com/a b", {}, "whitespace or control characters in the URL"),
+    ("https://certs.example.com:99999/x", {}, "not a valid URL (Port out of range 0-65535)"),
+    ("https://[::1/x", {}, "not a valid URL (Invalid IPv6 URL)"),
+    ("ftp://certs.example.com/x", {}, "scheme 'ftp' is not allowed (only https)"),
+    (
+        "ftp://certs.example.com/x",
+        {"allow_http": True},
+        "scheme 'ftp' is not allowed (only https or http)",
+    ),
+    ("http://certs.example.com/x", {}, "scheme 'http' is not allowed (only https)"),
+    ("//certs.example.com/x", {}, "scheme '(none)' is not allowed (only https)"),
+    ("https://user@certs.example.com/x", {}, "userinfo in the URL is not allowed"),
+    ("https://:pw@certs.example.com/x", {}, "userinfo in the URL is not allowed"),
+    ("https://@certs.example.com/x", {}, "userinfo in the URL is not allowed"),
+    ("https://certs.example.com/a#b", {}, "a fragment in the URL is not allowed"),
+    ("https://certs.example.com/a#", {}, "a fragment in the URL is not allowed"),
+    ("https:///x", {}, "no host"),
+    (
+        "https://ex\u2603mple.com/x",
+        {},
+        "host is not a valid internationalized name "
+        "(Codepoint U+2603 at position 3 of 'ex\u2603mple' not allowed)",
+    ),
+    (
+        "https://certs.example.com/x",
+        {"allowed_ports": frozenset({8443})},
+        "port 443 is not allowed",
+    ),
+    (
+        "http://certs.example.com/x",
+        {"allow_http": True, "allowed_ports": frozenset({443})},
+        "port 80 is not allowed",
+    ),
+    (
+        "https://certs.example.com:8080/x",
+        {"allowed_ports": frozenset({443, 8443})},
+        "port 8080 is not allowed",
+    ),
+    ("https://999.1.1.1/x", {}, "host '999.1.1.1' is not a valid IP address"),
+    ("https://[v1.x:y]/x", {}, "host 'v1.x:y' is not a valid IP address"),
+    ("https://ex_ample..com/x", {}, "host 'ex_ample..com' is not a valid DNS name"),
+    (
+        "https://certs.example.0x7f/x",
+        {},
+        "host 'certs.example.0x7f' is not a dotted-quad IPv4 address",
+    ),
+]
+
+
+@pytest.mark.parametrize(("url", "options", "why"), REFUSED_URLS)
+def test_refused_url_says_why(url: str, options: dict[str, Any], why: str) -> None:
+    """cert-url-refused, and the message an operator reads: the URL, then what is wrong."""
+    with pytest.raises(VerificationError) as exc:
+        FetchPolicy(**options).check_url(url)
+    assert exc.value.reason is Reason.CERT_URL_REFUSED
+    assert exc.value.message == f"{url}: {why}"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "https://certs.example.com/a\x01b",
+            "https://certs.example.com/a\\x01b: whitespace or control characters in the URL",
+        ),
+        (
+            "https://certs.example.com/a\x7fb",
+            "https://certs.example.com/a\\x7fb: whitespace or control characters in the URL",
+        ),
+        (
+            "https://certs.example.com/a\nFAKE",
+            "https://certs.example.com/a\\nFAKE: whitespace or control characters in the URL",
+        ),
+        (
+            "https://certs.example.com/\udcff",
+            "https://certs.example.com/\\udcff: the URL is not valid Unicode (a lone surrogate)",
+        ),
+        (
+            "https://certs.example.com/x?\udcff",
+            "https://certs.example.com/x?\\udcff: the URL is not valid Unicode (a lone surrogate)",
+        ),
+        (
+            "https://cért.example.com/\x00",
+            "https://cért.example.com/\\x00: whitespace or control characters in the URL",
+        ),
+    ],
+)
+def test_refusal_messages_are_one_printable_line(url: str, message: str) -> None:
+    """A URL that a log line cannot hold as it is (control characters, a line break, a lone
+    surrogate from bytes that were not UTF-8) is refused, and shown escaped in the message,
+    so that it can neither forge a log line nor make writing the message fail."""
+    with pytest.raises(VerificationError) as exc:
+        FetchPolicy().check_url(url)
+    assert exc.value.reason is Reason.CERT_URL_REFUSED
+    assert exc.value.message == message and message.isprintable()
+
+
+def test_host_names_up_to_253_characters() -> None:
+    """RFC 1035 §2.3.4: a name of 253 characters (without the root dot) is accepted, 254 not."""
+    for length, ok in ((253, True), (254, False)):
+        name = ".".join(["a" * 63] * 3) + "." + "b" * (length - 3 * 64)
+        assert len(name) == length
+        url = f"https://{name}/x"
+        if ok:
+            assert FetchPolicy().check_url(url).host == name
+        else:
+            with pytest.raises(VerificationError) as exc:
+                FetchPolicy().check_url(url)
+            assert exc.value.message.endswith("is not a valid DNS name")
+
+
+def test_http_allowed_per_fetch() -> None:
+    """The per-call ``allow_http`` (CRLs over http) wins over the policy's, both ways."""
+    assert FetchPolicy().check_url("http://crl.example.com/ca.crl", allow_http=True).port == 80
+    with pytest.raises(VerificationError):
+        FetchPolicy(allow_http=True).check_url("http://crl.example.com/ca.crl", allow_http=False)
+    assert FetchPolicy(allow_http=True).check_url("https://crl.example.com/ca.crl").port == 443
+
+
+def test_long_urls_shortened_in_messages() -> None:
+    """A URL in a message is cut to 120 characters (117 and "...")."""
+    for length, shown in ((120, None), (121, 117)):
+        url = "https://user@certs.example.com/" + "a" * (length - 31)
+        assert len(url) == length
+        with pytest.raises(VerificationError) as exc:
+            FetchPolicy().check_url(url)
+        expected = url if shown is None else url[:shown] + "..."
+        assert exc.value.message == f"{expected}: userinfo in the URL is not allowed"
+
+
+# -- the request and the response ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_what_the_repository_sees_and_what_comes_back(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], use_async: bool
+) -> None:
+    """The request: a GET with the URL's Host, the policy's User-Agent and an Accept that asks
+    for a PEM chain first (header names compared as HTTP does, without case).  The result:
+    the body, the status, the URL asked for, and the headers by lower-case name, repeated
+    field lines joined with ", " (RFC 9110 §5.3)."""
+    route = chain_route(pki, header_lines=[["X-Test", "a"], ["x-test", "b"]])
+    server = serve({"/sti.pem": route})
+    policy = FetchPolicy(tls_ca_file=str(tls.ca), allow_private=True, user_agent="sbc-7/2.1")
+    fetcher = Fetcher(policy)
+    url = server.url("/sti.pem", host="localhost")
+    start = time.time()
+    result = asyncio.run(fetcher.aget(url)) if use_async else fetcher.get(url)
+    seen = [(name.lower(), value) for name, value in server.headers()["/sti.pem"]]
+    assert seen == [
+        ("host", f"localhost:{server.port}"),
+        ("user-agent", "sbc-7/2.1"),
+        ("accept", "application/pem-certificate-chain, application/x-x509-ca-cert, */*"),
+    ]
+    assert (result.url, result.status, result.body) == (url, 200, pki[0].chain_pem)
+    assert result.headers["content-type"] == "application/pem-certificate-chain"
+    assert result.headers["x-test"] == "a, b"
+    assert result.headers["content-length"] == str(len(pki[0].chain_pem))
+    assert start <= result.fetched_at <= time.time()
+    assert fetcher.requests == 1
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_ipv6_destination(
+    serve: Callable[..., CertServer], pki: tuple[LabPKI, Path], use_async: bool
+) -> None:
+    """An IPv6 literal is connected to over IPv6 (the async connect makes its own socket)."""
+    server = serve({"/sti.pem": chain_route(pki)}, https=False, host="::1")
+    fetcher = Fetcher(FetchPolicy(allow_http=True, allow_private=True))
+    url = server.url("/sti.pem")
+    assert url == f"http://[::1]:{server.port}/sti.pem"
+    result = asyncio.run(fetcher.aget(url)) if use_async else fetcher.get(url)
+    assert result.body == pki[0].chain_pem
+    assert server.hosts()["/sti.pem"] == f"[::1]:{server.port}"
+
+
 # -- hostile servers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_handshake_that_never_completes(use_async: bool) -> None:
+    """A destination that never completes the TCP handshake (here a listening socket whose
+    accept queue is full: the kernel drops the SYN): cert-fetch-timeout at the deadline,
+    not the minutes the kernel would wait."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    queued = []
+    for _ in range(3):  # fill the accept queue
+        client = socket.socket()
+        client.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            client.connect(("127.0.0.1", port))
+        queued.append(client)
+    try:
+        fetcher = Fetcher(FetchPolicy(allow_http=True, allow_private=True, timeout=1.0))
+        url = f"http://127.0.0.1:{port}/sti.pem"
+        start = time.monotonic()
+        with pytest.raises(VerificationError) as exc:
+            asyncio.run(fetcher.aget(url)) if use_async else fetcher.get(url)
+        assert exc.value.reason is Reason.CERT_FETCH_TIMEOUT
+        assert time.monotonic() - start < 2.5
+    finally:
+        for sock in [*queued, server]:
+            sock.close()
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_tls_handshake_that_never_completes(use_async: bool) -> None:
+    """A server that accepts the TCP connection and never answers the TLS handshake:
+    cert-fetch-timeout at the deadline."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)  # the kernel completes the TCP handshake; nobody reads the ClientHello
+    try:
+        fetcher = Fetcher(FetchPolicy(allow_private=True, timeout=1.0))
+        url = f"https://127.0.0.1:{server.getsockname()[1]}/sti.pem"
+        start = time.monotonic()
+        with pytest.raises(VerificationError) as exc:
+            asyncio.run(fetcher.aget(url)) if use_async else fetcher.get(url)
+        assert exc.value.reason is Reason.CERT_FETCH_TIMEOUT
+        assert time.monotonic() - start < 2.5
+    finally:
+        server.close()
+
+
+def test_keep_alive_connection_closed_by_the_server_not_reused(
+    serve: Callable[..., CertServer], pki: tuple[LabPKI, Path]
+) -> None:
+    """A server that closed an idle keep-alive connection (unannounced): the next fetch opens
+    a new one instead of failing on the dead one."""
+    route = chain_route(pki, hang_up=True)
+    server = serve({"/a.pem": route, "/b.pem": route}, https=False)
+    fetcher = Fetcher(FetchPolicy(allow_http=True, allow_private=True))
+    assert fetcher.get(server.url("/a.pem")).status == 200
+    time.sleep(0.2)  # the server's close has arrived
+    assert fetcher.get(server.url("/b.pem")).status == 200
+    peers = server.peers()
+    assert peers["/a.pem"] != peers["/b.pem"]
+
+
+def test_connection_refused_says_so() -> None:
+    """cert-fetch-failed, with what the connect said (an operator tells a closed port from a
+    dead host by it)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    fetcher = Fetcher(FetchPolicy(allow_http=True, allow_private=True, timeout=2.0))
+    url = f"http://127.0.0.1:{port}/sti.pem"
+    refused = f"[Errno {errno.ECONNREFUSED}]"
+    with pytest.raises(VerificationError) as exc:
+        fetcher.get(url)
+    assert exc.value.reason is Reason.CERT_FETCH_FAILED
+    assert exc.value.message == f"{url}: ConnectError: {refused} {os.strerror(errno.ECONNREFUSED)}"
+    with pytest.raises(VerificationError) as exc:
+        asyncio.run(fetcher.aget(url))
+    assert exc.value.reason is Reason.CERT_FETCH_FAILED
+    assert exc.value.message.startswith(
+        f"{url}: ConnectError: cannot connect to 127.0.0.1: {refused} "
+    )
+
+
+def test_keep_alive_connection_reused(
+    serve: Callable[..., CertServer], pki: tuple[LabPKI, Path]
+) -> None:
+    """Fetches of one Fetcher (sync) reuse its keep-alive connection to a server."""
+    server = serve({"/a.pem": chain_route(pki), "/b.pem": chain_route(pki)}, https=False)
+    fetcher = Fetcher(FetchPolicy(allow_http=True, allow_private=True))
+    assert fetcher.get(server.url("/a.pem")).status == 200
+    assert fetcher.get(server.url("/b.pem")).status == 200
+    peers = server.peers()
+    assert peers["/a.pem"] == peers["/b.pem"]
+    assert fetcher.requests == 2
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_http_allowed_for_one_fetch(
+    serve: Callable[..., CertServer], pki: tuple[LabPKI, Path], use_async: bool
+) -> None:
+    """``allow_http`` given to a fetch (CRLs: ATIS-1000080 publishes them over http) wins over
+    the policy's, both ways."""
+    server = serve({"/ca.crl": chain_route(pki)}, https=False)
+    url = server.url("/ca.crl")
+    strict = Fetcher(FetchPolicy(allow_private=True))
+    lax = Fetcher(FetchPolicy(allow_private=True, allow_http=True))
+    if use_async:
+        assert asyncio.run(strict.aget(url, allow_http=True)).status == 200
+        with pytest.raises(VerificationError) as exc:
+            asyncio.run(lax.aget(url, allow_http=False))
+    else:
+        assert strict.get(url, allow_http=True).status == 200
+        with pytest.raises(VerificationError) as exc:
+            lax.get(url, allow_http=False)
+    assert exc.value.reason is Reason.CERT_URL_REFUSED
 
 
 @pytest.mark.parametrize(
@@ -255,7 +633,91 @@ def test_body_over_cap(
             source.credential_for(url)
     err = exc.value
     assert err.reason is Reason.CERT_TOO_LARGE, (err.reason, err.message)
-    assert err.lib_code == -404 and "4096 byte limit" in err.message
+    assert err.lib_code == -404 and err.message == f"{url}: body over the 4096 byte limit"
+
+
+@pytest.mark.parametrize("no_length", [False, True], ids=["announced", "until-close"])
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_body_of_exactly_the_cap_accepted(
+    serve: Callable[..., CertServer], pki: tuple[LabPKI, Path], no_length: bool, use_async: bool
+) -> None:
+    """max_size is the largest body accepted, with or without a Content-Length."""
+    body = pki[0].chain_pem
+    server = serve({"/sti.pem": {"body": body.decode(), "no_length": no_length}}, https=False)
+    size = len(body)
+    for max_size, ok in ((size, True), (size - 1, False)):
+        fetcher = Fetcher(FetchPolicy(allow_http=True, allow_private=True, max_size=max_size))
+        url = server.url("/sti.pem")
+        if ok:
+            result = asyncio.run(fetcher.aget(url)) if use_async else fetcher.get(url)
+            assert result.body == body
+        else:
+            with pytest.raises(VerificationError) as exc:
+                asyncio.run(fetcher.aget(url)) if use_async else fetcher.get(url)
+            assert exc.value.reason is Reason.CERT_TOO_LARGE
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_fetch_under_a_second_succeeds(
+    serve: Callable[..., CertServer], pki: tuple[LabPKI, Path], use_async: bool
+) -> None:
+    """A timeout under a second is a deadline, not an error: a fast server is fetched."""
+    server = serve({"/sti.pem": chain_route(pki)}, https=False)
+    fetcher = Fetcher(FetchPolicy(allow_http=True, allow_private=True, timeout=0.9))
+    url = server.url("/sti.pem")
+    result = asyncio.run(fetcher.aget(url)) if use_async else fetcher.get(url)
+    assert result.body == pki[0].chain_pem
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_body_in_pieces_put_together(serve: Callable[..., CertServer], use_async: bool) -> None:
+    """A body that arrives a byte at a time comes back whole, in order."""
+    server = serve(
+        {"/x.pem": {"mode": "trickle", "interval": 0.02, "body": "ABCDEFGH"}}, https=False
+    )
+    fetcher = Fetcher(FetchPolicy(allow_http=True, allow_private=True, timeout=3.0))
+    url = server.url("/x.pem")
+    result = asyncio.run(fetcher.aget(url)) if use_async else fetcher.get(url)
+    assert result.body == b"ABCDEFGH"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"timeout": 0}, "FetchPolicy.timeout must be in (0, 300] seconds, not 0"),
+        ({"timeout": -1.5}, "FetchPolicy.timeout must be in (0, 300] seconds, not -1.5"),
+        ({"timeout": 300.5}, "FetchPolicy.timeout must be in (0, 300] seconds, not 300.5"),
+        ({"max_size": 0}, "FetchPolicy.max_size must be positive"),
+        ({"max_in_flight": 0}, "FetchPolicy.max_in_flight must be positive"),
+        (
+            {"allow_networks": ("10.0.0.0/33",)},
+            "FetchPolicy.allow_networks: '10.0.0.0/33' does not appear to be an IPv4 or IPv6 "
+            "network",
+        ),
+        (
+            {"nameservers": ("ns1.example.com",)},
+            "FetchPolicy.nameservers: 'ns1.example.com' does not appear to be an IPv4 or IPv6 "
+            "address",
+        ),
+    ],
+)
+def test_fetch_policy_refuses_bad_values(options: dict[str, Any], message: str) -> None:
+    """A configuration error, at construction, that names the field and the rule."""
+    with pytest.raises(ValueError) as exc:
+        FetchPolicy(**options)
+    assert str(exc.value) == message
+
+
+def test_fetch_policy_limits_and_forms() -> None:
+    """The edges of what is accepted, and the forms taken for convenience."""
+    for timeout in (0.001, 300):
+        assert FetchPolicy(timeout=timeout).timeout == timeout
+    assert FetchPolicy(max_size=1, max_in_flight=1).max_size == 1
+    policy = FetchPolicy(allow_networks=("10.1.2.3/8",))  # host bits set: the network meant
+    policy.check_address(ipaddress.ip_address("10.200.0.1"), "https://x.test/")
+    with pytest.raises(VerificationError):
+        policy.check_address(ipaddress.ip_address("192.168.0.1"), "https://x.test/")
+    assert FetchPolicy(nameservers="192.0.2.53").nameservers == ("192.0.2.53",)  # type: ignore[arg-type]
 
 
 def test_redirect_not_followed(
@@ -270,14 +732,26 @@ def test_redirect_not_followed(
     assert server.hits().get("/sti.pem", 0) == 0
 
 
-@pytest.mark.parametrize("status", [404, 500, 204])
+@pytest.mark.parametrize("status", [300, 301, 307, 308, 399])
+def test_every_3xx_is_a_redirect_not_followed(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], status: int
+) -> None:
+    server = serve({"/x.pem": {"status": status, "headers": {"Location": "/y.pem"}}})
+    url = server.url("/x.pem")
+    err = reason_of(lab_source(tls, pki[1]), url)
+    assert err.reason is Reason.CERT_FETCH_REDIRECT
+    assert err.message == f"{url}: HTTP {status} redirect not followed"
+
+
+@pytest.mark.parametrize("status", [404, 500, 204, 201, 206, 400])
 def test_non_200(
     serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], status: int
 ) -> None:
     """Any status but 200 is cert-fetch-status (436)."""
     server = serve({"/x.pem": {"status": status, "body": "" if status == 204 else "err"}})
-    err = reason_of(lab_source(tls, pki[1]), server.url("/x.pem"))
-    assert err.reason is Reason.CERT_FETCH_STATUS and str(status) in err.message
+    url = server.url("/x.pem")
+    err = reason_of(lab_source(tls, pki[1]), url)
+    assert err.reason is Reason.CERT_FETCH_STATUS and err.message == f"{url}: HTTP {status}"
 
 
 @pytest.mark.parametrize(

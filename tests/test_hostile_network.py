@@ -34,7 +34,13 @@ from secsipid import (
     Verifier,
     VerifyPolicy,
 )
-from secsipid._fetch import Fetcher, request_budget, request_deadline, special_purpose
+from secsipid._fetch import (
+    Fetcher,
+    request_budget,
+    request_deadline,
+    request_remaining,
+    special_purpose,
+)
 from secsipid._pki import LabPKI, make_lab_pki
 
 ORIG, DEST = "12155550121", "12155550131"
@@ -213,6 +219,25 @@ def test_budget_holds_when_called_inside_an_event_loop(
     verdict, elapsed = timed(lambda: asyncio.run(inside()))
     assert verdict.reason is Reason.CERT_FETCH_TIMEOUT
     assert elapsed < 2.5, f"{elapsed:.2f} s for a 1 s budget (3 hanging servers: was 15 s)"
+
+
+def test_budget_bounds_fetches_and_nests(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """``request_budget`` yields its deadline; a fetch within a budget it fits in succeeds;
+    an inner budget never extends an outer one (the earlier deadline wins)."""
+    server = serve({"/sti.pem": chain(pki)})
+    source = source_for(tls, pki, timeout=5.0)
+    start = time.monotonic()
+    with request_budget(3.0) as deadline:
+        assert start + 3.0 <= deadline <= time.monotonic() + 3.0
+        assert 0 < request_remaining(60.0) <= 3.0
+        assert source.credential_for(server.url("/sti.pem")).certificate is not None
+        with request_budget(30.0) as inner:
+            assert inner == deadline
+        with request_budget(1.0) as inner:
+            assert inner < deadline and 0 < request_remaining(60.0) <= 1.0
+    assert request_remaining(60.0) == 60.0  # outside of any request
 
 
 def test_budget_cut_is_not_remembered_as_a_dead_server(
@@ -643,6 +668,27 @@ def test_multicast_answer_refused_through_dns(
     assert exc.value.reason is Reason.CERT_URL_REFUSED and "multicast" in exc.value.message
 
 
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("224.0.0.1", "a multicast address"),
+        ("::ffff:224.0.0.1", "a multicast address: it embeds 224.0.0.1"),
+        ("10.0.0.1", "in a special-purpose address range"),
+        ("fd00::1", "in a special-purpose address range"),
+        ("64:ff9b::7f00:1", "in a special-purpose address range: it embeds 127.0.0.1"),
+        ("64:ff9b:1::808:808", "a local-use NAT64 address (RFC 8215)"),
+        ("::808:808", "an IPv4-compatible IPv6 address (deprecated)"),
+        ("fec0::1", "a site-local IPv6 address (deprecated)"),
+    ],
+)
+def test_refused_destination_says_why(address: str, why: str) -> None:
+    """The message an operator reads: the URL, the address and what kind of address it is."""
+    ip = ipaddress.ip_address(address)
+    with pytest.raises(VerificationError) as exc:
+        FetchPolicy().check_address(ip, "https://x.test/a.pem")
+    assert exc.value.message == f"https://x.test/a.pem: destination {ip} is {why}"
+
+
 REFUSED_V6 = [
     ("64:ff9b::a00:1", "10.0.0.1 behind the NAT64 well-known prefix"),
     ("64:ff9b::7f00:1", "loopback behind NAT64"),
@@ -765,7 +811,8 @@ def test_internationalized_info_url_verifies(
 def test_cli_fetch_of_a_unicode_url_is_a_one_line_error(
     dns_server: Callable[[dict[str, Any]], DNSServer], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for url in ("https://ex☃mple.com/x", "https://" + "a" * 64 + ".com/x"):
+    # The last: bytes that were not UTF-8 on the command line (Python's surrogateescape).
+    for url in ("https://ex☃mple.com/x", "https://" + "a" * 64 + ".com/x", "https://x.com/\udcff"):
         status, _, err = run_cli(capsys, "fetch", url, "--timeout", "1")
         assert status != 0 and "Traceback" not in err
         assert err.startswith("secsipid: error: cert-url-refused"), err

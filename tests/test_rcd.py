@@ -4,27 +4,45 @@ parsers.  URL content (fetching) is in test_div_rcd_network.py."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
 import json
+import math
+import time
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import DEST, NOW, ORIG, MakeIdentity, assert_error, assert_verdict
+from helpers import (
+    DEST,
+    NOW,
+    ORIG,
+    X5U,
+    CachingProbeSource,
+    MakeIdentity,
+    assert_error,
+    assert_verdict,
+)
 from secsipid import (
+    Credential,
+    Fetcher,
+    FetchResult,
     Reason,
     RichCallData,
     Signer,
     SigningError,
     VerificationError,
     Verifier,
+    VerifyPolicy,
     canonical_json,
     decode_token,
 )
+from secsipid._fetch import request_remaining
 from secsipid._rcd import (
     PointerError,
     check_rcd_claims,
@@ -336,3 +354,87 @@ def test_invalid_rcd_maps_like_the_other_claim_errors() -> None:
     exc = VerificationError(Reason.INVALID_RCD, "x")
     assert_error(exc, Reason.INVALID_RCD)
     assert (exc.sip_status, exc.sip_reason, exc.lib_code) == (438, "Invalid PASSporT", -231)
+
+
+# -- content fetches share the request's budget ------------------------------------------------
+
+
+class _ContentProbe(Fetcher):
+    """Serves RCD content from memory and notes the request budget left at each fetch (inf:
+    outside any budget)."""
+
+    def __init__(self, contents: dict[str, bytes]) -> None:
+        super().__init__()
+        self.contents = contents
+        self.left: list[float] = []
+
+    def _serve(self, url: str) -> FetchResult:
+        self.left.append(request_remaining(math.inf))
+        return FetchResult(url, 200, {}, self.contents[url], time.time())
+
+    def get(self, url: str, *, allow_http: bool | None = None) -> FetchResult:
+        return self._serve(url)
+
+    async def aget(self, url: str, *, allow_http: bool | None = None) -> FetchResult:
+        return self._serve(url)
+
+
+def test_rcd_content_is_fetched_within_the_request_budget(
+    signer: Signer, public_key: ec.EllipticCurvePublicKey
+) -> None:
+    """check and acheck fetch RCD content (fetch_rcd) within the request's budget, whichever
+    way the verdict was reached: a value valid at once, a SHAKEN value before or after a div,
+    a div that failed before a SHAKEN value, a value whose certificate was fetched."""
+    icon_url = "https://rcd.example/icon.png"
+    icon = b"\x89PNG\r\n\x1a\n icon"
+    shaken = signer.identity(
+        ORIG, DEST, "A", iat=NOW, rcd=RichCallData(nam="Bob", icn=icon_url),
+        rcd_contents={icon_url: icon},
+    )  # fmt: skip
+    div = signer.div_identity(ORIG, "12155550999", DEST, iat=NOW)
+    stale_div = signer.div_identity(ORIG, "12155550999", DEST, iat=NOW - 3600)
+    policy = VerifyPolicy(fetch_rcd=True, timeout=2.0)
+    cold = {X5U: Credential(public_key)}
+    cases = [
+        (public_key, [shaken], {}),
+        (public_key, [shaken, div], {}),
+        (public_key, [div, shaken], {}),
+        (public_key, [stale_div, shaken], {"dest_tn": DEST}),
+        (CachingProbeSource(cold, set()), [shaken], {}),
+    ]
+    for key, values, kw in cases:
+        for mode in ("sync", "async"):
+            fetcher = _ContentProbe({icon_url: icon})
+            verifier = Verifier(key, policy=policy, fetcher=fetcher)  # type: ignore[arg-type]
+            verdict = (
+                verifier.check(values, now=NOW, **kw)
+                if mode == "sync"
+                else asyncio.run(verifier.acheck(values, now=NOW, **kw))
+            )
+            assert verdict.ok and verdict.rcd_failure is None, (values, mode, verdict)
+            assert verdict.rcd_checked == ("/icn",), (values, mode)
+            assert len(fetcher.left) == 1 and 0 < fetcher.left[0] <= 2.0, (mode, fetcher.left)
+
+
+def test_rcd_content_mismatch_names_the_pointer_cut_to_40_characters(
+    signer: Signer, public_key: ec.EllipticCurvePublicKey
+) -> None:
+    """Content behind a URL under an extension key of rcd that is not what was signed:
+    rcd-integrity-mismatch, the call still validated; the message names the rcdi pointer,
+    cut to its first 40 characters (it is the caller's text)."""
+    key = "x-" + "long-extension-name-" * 3
+    url = "https://rcd.example/extra.bin"
+    rcd = RichCallData(nam="Bob", extra={key: url}, rcdi={f"/{key}": rcd_digest(b"signed")})
+    value = signer.identity(ORIG, DEST, "A", iat=NOW, rcd=rcd)
+    for body, failure in ((b"signed", None), (b"tampered", Reason.RCD_INTEGRITY_MISMATCH)):
+        policy = VerifyPolicy(fetch_rcd=True)
+        verifier = Verifier(public_key, policy=policy, fetcher=_ContentProbe({url: body}))
+        verdict = verifier.check(value, now=NOW)
+        assert verdict.ok
+        if failure is None:
+            assert verdict.rcd_failure is None and verdict.rcd_checked == (f"/{key}",)
+            continue
+        assert verdict.rcd_failure is not None and verdict.rcd_failure.reason is failure
+        assert verdict.rcd_failure.message == (
+            f"rcdi {f'/{key}'[:40]!r}: the digest does not match the fetched content"
+        )

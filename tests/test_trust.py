@@ -3,8 +3,10 @@ revocation (CRL files and distribution points), TNAuthList, profile, hot reload.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
+import math
 import os
 import time
 from pathlib import Path
@@ -15,20 +17,24 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fetchkit import CertServer
+from helpers import CachingProbeSource
 from secsipid import (
     Credential,
     Fetcher,
     FetchPolicy,
     FetchResult,
     Reason,
+    RichCallData,
     Signer,
     TrustPolicy,
     TrustValidator,
     Verdict,
     VerificationError,
     Verifier,
+    VerifyPolicy,
     build_identity,
 )
+from secsipid._fetch import request_remaining
 from secsipid._pki import LabPKI, make_crl, make_lab_pki, make_self_signed, pem
 from secsipid._trust import _brief, _describe
 
@@ -367,6 +373,188 @@ def test_async_refuses_like_sync(lab: LabPKI, root_file: Path, tmp_path: Path) -
                 with pytest.raises(VerificationError) as exc:
                     asyncio.run(asyn.averify(value))
                 assert exc.value.reason is reason
+
+
+class _BudgetFetcher:
+    """A CRL fetcher that refuses every fetch and notes the request budget left at each one
+    (``inf``: asked outside any budget)."""
+
+    def __init__(self) -> None:
+        self.left: list[float] = []
+        self.on_loop: list[bool] = []  # whether an event loop ran in the fetching thread
+
+    def get(self, url: str, *, allow_http: bool | None = None) -> object:
+        self.left.append(request_remaining(math.inf))
+        try:
+            asyncio.get_running_loop()
+            self.on_loop.append(True)
+        except RuntimeError:
+            self.on_loop.append(False)
+        raise VerificationError(Reason.CERT_FETCH_FAILED, f"{url}: refused by the test")
+
+
+def test_every_entry_point_checks_trust_at_its_now_within_its_budget(
+    lab: LabPKI, tmp_path: Path
+) -> None:
+    """verify, averify, check and acheck, for a SHAKEN PASSporT and for an rcd one (which
+    takes the path of div and rcd requests), judge the certificate at the ``now`` they are
+    given -- here two days after it expired -- and fetch its CRLs within the request's
+    budget (VerifyPolicy.timeout)."""
+    pki = make_lab_pki(root=(lab.root_key, lab.root), crl_url="http://crl.example/ca.crl",
+                       leaf_not_after=dt.datetime.now(UTC) + dt.timedelta(days=1))  # fmt: skip
+    policy = TrustPolicy(ca_file=str(pki.write(tmp_path)["root"]), fetch_crls=True)
+    signer = Signer(pki.leaf_key, X5U)
+
+    def values(iat: int) -> dict[str, str]:
+        return {
+            "shaken": signer.identity(ORIG, DEST, "A", iat=iat),
+            "rcd": signer.rcd_identity(ORIG, DEST, RichCallData(nam="Bob's Plumbing"), iat=iat),
+        }
+
+    def outcomes(value: str, now: float, fetcher: _BudgetFetcher) -> list[Reason]:
+        got = []
+        for entry in ("verify", "averify", "check", "acheck"):
+            verifier = Verifier(credential(pki), trust=TrustValidator(policy, fetcher),
+                                policy=VerifyPolicy(timeout=2.0))  # fmt: skip
+            if entry in ("check", "acheck"):
+                run = verifier.check(value, now=now) if entry == "check" else asyncio.run(
+                    verifier.acheck(value, now=now))  # fmt: skip
+                got.append(run.reason)
+                continue
+            try:
+                if entry == "verify":
+                    verifier.verify(value, now=now)
+                else:
+                    asyncio.run(verifier.averify(value, now=now))
+                got.append(Reason.VALID)
+            except VerificationError as exc:
+                got.append(exc.reason)
+        return got
+
+    later = pki.leaf.not_valid_after_utc.timestamp() + 2 * 86400
+    for kind, value in values(int(later)).items():
+        fetcher = _BudgetFetcher()
+        assert outcomes(value, later, fetcher) == [Reason.CERT_EXPIRED] * 4, kind
+    now = time.time()
+    for kind, value in values(int(now)).items():
+        fetcher = _BudgetFetcher()
+        assert outcomes(value, now, fetcher) == [Reason.VALID] * 4, kind
+        assert len(fetcher.left) >= 4, kind  # every entry point fetched the CRLs
+        assert all(0 < left <= 2.0 for left in fetcher.left), (kind, fetcher.left)
+        assert not any(fetcher.on_loop), kind  # averify/acheck: on a worker thread
+
+
+def test_async_checks_each_chain_once_off_the_event_loop(
+    lab: LabPKI, root_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """acheck validates a chain that is not cached yet on a worker thread, once; then, cached,
+    inline, once per request; whether it is cached is judged at the request's now."""
+    validator = TrustValidator(TrustPolicy(ca_file=str(root_file)))
+    checks = _counting(monkeypatch, validator, "check")
+    value = Signer(lab.leaf_key, X5U).identity(ORIG, DEST, "A")
+    chain = credential(lab)
+    verifier = Verifier(chain, trust=validator)
+    assert not validator.is_cached(chain)
+    assert asyncio.run(verifier.acheck(value)).ok
+    assert checks[0] == 1
+    assert validator.is_cached(chain)
+    assert asyncio.run(verifier.acheck(value)).ok
+    assert checks[0] == 2
+
+    # With revocation: a CRL that could not be fetched is asked again after a minute, judged
+    # at the request's now -- two minutes on, on a worker thread again.
+    pki = make_lab_pki(root=(lab.root_key, lab.root), crl_url="http://crl.example/ca.crl")
+    fetcher = _BudgetFetcher()
+    validator = TrustValidator(TrustPolicy(ca_file=str(root_file), fetch_crls=True), fetcher)
+    verifier = Verifier(credential(pki), trust=validator)
+    signer = Signer(pki.leaf_key, X5U)
+    t0 = time.time()
+    for now in (t0, t0 + 120):
+        value = signer.identity(ORIG, DEST, "A", iat=int(now))
+        assert asyncio.run(verifier.acheck(value, now=now)).ok
+    assert len(fetcher.on_loop) >= 2 and not any(fetcher.on_loop), fetcher.on_loop
+
+
+def test_trust_of_a_fetched_certificate_within_the_budget_and_off_the_event_loop(
+    lab: LabPKI, root_file: Path
+) -> None:
+    """check and acheck validate a certificate they had to fetch, fetching its CRLs within
+    the request's budget; acheck on a worker thread, never blocking the event loop."""
+    pki = make_lab_pki(root=(lab.root_key, lab.root), crl_url="http://crl.example/ca.crl")
+    value = Signer(pki.leaf_key, X5U).identity(ORIG, DEST, "A")
+    for mode in ("sync", "async"):
+        fetcher = _BudgetFetcher()
+        validator = TrustValidator(TrustPolicy(ca_file=str(root_file), fetch_crls=True), fetcher)
+        source = CachingProbeSource({X5U: credential(pki)}, set())
+        verifier = Verifier(source, trust=validator, policy=VerifyPolicy(timeout=2.0))
+        verdict = verifier.check(value) if mode == "sync" else asyncio.run(verifier.acheck(value))
+        assert verdict.ok, (mode, verdict.reason, verdict.message)
+        assert source.asked("credential_for") == [X5U]
+        assert fetcher.left and all(0 < left <= 2.0 for left in fetcher.left), fetcher.left
+        if mode == "async":
+            assert not any(fetcher.on_loop), fetcher.on_loop
+
+
+class _LendingSource(CachingProbeSource):
+    """A certificate source as CertificateSource is one: it carries its fetch policy (whose
+    timeout is the request budget by default), the trust its user chose (a TrustPolicy here)
+    and its fetcher (which the verifier also uses for CRLs)."""
+
+    def __init__(self, cred: Credential, trust: TrustPolicy | None, fetcher: Fetcher) -> None:
+        super().__init__({X5U: cred}, set())
+        self.fetch_policy = FetchPolicy(timeout=0.7)
+        self.trust = trust
+        self.fetcher = fetcher
+
+
+class _RefusingFetcher(Fetcher):
+    """Refuses every fetch, noting the URLs and the request budget left at each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[str, float]] = []
+
+    def get(self, url: str, *, allow_http: bool | None = None) -> FetchResult:
+        self.asked.append((url, request_remaining(math.inf)))
+        raise VerificationError(Reason.CERT_FETCH_FAILED, f"{url}: refused by the test")
+
+
+def test_a_source_lends_the_verifier_its_budget_trust_and_fetcher(
+    lab: LabPKI, root_file: Path
+) -> None:
+    """A Verifier over a certificate source takes, unless told otherwise, the source's fetch
+    timeout as the request budget, the source's trust (a TrustPolicy is validated with the
+    source's fetcher, CRLs included) and the source's fetcher for Rich Call Data content."""
+    crl_url = "http://crl.example/ca.crl"
+    pki = make_lab_pki(root=(lab.root_key, lab.root), crl_url=crl_url)
+    value = Signer(pki.leaf_key, X5U).identity(ORIG, DEST, "A")
+    policy = TrustPolicy(ca_file=str(root_file), fetch_crls=True)
+    fetcher = _RefusingFetcher()
+    source = _LendingSource(credential(pki), policy, fetcher)
+    assert Verifier(source).check(value).ok
+    (fetch,) = [c for c in source.calls if c.how == "credential_for"]
+    assert 0.5 < fetch.left <= 0.7, fetch  # the source's timeout, not the 5 s default
+    assert [url for url, _ in fetcher.asked] == [crl_url]  # the source's fetcher
+    assert 0 < fetcher.asked[0][1] <= 0.7
+    # the source's trust refuses a chain from another root, unless the caller says no trust
+    other = make_lab_pki()
+    stranger = Signer(other.leaf_key, X5U).identity(ORIG, DEST, "A")
+    untrusted = _LendingSource(credential(other), policy, _RefusingFetcher())
+    assert Verifier(untrusted).check(stranger).reason is Reason.CERT_UNTRUSTED
+    assert Verifier(untrusted, trust=None).check(stranger).ok
+    assert Verifier(_LendingSource(credential(other), None, fetcher)).check(stranger).ok
+    # Rich Call Data content goes through the source's fetcher too (its safety policy)
+    icon = "https://rcd.example/icon.png"
+    with_rcd = Signer(pki.leaf_key, X5U).identity(
+        ORIG, DEST, "A", rcd=RichCallData(nam="Bob", icn=icon), rcd_contents={icon: b"icon"}
+    )
+    content = _RefusingFetcher()
+    verifier = Verifier(_LendingSource(credential(pki), None, content),
+                        policy=VerifyPolicy(fetch_rcd=True))  # fmt: skip
+    verdict = verifier.check(with_rcd)
+    assert verdict.ok and verdict.rcd_failure is not None
+    assert verdict.rcd_failure.reason is Reason.RCD_FETCH_FAILED
+    assert [url for url, _ in content.asked] == [icon]
 
 
 def test_delegate_certificate_refuses_uri_orig(lab: LabPKI, root_file: Path) -> None:
@@ -1227,3 +1415,33 @@ def test_trust_policy_arguments() -> None:
         "TrustPolicy: chain validation needs trust anchors: give ca_file or ca_dir (the "
         "STI-PA trust list) or system_cas=True; or verify_chain=False"
     )
+
+
+def test_path_validity_is_judged_at_now_for_every_certificate(lab: LabPKI, root_file: Path) -> None:
+    """Every certificate of the path is judged at the verifier's now: an intermediate that
+    expired is cert-expired (named), not merely untrusted; a root that expired makes the path
+    untrusted even while the leaf and the intermediate are still valid."""
+    root = (lab.root_key, lab.root)
+    trust = TrustPolicy(ca_file=str(root_file))
+    now = dt.datetime.now(UTC)
+    # intermediate for 2 x 10 days, leaf for 100 days: at +30 days only the leaf is valid
+    short = make_lab_pki(root=root, days=10, leaf_not_after=now + dt.timedelta(days=100))
+    later = (now + dt.timedelta(days=30)).timestamp()
+    value = Signer(short.leaf_key, X5U).identity(ORIG, DEST, "A", iat=int(later))
+    verdict = Verifier(credential(short), trust=trust).check(value, now=later)
+    assert verdict.reason is Reason.CERT_EXPIRED
+    assert "secsipid lab STI-CA" in verdict.message and "has expired" in verdict.message
+    # leaf and intermediate outlive the root: a day after the root expired, no path holds
+    long = make_lab_pki(root=root, days=2000)
+    after_root = lab.root.not_valid_after_utc.timestamp() + 86400
+    value = Signer(long.leaf_key, X5U).identity(ORIG, DEST, "A", iat=int(after_root))
+    verdict = Verifier(credential(long), trust=trust).check(value, now=after_root)
+    assert verdict.reason is Reason.CERT_UNTRUSTED, (verdict.reason, verdict.message)
+    assert check(long, trust) == "valid"  # today the same path holds
+
+
+def test_max_chain_depth_is_applied(lab: LabPKI, root_file: Path) -> None:
+    """TrustPolicy.max_chain_depth bounds the path: the lab path (leaf, intermediate, root)
+    holds with the default, not with a depth that leaves no room for the intermediate."""
+    assert check(lab, TrustPolicy(ca_file=str(root_file))) == "valid"
+    assert check(lab, TrustPolicy(ca_file=str(root_file), max_chain_depth=0)) == "cert-untrusted"

@@ -4,7 +4,10 @@ several Identity headers, Verdicts, robustness properties and the async entry po
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,15 +30,21 @@ from helpers import (
     SHAKEN_CLAIMS,
     SHAKEN_HEADER,
     X5U,
+    AsyncProbeSource,
+    CachingProbeSource,
     KeyFiles,
+    LocalProbeSource,
     MakeIdentity,
+    ProbeSource,
     assert_error,
     assert_verdict,
+    assert_verdict_readable,
 )
 from secsipid import (
     Credential,
     CredentialFile,
     Failure,
+    KeyLoadError,
     Reason,
     Signer,
     StaticCredential,
@@ -673,8 +682,16 @@ def test_orig_matches(verifier: Verifier, identity: str, orig: str) -> None:
     ["12155550122", "2155550121", "sip:alice@example.com", "", "+1 215 555 012"],
 )
 def test_orig_mismatch(verifier: Verifier, identity: str, orig: str) -> None:
-    """Another number, a national form (no country code guessed), or a non-TN: orig-mismatch."""
-    assert_verdict(verifier.check(identity, orig_tn=orig, now=NOW), Reason.ORIG_MISMATCH)
+    """Another number, a national form (no country code guessed), or a non-TN: orig-mismatch,
+    and the message names the calling party as the verifier understood it."""
+    verdict = verifier.check(identity, orig_tn=orig, now=NOW)
+    assert_verdict(verdict, Reason.ORIG_MISMATCH)
+    want = {"sip:alice@example.com": "sip:alice@example.com", "": "(no number)"}.get(orig)
+    if want is not None:
+        assert verdict.message == (
+            f"orig {ORIG} in the PASSporT is not the calling party {want} "
+            "(canonical forms compared)"
+        )
 
 
 @pytest.mark.parametrize(
@@ -1091,14 +1108,238 @@ def test_async_uses_acredential_for(public_key: ec.EllipticCurvePublicKey, ident
     assert source.sync_calls == 1
 
 
+BUDGET = 2.0  # VerifyPolicy.timeout of the probe tests: far from the 5 s default
+
+
+def test_verify_asks_each_kind_of_source_as_its_protocol_says(
+    public_key: ec.EllipticCurvePublicKey, identity: str
+) -> None:
+    """verify, averify, check and acheck ask a source the way CredentialSource documents
+    it, always for the header's info URL: a local one directly, outside any time budget; a
+    cached credential through cached_credential alone (no fetch); a cold one, and any source
+    of unknown kind, as a fetch within the request's budget (VerifyPolicy.timeout)."""
+    keys = {X5U: Credential(public_key)}
+
+    def sync(source: ProbeSource) -> VerifiedPassport:
+        return Verifier(source, policy=VerifyPolicy(timeout=BUDGET)).verify(identity, now=NOW)
+
+    def asyn(source: ProbeSource) -> VerifiedPassport:
+        verifier = Verifier(source, policy=VerifyPolicy(timeout=BUDGET))
+        return asyncio.run(verifier.averify(identity, now=NOW))
+
+    def sync_check(source: ProbeSource) -> VerifiedPassport:
+        verifier = Verifier(source, policy=VerifyPolicy(timeout=BUDGET))
+        verdict = verifier.check(identity, now=NOW)
+        if verdict.passport is None:
+            raise VerificationError(verdict.reason, verdict.message)
+        return verdict.passport
+
+    def async_check(source: ProbeSource) -> VerifiedPassport:
+        verifier = Verifier(source, policy=VerifyPolicy(timeout=BUDGET))
+        verdict = asyncio.run(verifier.acheck(identity, now=NOW))
+        if verdict.passport is None:
+            raise VerificationError(verdict.reason, verdict.message)
+        return verdict.passport
+
+    for run in (sync, asyn, sync_check, async_check):
+        local = LocalProbeSource(keys)
+        assert run(local).info == X5U
+        assert [(c.how, c.info, c.left) for c in local.calls] == [
+            ("credential_for", X5U, math.inf)
+        ], run
+        cached = CachingProbeSource(keys, {X5U})
+        assert run(cached).info == X5U
+        assert [(c.how, c.info) for c in cached.calls] == [("cached_credential", X5U)], run
+        cold = CachingProbeSource(keys, set())
+        assert run(cold).info == X5U
+        assert [(c.how, c.info) for c in cold.calls] == [
+            ("cached_credential", X5U),
+            ("credential_for", X5U),
+        ], run
+        assert cold.calls[1].within(BUDGET), (run, cold.calls)
+        unknown = ProbeSource(keys)
+        assert run(unknown).info == X5U
+        assert [(c.how, c.info) for c in unknown.calls] == [("credential_for", X5U)], run
+        assert unknown.calls[0].within(BUDGET), (run, unknown.calls)
+        nothing = CachingProbeSource({}, set())
+        with pytest.raises(VerificationError) as exc:
+            run(nothing)
+        assert_error(exc.value, Reason.CERT_FETCH_FAILED)
+        if run in (sync, asyn):
+            assert exc.value.header["x5u"] == X5U  # the failure names the PASSporT
+
+
+class _SlowFetch(AsyncProbeSource):
+    """Fetches that take ``delay`` seconds whatever the request's budget (a source that does
+    not watch it); nothing cached."""
+
+    def __init__(self, keys: dict[str, Credential], delay: float) -> None:
+        super().__init__(keys, set())
+        self.delay = delay
+
+    async def acredential_for(self, info: str) -> Credential:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return self._answer("acredential_for", info)
+
+
+OTHER_X5U = "https://other.example/sti.pem"
+
+
+def _check_both(verifier: Verifier, values: list[str]) -> list[Verdict]:
+    """check (several URLs: fetched at once on a private loop) and acheck of ``values``."""
+    return [verifier.check(values, now=NOW), asyncio.run(verifier.acheck(values, now=NOW))]
+
+
+def test_several_certificates_fetched_at_once_are_checked_in_request_order(
+    signer: Signer, public_key: ec.EllipticCurvePublicKey
+) -> None:
+    """Values whose certificates arrive together are checked in request order, and a value
+    whose fetch or signature fails does not keep the others from being checked."""
+    other = ec.generate_private_key(ec.SECP256R1())
+    keys = {X5U: Credential(public_key), OTHER_X5U: Credential(other.public_key())}
+    first = signer.identity(ORIG, DEST, "A", ORIGID, iat=NOW)
+    second = Signer(other, OTHER_X5U).identity(ORIG, DEST, "B", ORIGID, iat=NOW)
+    source = _SlowFetch(keys, 0)
+    for verdict in _check_both(Verifier(source), [first, second]):
+        assert verdict.ok and verdict.index == 0 and verdict.failures == ()
+        assert_verdict_readable(verdict)
+        assert verdict.passport is not None and verdict.passport.info == X5U
+    # both URLs at once, through acredential_for, by check (private loop) and acheck alike
+    assert sorted(source.asked("acredential_for")) == sorted([X5U, OTHER_X5U] * 2)
+    assert source.asked("credential_for") == []
+    # the first URL cannot be fetched: the second value is checked all the same
+    missing = {OTHER_X5U: keys[OTHER_X5U]}
+    for verdict in _check_both(Verifier(_SlowFetch(missing, 0)), [first, second]):
+        assert verdict.ok and verdict.index == 1
+        assert [(f.index, f.reason) for f in verdict.failures] == [(0, Reason.CERT_FETCH_FAILED)]
+    # the first certificate holds another key: bad-signature, and the second is checked
+    wrong = {X5U: keys[OTHER_X5U], OTHER_X5U: keys[OTHER_X5U]}
+    for verdict in _check_both(Verifier(_SlowFetch(wrong, 0)), [first, second]):
+        assert verdict.ok and verdict.index == 1
+        assert [(f.index, f.reason) for f in verdict.failures] == [(0, Reason.BAD_SIGNATURE)]
+    # two values behind one URL, the first signed by another key: the second is checked
+    forged = Signer(other, X5U).identity(ORIG, DEST, "A", ORIGID, iat=NOW)
+    third = Signer(other, "https://third.example/sti.pem").identity(ORIG, DEST, "C", iat=NOW)
+    for verdict in _check_both(Verifier(_SlowFetch(keys, 0)), [forged, first, third]):
+        assert verdict.ok and verdict.index == 1, (verdict.reason, verdict.failures)
+        assert [(f.index, f.reason) for f in verdict.failures] == [(0, Reason.BAD_SIGNATURE)]
+
+
+class _Unloadable(_SlowFetch):
+    """OTHER_X5U holds something that is no certificate (KeyLoadError key-invalid)."""
+
+    def _answer(self, how: str, info: str | None) -> Credential:
+        if info == OTHER_X5U:
+            raise KeyLoadError("key-invalid", f"{info}: not a certificate")
+        return super()._answer(how, info)
+
+
+def test_a_certificate_that_cannot_be_loaded_keeps_its_reason_and_code(
+    signer: Signer, public_key: ec.EllipticCurvePublicKey
+) -> None:
+    """A fetched body that is no certificate is key-unavailable with libsecsipid's -102 for
+    its value, on every fetch path (one URL, several at once); the other value is checked."""
+    other = ec.generate_private_key(ec.SECP256R1())
+    keys = {X5U: Credential(public_key)}
+    values = [
+        Signer(other, OTHER_X5U).identity(ORIG, DEST, "B", ORIGID, iat=NOW),
+        signer.identity(ORIG, DEST, "A", ORIGID, iat=NOW),
+    ]
+    for verdict in _check_both(Verifier(_Unloadable(keys, 0)), values):
+        assert verdict.ok and verdict.index == 1
+        assert [(f.index, f.reason, f.lib_code) for f in verdict.failures] == [
+            (0, Reason.KEY_UNAVAILABLE, -102)
+        ]
+    for verdict in _check_both(Verifier(_Unloadable(keys, 0)), values[:1]):
+        assert_verdict(verdict, Reason.KEY_UNAVAILABLE)
+        assert verdict.lib_code == -102 and verdict.message == f"{OTHER_X5U}: not a certificate"
+
+
+def test_failures_are_reported_in_request_order(
+    signer: Signer, public_key: ec.EllipticCurvePublicKey
+) -> None:
+    """Values are checked out of order (the one whose credential is at hand first), but the
+    failures are reported in request order."""
+    other = ec.generate_private_key(ec.SECP256R1())
+    keys = {X5U: Credential(public_key), OTHER_X5U: Credential(public_key)}
+    values = [  # both signed with a key their certificate does not hold
+        Signer(other, OTHER_X5U).identity(ORIG, DEST, "B", ORIGID, iat=NOW),
+        Signer(other, X5U).identity(ORIG, DEST, "A", ORIGID, iat=NOW),
+    ]
+    for verdict in _check_both(Verifier(CachingProbeSource(keys, {X5U})), values):
+        assert_verdict(verdict, Reason.BAD_SIGNATURE)
+        assert [f.index for f in verdict.failures] == [0, 1]
+
+
+def test_fetches_left_behind_by_a_valid_value_log_nothing(
+    signer: Signer, public_key: ec.EllipticCurvePublicKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A value found valid ends the check while other fetches may have failed in the same
+    instant: their failures are not the request's, and asyncio must not log them as
+    "Task exception was never retrieved" (with a traceback) when the tasks are collected."""
+    other = ec.generate_private_key(ec.SECP256R1())
+    values = [
+        signer.identity(ORIG, DEST, "A", ORIGID, iat=NOW),
+        Signer(other, OTHER_X5U).identity(ORIG, DEST, "B", ORIGID, iat=NOW),
+    ]
+    keys = {X5U: Credential(public_key)}  # the second URL fails
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        for verdict in _check_both(Verifier(_SlowFetch(keys, 0)), values):
+            assert verdict.ok and verdict.index == 0
+        gc.collect()
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+
+
+def test_fetches_of_several_certificates_end_with_the_request_budget(
+    signer: Signer, public_key: ec.EllipticCurvePublicKey
+) -> None:
+    """A source that ignores the budget is not waited for past it: cert-fetch-timeout for
+    each value, naming its URL.  Within a budget under a second a quick answer is used."""
+    other = ec.generate_private_key(ec.SECP256R1())
+    keys = {X5U: Credential(public_key), OTHER_X5U: Credential(other.public_key())}
+    values = [
+        signer.identity(ORIG, DEST, "A", ORIGID, iat=NOW),
+        Signer(other, OTHER_X5U).identity(ORIG, DEST, "B", ORIGID, iat=NOW),
+    ]
+    # URLs of 120 characters are named whole, longer ones cut to 117 and "..."
+    long120 = "https://long.example/" + "a" * 95 + ".pem"
+    long121 = "https://long.example/" + "b" * 96 + ".pem"
+    assert (len(long120), len(long121)) == (120, 121)
+    values += [Signer(other, url).identity(ORIG, DEST, "B", iat=NOW) for url in (long120, long121)]
+    slow = Verifier(_SlowFetch(keys, 3.0), policy=VerifyPolicy(timeout=0.3))
+    for verdict in _check_both(slow, values):
+        assert_verdict(verdict, Reason.CERT_FETCH_TIMEOUT)
+        assert [(f.index, f.message) for f in verdict.failures] == [
+            (0, f"{X5U}: no certificate within the request's time budget"),
+            (1, f"{OTHER_X5U}: no certificate within the request's time budget"),
+            (2, f"{long120}: no certificate within the request's time budget"),
+            (3, f"{long121[:117]}...: no certificate within the request's time budget"),
+        ]
+    values = values[:2]
+    quick = Verifier(_SlowFetch(keys, 0.05), policy=VerifyPolicy(timeout=0.8))
+    for verdict in _check_both(quick, values):
+        assert verdict.ok and verdict.index == 0, (verdict.reason, verdict.message)
+
+
 def test_async_matches_sync_on_mixed_request(
     verifier: Verifier, identity: str, bad: dict[str, str]
 ) -> None:
-    """acheck and check agree on a multi-header request, valid or not."""
-    for values in (list(bad.values()), [*bad.values(), identity]):
+    """acheck and check agree on a multi-header request, valid or not, wherever the valid
+    value is: the values after it are not examined (their failures are not reported)."""
+    middle = len(bad) // 2
+    for values in (
+        list(bad.values()),
+        [*bad.values(), identity],
+        [identity, *bad.values()],
+        [*list(bad.values())[:middle], identity, *list(bad.values())[middle:]],
+    ):
         a, b = asyncio.run(verifier.acheck(values, now=NOW)), verifier.check(values, now=NOW)
         assert a.to_dict() == b.to_dict()
         assert (a.passport is None) is (b.passport is None)
+        if identity in values:
+            assert a.ok and a.index == values.index(identity)
+            assert [f.index for f in a.failures] == list(range(a.index))
 
 
 def test_verifier_uses_wall_clock_without_now(signer: Signer, verifier: Verifier) -> None:

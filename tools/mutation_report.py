@@ -5,8 +5,9 @@
 Reads mutmut's result files under mutants/ (mutmut 3.8: see the ``mutation`` extra).  A
 surviving mutant that an entry of tools/mutation-equivalent.txt describes is counted as
 equivalent (it cannot change behaviour; the entry says why); every other one is written, with
-its diff and a ready-to-paste entry, to mutants/survivors.txt (or FILE).  "No tests" mutants (no test of
-the selection reaches the function) count as survivors: nothing would notice them either.
+its diff and a ready-to-paste entry, to mutants/survivors.txt (or FILE).  "No tests" mutants
+(no test of the selection reaches the function) count as survivors: nothing would notice them
+either.
 
 Exit status: 0 when no unexplained mutant survived, 1 otherwise.
 """

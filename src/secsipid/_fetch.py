@@ -159,7 +159,7 @@ class FetchPolicy:
         if scheme != "https" and not (scheme == "http" and http_ok):
             allowed = "https or http" if http_ok else "https"
             raise _refused(url, f"scheme {scheme or '(none)'!r} is not allowed (only {allowed})")
-        if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        if "@" in parts.netloc:  # what urlsplit's username and password are set from
             raise _refused(url, "userinfo in the URL is not allowed")
         if parts.fragment or url.endswith("#"):
             raise _refused(url, "a fragment in the URL is not allowed")
@@ -167,11 +167,15 @@ class FetchPolicy:
         port = port or (443 if scheme == "https" else 80)
         if self.allowed_ports is not None and port not in self.allowed_ports:
             raise _refused(url, f"port {port} is not allowed")
+        try:
+            path, query = _ascii_part(parts.path), _ascii_part(parts.query)
+        except UnicodeEncodeError as exc:  # e.g. argv bytes that were not UTF-8 (surrogateescape)
+            raise _refused(url, "the URL is not valid Unicode (a lone surrogate)") from exc
         name = f"[{host}]" if ":" in host else host
         netloc = name if parts.port is None else f"{name}:{port}"
-        target = f"{scheme}://{netloc}{_ascii_part(parts.path) or '/'}"
-        if parts.query or url.endswith("?"):
-            target += "?" + _ascii_part(parts.query)
+        target = f"{scheme}://{netloc}{path or '/'}"
+        if query or url.endswith("?"):
+            target += "?" + query
         return Target(target, host, port, netloc)
 
     def check_address(self, address: IPAddress, url: str) -> None:
@@ -275,6 +279,10 @@ def _refused(url: str, why: str) -> VerificationError:
 
 
 def _short(url: str) -> str:
+    """``url`` for a message: one line of printable text that any log can take (control
+    characters and lone surrogates escaped as repr() would), at most 120 characters."""
+    if not url.isprintable():
+        url = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in url)
     return url if len(url) <= 120 else url[:117] + "..."
 
 
@@ -355,12 +363,12 @@ def _remaining() -> float:
 
 
 def _checked_addresses(addresses: Iterable[IPAddress], policy: FetchPolicy, url: str) -> list[str]:
+    """Every address, checked before any is connected to (the resolver never returns none:
+    it raises ``ResolveError`` instead)."""
     checked: list[str] = []
     for address in addresses:
         policy.check_address(address, url)  # every address must pass, not just the first
         checked.append(str(address))
-    if not checked:
-        raise httpcore.ConnectError("name resolution returned no address")
     return checked
 
 
@@ -455,12 +463,31 @@ class _PinnedAsyncBackend(httpcore.AnyIOBackend):
         for address in _checked_addresses(found, self._policy, url):
             try:
                 with anyio.fail_after(_remaining()):
-                    return AnyIOStream(await _aconnect(address, port))
+                    return _ClosingStream(await _aconnect(address, port))
             except TimeoutError as exc:
                 raise httpcore.ConnectTimeout(f"connect to {address} timed out") from exc
             except OSError as exc:
                 last = httpcore.ConnectError(f"cannot connect to {address}: {exc}")
         raise last or httpcore.ConnectError(f"cannot connect to {host}")
+
+
+class _ClosingStream(AnyIOStream):
+    """httpcore's stream, closed when a TLS handshake is cancelled: httpcore closes it on an
+    ``Exception`` only, and the fetch's deadline (``anyio.fail_after`` in ``aget``) cancels,
+    which left the socket open for the garbage collector."""
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            return await super().start_tls(ssl_context, server_hostname, timeout)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
+            raise
 
 
 async def _aconnect(address: str, port: int) -> anyio.abc.SocketStream:
@@ -546,13 +573,9 @@ class Fetcher:
         if status != 200:
             raise VerificationError(Reason.CERT_FETCH_STATUS, f"{_short(url)}: HTTP {status}")
         for name, value in headers:
-            if name.lower() == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    continue
-                if length > self.policy.max_size:
-                    raise self._too_large(url)
+            # h11 has already refused a Content-Length that is not a number, or two that differ.
+            if name.lower() == b"content-length" and int(value) > self.policy.max_size:
+                raise self._too_large(url)
 
     def _too_large(self, url: str) -> VerificationError:
         return VerificationError(

@@ -90,13 +90,15 @@ class _HostsFile:
     def __init__(self, path: str) -> None:
         self.path = path
         self._stamp: tuple[int, int, int] | None = None
-        self._checked = 0.0
+        # Not 0.0: time.monotonic() counts from boot, so a process started within a second
+        # of it (a micro-VM, a container at boot) would skip the file on its first lookups.
+        self._checked: float | None = None
         self._names: dict[str, list[IPAddress]] = {}
         self._lock = threading.Lock()
 
     def lookup(self, name: str) -> list[IPAddress]:
         now = time.monotonic()
-        if now - self._checked >= _HOSTS_RECHECK:
+        if self._checked is None or now - self._checked >= _HOSTS_RECHECK:
             with self._lock:
                 self._refresh(now)
         return self._names.get(name.lower().rstrip("."), [])

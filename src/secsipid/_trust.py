@@ -290,7 +290,6 @@ class _Chain:
     not_after: float
     tnauth: TNAuthList | None
     material_version: int
-    revocation_version: int
     revocation_until: float  # when fetched CRLs used for the revocation check go stale
 
 
@@ -312,7 +311,6 @@ class TrustValidator:
             weakref.WeakKeyDictionary()
         )
         self._crl_cache: dict[str, tuple[float, x509.CertificateRevocationList | None]] = {}
-        self._revocation_version = 0
         self._lock = threading.Lock()
 
     # The hot path: a cached chain costs a dict lookup and a few comparisons.
@@ -340,13 +338,11 @@ class TrustValidator:
                         Reason.CERT_NOT_YET_VALID,
                         f"certificate chain not yet valid at {what} ({t:.0f})",
                     )
-        if self._needs_revocation() and (
-            cached.revocation_version != self._revocation_version or now > cached.revocation_until
-        ):
+        if self._needs_revocation() and now > cached.revocation_until:
             until = self._check_revocation(cached.chain, now)
             cached = _Chain(
                 cached.chain, cached.not_before, cached.not_after, cached.tnauth,
-                cached.material_version, self._revocation_version, until,
+                cached.material_version, until,
             )  # fmt: skip
             self._chains[credential] = cached
         tnauth = cached.tnauth
@@ -370,9 +366,7 @@ class TrustValidator:
         if not self._needs_revocation():
             return True
         now = time.time() if now is None else now
-        return (
-            cached.revocation_version == self._revocation_version and now <= cached.revocation_until
-        )
+        return now <= cached.revocation_until
 
     def _needs_revocation(self) -> bool:
         p = self.policy
@@ -427,8 +421,7 @@ class TrustValidator:
                 if exc.reason is Reason.CERT_REVOKED:
                     raise self._fail(credential, exc) from None
                 raise
-        result = _Chain(chain, not_before, not_after, tnauth, material.version,
-                        self._revocation_version, until)  # fmt: skip
+        result = _Chain(chain, not_before, not_after, tnauth, material.version, until)
         self._chains[credential] = result
         return result
 

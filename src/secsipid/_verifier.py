@@ -1048,6 +1048,11 @@ class Verifier:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+            for task in tasks:
+                # A fetch that failed in the batch a valid value ended: its error is not the
+                # request's, and unread it would be logged when the task is collected.
+                if not task.cancelled():  # every task is done by now
+                    task.exception()
 
     # -- the extended path: every PASSporT verified, then the chain -------------------------
 
@@ -1415,10 +1420,9 @@ def _match(pointer: str, digest: str, body: bytes) -> None:
 
 
 def _rcd_failure(verdict: Verdict, exc: BaseException) -> Failure:
-    source = verdict.rcd_passport or verdict.passport
-    index = verdict.index
-    if source is not None and verdict.rcd_passport is not None:
-        index = -1  # an rcd PASSporT of its own; its index is not kept
+    # The RCD of an rcd PASSporT of its own (beside a SHAKEN one without RCD) has index -1:
+    # that PASSporT's index is not kept.
+    index = verdict.index if verdict.rcd_passport is None else -1
     if not isinstance(exc, VerificationError):
         log.error("secsipid: unexpected error checking RCD content", exc_info=exc)
         exc = VerificationError(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
@@ -1447,9 +1451,8 @@ def _by_url(waiting: list[_Waiting]) -> dict[str, list[_Waiting]]:
 
 
 def _for_value(error: BaseException, item: _Waiting) -> BaseException:
-    """The error of a URL's fetch, as its own exception for each value that needed it."""
-    if isinstance(error, KeyLoadError):
-        error = VerificationError.from_key_error(error)
+    """The error of a URL's fetch, as its own exception for each value that needed it (a
+    KeyLoadError arrives converted: _credential and _acredential convert it)."""
     if not isinstance(error, VerificationError):
         return error
     copy = VerificationError(error.reason, error.message, lib_code=error._lib_code)
