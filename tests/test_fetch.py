@@ -35,7 +35,7 @@ from secsipid import (
     VerificationError,
     Verifier,
 )
-from secsipid._fetch import Fetcher
+from secsipid._fetch import Fetcher, FetchResult
 from secsipid._pki import LabPKI, make_lab_pki, pem
 from secsipid._source import freshness
 
@@ -143,6 +143,35 @@ def test_tls_server_not_trusted_without_its_ca(
     )
     err = reason_of(source, server.url("/sti.pem"))
     assert err.reason is Reason.CERT_FETCH_FAILED and err.sip_status == 436
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_tls_certificate_for_another_name_is_refused(
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pki: tuple[LabPKI, Path],
+    tmp_path: Path,
+    use_async: bool,
+) -> None:
+    """The TLS server's certificate must name the URL's host (RFC 6125 via OpenSSL's
+    hostname check), on both paths: the server's certificate, issued by the trusted test CA,
+    names localhost and 127.0.0.1, and the same server reached as cert.example (mapped to
+    127.0.0.1 by the hosts file) is refused before any request, as an untrusted server is."""
+    server = serve({"/sti.pem": chain_route(pki)})
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 cert.example localhost\n")
+    policy = FetchPolicy(tls_ca_file=str(tls.ca), allow_private=True, hosts_file=str(hosts))
+    fetcher = Fetcher(policy)
+
+    def get(url: str) -> FetchResult:
+        return asyncio.run(fetcher.aget(url)) if use_async else fetcher.get(url)
+
+    assert get(server.url("/sti.pem", host="localhost")).body == pki[0].chain_pem
+    with pytest.raises(VerificationError) as exc:
+        get(server.url("/sti.pem", host="cert.example"))
+    assert exc.value.reason is Reason.CERT_FETCH_FAILED and exc.value.sip_status == 436
+    assert "cert.example" in exc.value.message
+    assert server.hits()["/sti.pem"] == 1
 
 
 # -- policy refusals ---------------------------------------------------------------------------
