@@ -255,21 +255,13 @@ def test_validated_chain_is_cached(lab: LabPKI, root_file: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """Path validation runs once per credential, not per verification."""
     validator = TrustValidator(TrustPolicy(ca_file=str(root_file)))
-    calls = 0
-    original = validator._verify_path
-
-    def counting(*args: object, **kwargs: object) -> object:
-        nonlocal calls
-        calls += 1
-        return original(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(validator, "_verify_path", counting)
+    calls = _counting(monkeypatch, validator, "_verify_path")
     cred = credential(lab)
     verifier = Verifier(cred, trust=validator)
     signer = Signer(lab.leaf_key, X5U)
     for _ in range(20):
         assert verifier.check(signer.identity(ORIG, DEST, "B")).ok
-    assert calls == 1
+    assert calls == [1]
     assert validator.is_cached(cred)
 
 
@@ -729,20 +721,12 @@ def test_failed_validation_is_cached(lab: LabPKI, root_file: Path,
     """An untrusted chain is validated once, not once per verification, and every refusal
     carries the reason and message of the first."""
     validator = TrustValidator(TrustPolicy(ca_file=str(root_file)))
-    calls = 0
-    original = validator._verify_path
-
-    def counting(*args: object, **kwargs: object) -> object:
-        nonlocal calls
-        calls += 1
-        return original(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(validator, "_verify_path", counting)
+    calls = _counting(monkeypatch, validator, "_verify_path")
     other = make_lab_pki()
     verifier = Verifier(credential(other), trust=validator)
     signer = Signer(other.leaf_key, X5U)
     verdicts = [verifier.check(signer.identity(ORIG, DEST, "A")) for _ in range(5)]
-    assert calls == 1
+    assert calls == [1]
     assert {(v.reason, v.message) for v in verdicts} == {
         (Reason.CERT_UNTRUSTED, verdicts[0].message)
     }
