@@ -308,6 +308,8 @@ def test_sign_csv_defaults(app: ServiceApp, key_files: KeyFiles) -> None:
         (f"abc,{DEST},A,,{X5U}", "invalid-tn"),
         (f"{ORIG},{DEST},A,,not a url", "invalid-x5u"),
         ("", "invalid-csv"),
+        # The Signer never makes a value verifiers refuse for its size.
+        (f"{'1' * 6000},{DEST},A,,{X5U}", "too-large"),
     ],
 )
 def test_sign_csv_refused(app: ServiceApp, body: str, code: str) -> None:
@@ -396,6 +398,82 @@ def test_pub_refuses(app: ServiceApp, path: str) -> None:
     reply = call(app, "GET", path)
     assert reply.status == 404
     assert reply.body == b"404 page not found\n"
+
+
+def _der_key(password: bytes | None) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    encryption: serialization.KeySerializationEncryption = serialization.NoEncryption()
+    if password:
+        encryption = serialization.BestAvailableEncryption(password)
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, encryption
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("key.pem", b"-----BEGIN PRIVATE KEY-----\nMIGHAgEA\n-----END PRIVATE KEY-----\n"),
+        ("ec.pem", b"-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----\n"),
+        ("enc.pem", b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIH\n-----END ENCRYPTED ..."),
+        ("both.pem", b"-----BEGIN CERTIFICATE-----\n...\n-----BEGIN PRIVATE KEY-----\n..."),
+        ("key.der", None),  # DER PKCS#8
+        ("key-enc.der", b"password"),  # encrypted DER PKCS#8
+    ],
+)
+def test_pub_never_serves_a_private_key(
+    key_files: KeyFiles,
+    pub_dir: Path,
+    name: str,
+    content: bytes | None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A private key put in pub_dir by mistake is never published: 404, logged once."""
+    (pub_dir / name).write_bytes(
+        content if content and content.startswith(b"-") else _der_key(content)
+    )
+    app = make_app(key_files, pub_dir=str(pub_dir))
+    for _ in range(3):
+        reply = call(app, "GET", f"/v1/pub/{name}")
+        assert (reply.status, reply.body) == (404, b"404 page not found\n")
+    logged = [r.getMessage() for r in caplog.records if "/v1/pub/ refuses" in r.getMessage()]
+    assert logged == [f"secsipid serve: /v1/pub/ refuses {pub_dir / name}: it holds a private key"]
+    # A DER certificate is served (it is a SEQUENCE too, but not a key).
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert = x509.load_pem_x509_certificate(key_files.cert_pem.read_bytes())
+    (pub_dir / "cert.der").write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    assert call(app, "GET", "/v1/pub/cert.der").status == 200
+
+
+def test_pub_never_serves_configured_secrets(
+    key_files: KeyFiles, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The signing key, the token file and the configuration are never served from pub_dir,
+    whatever their content (a token file is plain text), and `secsipid serve` warns at start."""
+    d = tmp_path / "lab"  # `secsipid keygen --out lab` then `--pub-dir lab`: one directory
+    d.mkdir()
+    (d / "cert.pem").write_bytes(key_files.cert_pem.read_bytes())
+    (d / "key.pem").write_bytes(key_files.key_pem.read_bytes())
+    (d / "tokens.txt").write_text(TOKEN + "\n")
+    (d / "secsipid.toml").write_text(f'[signing]\nkey = "{d / "key.pem"}"\nx5u = "{X5U}"\n')
+    config = load_config(
+        str(d / "secsipid.toml"),
+        {"token_file": str(d / "tokens.txt"), "pub_dir": str(d), "cert": str(d / "cert.pem")},
+    )
+    app = create_app(config)
+    assert sorted(app.state.published_secrets()) == sorted(
+        str(d / n) for n in ("key.pem", "tokens.txt", "secsipid.toml")
+    )
+    for name in ("key.pem", "tokens.txt", "secsipid.toml"):
+        reply = call(app, "GET", f"/v1/pub/{name}")
+        assert (reply.status, reply.body) == (404, b"404 page not found\n")
+    assert call(app, "GET", "/v1/pub/cert.pem").status == 200
+    refused = [r.getMessage() for r in caplog.records if "/v1/pub/ refuses" in r.getMessage()]
+    assert len(refused) == 3 and all("configured key, token or config" in m for m in refused)
 
 
 def test_pub_not_configured(key_files: KeyFiles) -> None:
@@ -495,6 +573,10 @@ def test_atis_signing_origid_generated_lowercase_attest(
         (_signing_body(iat="1700000000"), 400, "SVC4005", ("iat",)),
         (_signing_body(iat=True), 400, "SVC4005", ("iat",)),
         (_signing_body(iat=0), 400, "SVC4005", ("iat",)),
+        (_signing_body(iat=253402300800), 400, "SVC4005", ("iat",)),  # past year 9999
+        (_signing_body(iat=10**400), 400, "SVC4005", ("iat",)),  # 401 digits
+        # A PASSporT too large for verifiers to accept: the request as a whole is at fault.
+        (_signing_body(orig={"tn": "1" * 6000}), 400, "SVC4005", ("signingRequest",)),
         (_signing_body(dest={"tn": []}), 400, "SVC4005", ("dest.tn",)),
         (_signing_body(dest={"tn": [5]}), 400, "SVC4005", ("dest.tn",)),
         (_signing_body(dest=[DEST]), 400, "SVC4005", ("dest",)),

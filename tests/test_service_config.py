@@ -258,6 +258,24 @@ def test_cli_warns_without_verification(
     assert err.startswith("secsipid serve: warning: verification is not configured")
 
 
+def test_cli_warns_when_the_key_is_in_pub_dir(
+    capsys: pytest.CaptureFixture[str], key_files: KeyFiles
+) -> None:
+    """A signing key in the directory served at /v1/pub/ (a lab's keygen output): the service
+    starts, says the key is never served there, and /v1/pub/ refuses it (test_service_app)."""
+    pub = key_files.key_pem.parent
+    status, _, err = run_cli(
+        capsys, "serve", "--key", str(key_files.key_pem), "--cert", str(key_files.cert_pem),
+        "--pub-dir", str(pub), "--check-config",
+    )  # fmt: skip
+    assert status == 0
+    key = os.path.realpath(key_files.key_pem)
+    assert err == (
+        f"secsipid serve: warning: {key} is in server.pub_dir: never served there "
+        "(not a certificate)\n"
+    )
+
+
 def test_cli_flags_map_to_settings(capsys: pytest.CaptureFixture[str]) -> None:
     """Negative switches and repeatable flags become the right settings."""
     from secsipid.cli import build_parser

@@ -466,6 +466,10 @@ def test_own_sign_every_kind(app: ServiceApp, key_files: KeyFiles, shaken: str) 
         ({"dest_tn": SECOND, "original": "x.y.z"}, "invalid-original"),
         ({"orig_tn": CALLER, "dest_tn": FIRST, "div_tn": FIRST}, "invalid-tn"),
         ({"orig_tn": CALLER, "dest_tn": FIRST, "ppt": "rcd"}, "missing-parameter"),
+        ({"orig_tn": CALLER, "dest_tn": FIRST, "attest": "A", "iat": 10**13}, "invalid-iat"),
+        ({"orig_tn": "1" * 6000, "dest_tn": FIRST, "attest": "A"}, "too-large"),
+        ({"orig_tn": "1" * 6000, "dest_tn": SECOND, "div_tn": FIRST}, "too-large"),
+        ({"orig_tn": "1" * 6000, "dest_tn": FIRST, "ppt": "rcd", "rcd": {"nam": "A"}}, "too-large"),
         (
             {"orig_tn": CALLER, "dest_tn": FIRST, "ppt": "rcd", "rcd": {"nam": 1}},
             "invalid-parameter",

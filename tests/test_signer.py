@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from helpers import DEST, NOW, ORIG, ORIGID, X5U, KeyFiles, requires_deterministic
 from secsipid import (
     KeyLoadError,
+    RichCallData,
     Signer,
     SigningError,
     Verifier,
@@ -215,6 +216,69 @@ def test_bad_iat(signer: Signer, iat: object) -> None:
     with pytest.raises(SigningError) as exc:
         signer.sign(ORIG, DEST, "A", iat=iat)  # type: ignore[arg-type]
     assert exc.value.code == "invalid-iat"
+
+
+@pytest.mark.parametrize("iat", [253402300800, 10**13, 9 * 10**399])
+def test_iat_past_year_9999_refused(signer: Signer, iat: int) -> None:
+    """An iat past 9999-12-31 (milliseconds by mistake, an overflow, 400 digits from a JSON
+    body) is invalid-iat, on every PASSporT type; the last second of 9999 is signed."""
+    for sign in (
+        lambda: signer.sign(ORIG, DEST, "A", iat=iat),
+        lambda: signer.identity(ORIG, DEST, "A", iat=iat),
+        lambda: signer.div_identity(ORIG, DEST, "12155550199", iat=iat),
+        lambda: signer.rcd_identity(ORIG, DEST, RichCallData(nam="Alice"), iat=iat),
+    ):
+        with pytest.raises(SigningError) as exc:
+            sign()
+        assert exc.value.code == "invalid-iat"
+        assert "9999" in exc.value.message
+    claims = json.loads(_split(signer.sign(ORIG, DEST, "A", iat=253402300799))[1])
+    assert claims["iat"] == 253402300799
+
+
+def test_signer_never_makes_a_value_verifiers_refuse_for_its_size(
+    signer: Signer, verifier: Verifier
+) -> None:
+    """A PASSporT whose claims segment is over the 6,144 characters verifiers accept, or whose
+    Identity value is over 8 KiB (R45), is refused with too-large instead of being signed; the
+    largest that fits is signed and verifies."""
+    over = "1" * 6000  # a 6,000-digit number: over the claims segment cap
+    for sign in (
+        lambda: signer.sign(over, DEST, "A", iat=NOW),
+        lambda: signer.identity(over, DEST, "A", iat=NOW),
+        lambda: signer.identity(ORIG, [str(10**11 + i) for i in range(700)], "A", iat=NOW),
+        lambda: signer.div_identity(over, DEST, "12155550199", iat=NOW),
+        lambda: signer.rcd_identity(over, DEST, RichCallData(nam="Alice"), iat=NOW),
+    ):
+        with pytest.raises(SigningError) as exc:
+            sign()
+        assert exc.value.code == "too-large"
+        assert "over the 6144 that verifiers accept" in exc.value.message
+    # A long x5u and long claims, each under the segment cap, together over the value cap.
+    long_x5u = "https://cert.example.org/" + "a" * 2500 + ".pem"
+    with pytest.raises(SigningError) as exc:
+        signer.identity("1" * 4000, DEST, "A", iat=NOW, x5u=long_x5u)
+    assert exc.value.code == "too-large"
+    assert "over the 8192 that verifiers accept" in exc.value.message
+
+    # The longest orig that still fits, by bisection: signed, and a verifier takes it.
+    def longest(x5u: str) -> str:
+        low, high = 1, 6000  # signs, refused
+        while high - low > 1:
+            mid = (low + high) // 2
+            try:
+                signer.identity("1" * mid, DEST, "A", ORIGID, iat=NOW, x5u=x5u)
+                low = mid
+            except SigningError:
+                high = mid
+        return signer.identity("1" * low, DEST, "A", ORIGID, iat=NOW, x5u=x5u)
+
+    claims_b64 = longest(X5U).split(".")[1]
+    assert 6144 - 4 < len(claims_b64) <= 6144  # base64 grows by 4 characters per 3 bytes
+    value = longest(long_x5u)
+    assert 8192 - 4 < len(value) <= 8192
+    for fits in (longest(X5U), value):
+        assert verifier.check(fits, now=NOW).ok
 
 
 def test_iat_given_and_default_from_clock(private_key: ec.EllipticCurvePrivateKey) -> None:
@@ -458,7 +522,7 @@ def test_add_identity_follows_key_file_rotation(tmp_path: Path) -> None:
         st.text(alphabet="0123456789#*", min_size=1, max_size=15), min_size=1, max_size=4
     ),
     attest=st.sampled_from("ABC"),
-    iat=st.integers(min_value=1, max_value=2**40),
+    iat=st.integers(min_value=1, max_value=253402300799),  # to 9999-12-31 (then invalid-iat)
 )
 def test_sign_verify_property(
     signer: Signer, verifier: Verifier, orig: str, dests: list[str], attest: str, iat: int

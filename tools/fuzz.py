@@ -537,7 +537,10 @@ class Kit:
     """Everything the targets need, built once: a lab PKI, keys, signed samples, verifiers."""
 
     def __init__(self) -> None:
-        logging.getLogger("secsipid").setLevel(logging.CRITICAL)  # internal errors show in verdicts
+        # Internal errors show in verdicts: keep their log lines quiet while the kit lives
+        # (close() restores the level, so that tests run after it still see the logs).
+        self._log_level = logging.getLogger("secsipid").level
+        logging.getLogger("secsipid").setLevel(logging.CRITICAL)
         self.tmp = Path(tempfile.mkdtemp(prefix="secsipid-fuzz-"))
         self.pki: LabPKI = make_lab_pki(
             spc="1234", tns=("12155550121",), ranges=(("1215555", 100),)
@@ -654,6 +657,7 @@ class Kit:
         ]
 
     def close(self) -> None:
+        logging.getLogger("secsipid").setLevel(self._log_level)
         self.loop.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 

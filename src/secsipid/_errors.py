@@ -104,5 +104,6 @@ class SigningError(SecSIPIDError, ValueError):
     """The values given to sign are not acceptable (e.g. attest ``Z``, an empty number).
 
     Codes: ``invalid-attest``, ``invalid-tn``, ``invalid-origid``, ``invalid-iat``,
-    ``invalid-x5u``, ``invalid-json``.
+    ``invalid-x5u``, ``invalid-json``, ``invalid-rcd``, ``invalid-original``, ``invalid-ppt``,
+    ``too-large`` (the Identity value would be over the 8 KiB verifiers accept).
     """

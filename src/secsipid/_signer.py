@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from ._codec import MAX_DEPTH, JSONError, b64url_encode, canonical_json, loads_strict, too_deep
 from ._errors import SigningError, VerificationError
-from ._identity import build_identity, parse_identity
+from ._identity import DEFAULT_MAX_IDENTITY_SIZE, build_identity, parse_identity
 from ._keys import _check_curve, load_private_key, private_key_from_file
-from ._passport import ATTEST_VALUES, UUID_RE, decode_token
+from ._passport import ATTEST_VALUES, MAX_SEGMENT_SIZE, UUID_RE, decode_token
 from ._rcd import RichCallData
 from ._tn import canonical_tn
 
@@ -34,6 +34,9 @@ __all__ = ["Signer", "new_origid"]
 _X5U_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>\"]+")
 _VARIANT = "89ab89ab89ab89ab"
 _HEADER_CACHE_MAX = 64
+# The latest iat a Signer writes: 9999-12-31T23:59:59Z.  A NumericDate past it is a mistake
+# (a value in milliseconds, or an overflow), and no verifier would ever find it fresh.
+MAX_IAT = 253402300799
 
 
 def new_origid() -> str:
@@ -53,6 +56,19 @@ def _tn(value: object, what: str) -> str:
     if not tn:
         raise SigningError("invalid-tn", f"{what} {value!r} holds no telephone number digits")
     return tn
+
+
+def _fits(value: str) -> str:
+    """``value`` (an Identity value or a token), refused when a verifier would refuse it for
+    its size: ours, by default, takes at most 8 KiB (R45, ``VerifyPolicy.max_identity_size``),
+    so a longer one only fails later, at the terminating side."""
+    if len(value) > DEFAULT_MAX_IDENTITY_SIZE:
+        raise SigningError(
+            "too-large",
+            f"the Identity value would be {len(value)} characters, over the "
+            f"{DEFAULT_MAX_IDENTITY_SIZE} that verifiers accept",
+        )
+    return value
 
 
 def _check_x5u(x5u: object) -> str:
@@ -137,9 +153,20 @@ class Signer:
     def _signature(self, signing_input: bytes) -> str:
         return b64url_encode(_raw_signature(self._key.sign(signing_input, self._algorithm)))
 
-    def _jws(self, header_b64: str, payload: bytes) -> str:
-        signing_input = header_b64 + "." + b64url_encode(payload)
-        return signing_input + "." + self._signature(signing_input.encode("ascii"))
+    def _jws(self, header_b64: str, payload: bytes, *, checked: bool = True) -> str:
+        """The JWS compact serialization; ``checked``: refused (too-large) when a verifier
+        would refuse it for its size (the segment cap, then the Identity value cap), before
+        the signature is computed."""
+        claims_b64 = b64url_encode(payload)
+        if checked and (len(claims_b64) > MAX_SEGMENT_SIZE or len(header_b64) > MAX_SEGMENT_SIZE):
+            raise SigningError(
+                "too-large",
+                f"the PASSporT's claims would be {len(claims_b64)} characters of base64url "
+                f"(header {len(header_b64)}), over the {MAX_SEGMENT_SIZE} that verifiers accept",
+            )
+        signing_input = header_b64 + "." + claims_b64
+        token = signing_input + "." + self._signature(signing_input.encode("ascii"))
+        return _fits(token) if checked else token
 
     def _shaken_header(self, x5u: str | None) -> tuple[str, str]:
         x5u = self.x5u if x5u is None else x5u
@@ -175,6 +202,10 @@ class Signer:
             return int(self._clock())
         if type(iat) is not int or iat <= 0:
             raise SigningError("invalid-iat", f"iat must be a positive integer, not {iat!r}")
+        if iat > MAX_IAT:
+            raise SigningError(
+                "invalid-iat", f"iat must be seconds since 1970 up to {MAX_IAT} (year 9999)"
+            )
         return iat
 
     # -- SHAKEN ------------------------------------------------------------------------------
@@ -252,7 +283,7 @@ class Signer:
         token = self.sign(
             orig_tn, dest_tn, attest, origid, iat=iat, x5u=x5u, rcd=rcd, rcd_contents=rcd_contents
         )
-        return f"{token};info=<{x5u}>;alg=ES256;ppt=shaken"
+        return _fits(f"{token};info=<{x5u}>;alg=ES256;ppt=shaken")
 
     # -- diverted calls (RFC 8946) -------------------------------------------------------------
 
@@ -359,7 +390,7 @@ class Signer:
         if opt is not None:
             claims["opt"] = opt  # RFC 8946 §5-§6: the prior full-form PASSporT
         token = self._jws(header_b64, canonical_json(claims))
-        return f"{token};info=<{x5u}>;alg=ES256;ppt={ppt}"
+        return _fits(f"{token};info=<{x5u}>;alg=ES256;ppt={ppt}")
 
     # -- Rich Call Data (RFC 9795) ---------------------------------------------------------------
 
@@ -385,7 +416,7 @@ class Signer:
             **_rcd_claims(rcd, rcd_contents),
         }
         token = self._jws(header_b64, canonical_json(claims))
-        return f"{token};info=<{x5u}>;alg=ES256;ppt=rcd"
+        return _fits(f"{token};info=<{x5u}>;alg=ES256;ppt=rcd")
 
     def sign_claims(
         self, claims: Mapping[str, Any], *, x5u: str | None = None, ppt: str | None = "shaken"
@@ -450,7 +481,9 @@ class Signer:
                 raise SigningError(
                     "invalid-json", f"{name} is not JSON-serializable: {exc}"
                 ) from exc
-        return self._jws(b64url_encode(parts[0]), parts[1])
+        # Unchecked for size, like secsipidx -sign: a lab tool may make oversized tokens on
+        # purpose (the typed methods above never do).
+        return self._jws(b64url_encode(parts[0]), parts[1], checked=False)
 
     def __repr__(self) -> str:
         return f"Signer(x5u={self.x5u!r})"

@@ -39,6 +39,9 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TextIO
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+
 from .. import __version__
 from .._errors import SigningError, VerificationError
 from .._reasons import Reason
@@ -435,6 +438,7 @@ class ServiceApp:
         self.watch = watch
         self._tasks: set[asyncio.Task[None]] = set()
         self._deadlines = _Deadlines()
+        self._pub_warned: set[str] = set()
         self._openapi = json.dumps(openapi_document(), indent=1).encode()
 
     # -- the two server interfaces ------------------------------------------------------------
@@ -726,6 +730,8 @@ class ServiceApp:
         target = os.path.realpath(os.path.join(root, name))
         if os.path.dirname(target) != root or not os.path.isfile(target):
             return _text(404, "404 page not found\n", "not-found")
+        if target in state.secret_files:
+            return self._pub_refused(target, "it is a configured key, token or configuration file")
         try:
             with open(target, "rb") as fh:
                 data = fh.read(MAX_PUB_FILE + 1)
@@ -733,6 +739,8 @@ class ServiceApp:
             return _text(404, "404 page not found\n", "not-found")
         if len(data) > MAX_PUB_FILE:
             return _text(404, "404 page not found\n", "not-found")
+        if _holds_private_key(data):
+            return self._pub_refused(target, "it holds a private key")
         ext = name.rsplit(".", 1)[-1].lower()
         kind = {
             "pem": "application/x-x509-ca-cert",
@@ -743,6 +751,13 @@ class ServiceApp:
         }.get(ext, "application/octet-stream")
         headers = [("content-type", kind), _NOSNIFF, ("cache-control", "max-age=3600")]
         return Response(200, headers, b"" if req.method == "HEAD" else data)
+
+    def _pub_refused(self, path: str, why: str) -> Response:
+        """404 for a file of pub_dir that must never be published; logged once per file."""
+        if path not in self._pub_warned:
+            self._pub_warned.add(path)
+            log.warning("secsipid serve: /v1/pub/ refuses %s: %s", path, why)
+        return _text(404, "404 page not found\n", "not-found")
 
     # -- our own JSON API ---------------------------------------------------------------------
 
@@ -818,7 +833,12 @@ class ServiceApp:
             identity = sign(spec, profile.signer, profile.x5u)
         except SigningError as exc:
             self.metrics.signature(exc.code)
-            raise AtisError.invalid_value(exc.code.removeprefix("invalid-"), exc.message) from None
+            # The parameter at fault: invalid-tn names "tn", ...; an Identity value that would
+            # be too large comes from the request as a whole.
+            name = exc.code.removeprefix("invalid-")
+            if exc.code == "too-large":
+                name = "signingRequest"
+            raise AtisError.invalid_value(name, exc.message) from None
         self.metrics.signature("signed")
         answer = json.dumps({"signingResponse": {"identity": identity}}, separators=(",", ":"))
         return Response(200, [_JSON], answer.encode())
@@ -920,6 +940,22 @@ def create_app(
         watch=watch,
         clock=clock,
     )
+
+
+def _holds_private_key(data: bytes) -> bool:
+    """Whether a file's content is a private key: PEM of any kind (PKCS#8, SEC 1, RSA,
+    encrypted), or DER that parses as one (or as an encrypted one)."""
+    if b"PRIVATE KEY-----" in data:
+        return True
+    if data[:1] != b"\x30":  # DER is a SEQUENCE
+        return False
+    try:
+        serialization.load_der_private_key(data, None)
+    except TypeError:  # encrypted: a key all the same
+        return True
+    except (ValueError, UnsupportedAlgorithm):
+        return False
+    return True
 
 
 def _request_id(given: str | None) -> str:

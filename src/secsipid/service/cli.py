@@ -142,6 +142,8 @@ def _validate(config_file: str | None, overrides: dict[str, Any]) -> ServiceConf
         return None
     if state.verify_error is not None:
         _err(f"warning: {state.verify_error.message}")
+    for path in sorted(state.published_secrets()):
+        _err(f"warning: {path} is in server.pub_dir: never served there (not a certificate)")
     return config
 
 

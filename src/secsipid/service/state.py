@@ -60,6 +60,7 @@ class ServiceState:
         "config",
         "default",
         "pub_dir",
+        "secret_files",
         "verifier",
         "verify_error",
         "watched",
@@ -87,6 +88,27 @@ class ServiceState:
         self.verify_error = verify_error
         self.pub_dir = config.pub_dir
         self.watched = watched
+        # Never served from pub_dir, whatever their content: the signing keys, the token
+        # file, the TLS key and the configuration (real paths).
+        self.secret_files = frozenset(
+            os.path.realpath(path)
+            for path in (
+                config.key,
+                *(p.key for p in config.profiles),
+                config.token_file,
+                config.tls_key,
+                config.config_file,
+            )
+            if path
+        )
+
+    def published_secrets(self) -> list[str]:
+        """The secret files that sit in ``pub_dir`` (``/v1/pub/`` refuses them; the operator
+        is warned at start)."""
+        if not self.pub_dir:
+            return []
+        root = os.path.realpath(self.pub_dir)
+        return [path for path in self.secret_files if os.path.dirname(path) == root]
 
     @property
     def needs_token(self) -> bool:
