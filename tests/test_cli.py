@@ -4,6 +4,7 @@ the installed console script to prove the entry point works."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import re
 import shutil
@@ -579,6 +580,69 @@ def test_check_each_line(
     assert status == 0 and len(_json_lines(out)) == 2
     status, _, err = run(capsys, "check", "somefile", "--each", "--cert", str(key_files.cert_pem))
     assert status == 2 and "--each" in err
+
+
+class _Endless:
+    """A stdin that never ends (``read()`` without a size would hang: refused here)."""
+
+    def __init__(self) -> None:
+        self.given = 0
+
+    def read(self, size: int = -1) -> str:
+        assert 0 <= size <= (1 << 20) + 1, f"unbounded read({size})"
+        self.given += size
+        return "a" * size
+
+
+class _Recording(io.StringIO):
+    """A stdin that records the longest piece handed out at once."""
+
+    longest = 0
+
+    def readline(self, size: int | None = -1) -> str:
+        line = super().readline(-1 if size is None else size)
+        self.longest = max(self.longest, len(line))
+        return line
+
+
+def test_check_stdin_is_read_within_a_bound(
+    capsys: pytest.CaptureFixture[str], key_files: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More stdin than one request can hold (16 values of 8 KiB) is too-large (438) after
+    reading 1 MiB, never read whole: an endless input does not hang or fill the memory."""
+    endless = _Endless()
+    monkeypatch.setattr(sys, "stdin", endless)
+    status, out, _ = run(capsys, "check", "--cert", str(key_files.cert_pem), "--json")
+    doc = json.loads(out)
+    assert (status, doc["reason"], doc["sip_status"]) == (1, "too-large", 438)
+    assert doc["message"].startswith("stdin holds more than 1048576 characters")
+    assert endless.given == (1 << 20) + 1
+    # Just under the bound: read and verified as usual.
+    value = sign(capsys, key_files.key_pem)
+    padded = value + "\n" * ((1 << 20) - len(value))
+    monkeypatch.setattr(sys, "stdin", io.StringIO(padded))
+    status, out, _ = run(capsys, "check", "-", "--cert", str(key_files.cert_pem), "--json")
+    assert status == 0 and json.loads(out)["valid"]
+
+
+def test_check_each_long_line_is_too_large_and_the_next_is_checked(
+    capsys: pytest.CaptureFixture[str], key_files: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--each: a line over 1 MiB is one too-large verdict (its line number kept), read in
+    bounded pieces; the lines after it are checked."""
+    value = sign(capsys, key_files.key_pem)
+    stdin = _Recording(f"{value}\n{'x' * (3 << 20)}\n{value}\n")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    status, out, _ = run(capsys, "check", "--each", "--cert", str(key_files.cert_pem))
+    docs = _json_lines(out)
+    assert status == 1
+    assert [(d["line"], d["reason"]) for d in docs] == [
+        (1, "valid"),
+        (2, "too-large"),
+        (3, "valid"),
+    ]
+    assert docs[1]["message"].startswith("line 2 holds more than 1048576 characters")
+    assert stdin.longest <= (1 << 20) + 1
 
 
 @pytest.fixture

@@ -25,14 +25,15 @@ from . import __version__
 from ._codec import B64Error, JSONError, b64url_decode, loads_strict
 from ._errors import KeyLoadError, SecSIPIDError, SigningError, VerificationError
 from ._fetch import Fetcher, FetchPolicy, FetchResult
-from ._identity import parse_identity, split_identity_values
+from ._identity import DEFAULT_MAX_IDENTITY_SIZE, parse_identity, split_identity_values
 from ._keys import Credential, credential_from_file, private_key_from_file
 from ._rcd import RichCallData
+from ._reasons import Reason
 from ._signer import Signer, identity_for_json
 from ._source import CertificateSource, freshness, parse_certificate_body
 from ._tnauthlist import TNAuthList
 from ._trust import TrustPolicy, TrustValidator
-from ._verifier import Verdict, Verifier, VerifyPolicy
+from ._verifier import DEFAULT_MAX_IDENTITIES, Verdict, Verifier, VerifyPolicy
 
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 EXIT_PIPE = 128 + 13  # what a shell reports for a tool killed by SIGPIPE
@@ -95,12 +96,51 @@ def _epoch_seconds(text: str) -> float:
 # -- input -----------------------------------------------------------------------------------
 
 
-def _read_values(value: str | None) -> list[str]:
-    """The Identity value(s) from the argument, or from stdin for ``-`` or no argument."""
+# ``check`` reads at most this much of stdin for one request (and for one line with --each):
+# a request holds at most 16 Identity values of 8 KiB (VerifyPolicy's caps), and 1 MiB leaves
+# room for header names and blank lines while keeping a huge or endless input out of memory.
+STDIN_LIMIT = 1 << 20
+
+
+def _read_values(value: str | None, limit: int | None = None) -> list[str] | None:
+    """The Identity value(s) from the argument, or from stdin for ``-`` or no argument; None
+    when stdin holds more than ``limit`` characters (the rest is not read)."""
     if value is None or value == "-":
-        text = sys.stdin.read()
+        text = sys.stdin.read() if limit is None else sys.stdin.read(limit + 1)
+        if limit is not None and len(text) > limit:
+            return None
         return split_identity_values([line for line in text.splitlines() if line.strip()])
     return split_identity_values(value)
+
+
+def _too_much_input(what: str) -> Verdict:
+    return Verdict.from_error(
+        VerificationError(
+            Reason.TOO_LARGE,
+            f"{what} holds more than {STDIN_LIMIT} characters, over what one request can be "
+            f"({DEFAULT_MAX_IDENTITIES} Identity values of {DEFAULT_MAX_IDENTITY_SIZE} "
+            "characters at most)",
+        )
+    )
+
+
+def _stdin_lines(limit: int) -> Iterator[tuple[int, str | None]]:
+    """``(number, line)`` for each stdin line; the line is None when it is longer than
+    ``limit`` characters (then skipped to its end in bounded reads, never held whole)."""
+    number = 0
+    while True:
+        line = sys.stdin.readline(limit + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > limit and not line.endswith("\n"):
+            while True:
+                rest = sys.stdin.readline(65536)
+                if not rest or rest.endswith("\n"):
+                    break
+            yield number, None
+        else:
+            yield number, line
 
 
 def _json_arg(text: str, what: str) -> str:
@@ -542,7 +582,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     verifier = _verifier_from_args(args)
     if args.each:
         return _check_each(verifier, args)
-    verdict = _check_once(verifier, _read_values(args.value), args)
+    values = _read_values(args.value, STDIN_LIMIT)
+    verdict = _too_much_input("stdin") if values is None else _check_once(verifier, values, args)
     _print_verdict(verdict, args.json)
     return EXIT_VALID if verdict.ok else EXIT_INVALID
 
@@ -552,10 +593,13 @@ def _check_each(verifier: Verifier, args: argparse.Namespace) -> int:
     if args.value not in (None, "-"):
         raise _UsageError("--each reads the values from stdin: give - or no VALUE")
     status = EXIT_VALID
-    for number, line in enumerate(sys.stdin, 1):
-        if not line.strip():
+    for number, line in _stdin_lines(STDIN_LIMIT):
+        if line is None:
+            verdict = _too_much_input(f"line {number}")
+        elif not line.strip():
             continue
-        verdict = _check_once(verifier, split_identity_values(line.rstrip("\r\n")), args)
+        else:
+            verdict = _check_once(verifier, split_identity_values(line.rstrip("\r\n")), args)
         doc = _verdict_dict(verdict)
         doc["line"] = number
         print(json.dumps(doc, sort_keys=True))
@@ -681,6 +725,7 @@ def decode_value(value: str) -> dict[str, Any]:
 
 def _cmd_decode(args: argparse.Namespace) -> int:
     values = _read_values(args.value)
+    assert values is not None  # no limit: decode reads any number of values
     if not values:
         raise _UsageError("no Identity value given (VALUE, or - to read stdin)")
     status = EXIT_VALID
