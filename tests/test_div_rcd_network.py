@@ -231,6 +231,10 @@ def test_rcd_content_fetched_and_checked_when_asked(
     verdict = _rcd_verifier(tls, pki).check(value, dest_tn=FIRST)
     assert verdict.ok and verdict.rcd_failure is None, verdict.rcd_failure
     assert verdict.rcd_checked == ("/icn", "/jcl", "/jcl/1/1/3")
+    # The JSON of `secsipid check --json` and /v1/verify says what was checked, too.
+    doc = verdict.to_dict()
+    assert doc["rcd_checked"] == ["/icn", "/jcl", "/jcl/1/1/3"]
+    assert doc["call_info"] == verdict.rcd.call_info() if verdict.rcd else False
     rcd = verdict.rcd
     assert rcd is not None and rcd.crn == "Card blocked"
     call_info = rcd.call_info()

@@ -122,6 +122,40 @@ def hostile_routes(count: int, mode: str = "hang") -> Routes:
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
+def test_trust_checks_of_a_many_url_request_run_where_the_loop_is(
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pki: tuple[LabPKI, Path],
+    mode: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two values at two uncached URLs are fetched at once.  On check()'s private event loop
+    the trust check of the certificate that arrives runs inline (nothing else shares that
+    loop: a worker thread would only add a hop); acheck() runs it in a worker thread, so that
+    a CRL fetch does not block the caller's loop."""
+    import anyio.to_thread
+
+    server = serve({"/gone.pem": {"status": 404}, "/sti.pem": chain(pki)})
+    values = [sign(pki, server.url("/gone.pem")), sign(pki, server.url("/sti.pem"))]
+    verifier = Verifier(source_for(tls, pki, timeout=3.0))
+    offloaded: list[object] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counting(func: Any, *args: Any, **kwargs: Any) -> Any:
+        offloaded.append(func)
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    if mode == "sync":
+        verdict = verifier.check(values, orig_tn=ORIG, dest_tn=DEST)
+    else:
+        verdict = asyncio.run(verifier.acheck(values, orig_tn=ORIG, dest_tn=DEST))
+    assert verdict.ok and verdict.index == 1, verdict
+    assert verdict.failures[0].reason is Reason.CERT_FETCH_STATUS
+    assert len(offloaded) == (0 if mode == "sync" else 1)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
 def test_valid_value_behind_fifteen_hanging_ones(
     serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], mode: str
 ) -> None:
