@@ -565,6 +565,27 @@ def test_delegate_certificate_refuses_uri_orig(lab: LabPKI, root_file: Path) -> 
         assert verdict.reason is reason, (verdict.reason, verdict.message)
 
 
+def test_a_stray_div_claim_does_not_move_the_authority_check(
+    lab: LabPKI, root_file: Path
+) -> None:
+    """The number a certificate must cover is orig, and div only in a div PASSporT (RFC 8946
+    §4.2): a SHAKEN PASSporT that also carries a div claim (an extension claim, ignored) is
+    judged on its orig, in both directions."""
+    delegate = make_lab_pki(root=(lab.root_key, lab.root), spc="1234",
+                            ranges=[("12155550100", 100)], tns=["12155559999"])  # fmt: skip
+    verifier = Verifier(credential(delegate), trust=TrustPolicy(ca_file=str(root_file)))
+    signer = Signer(delegate.leaf_key, X5U)
+    for orig, div, reason in (
+        ("12155550121", "12155550300", Reason.VALID),  # orig covered, div not
+        ("12155550300", "12155550121", Reason.CERT_TN_NOT_AUTHORIZED),  # div covered, orig not
+    ):
+        claims = {"attest": "A", "dest": {"tn": [DEST]}, "iat": int(time.time()),
+                  "orig": {"tn": orig}, "origid": ORIGID, "div": {"tn": div}}  # fmt: skip
+        value = build_identity(signer.sign_claims(claims), X5U)
+        verdict = verifier.check(value)
+        assert verdict.reason is reason, (orig, div, verdict.reason, verdict.message)
+
+
 def test_require_crl_refuses_a_one_certificate_chain(tmp_path: Path) -> None:
     """With require_crl, a chain of one certificate (a self-signed certificate that is itself
     the anchor, or a lone leaf without chain validation) has no issuer whose CRL could speak
