@@ -565,9 +565,7 @@ def test_delegate_certificate_refuses_uri_orig(lab: LabPKI, root_file: Path) -> 
         assert verdict.reason is reason, (verdict.reason, verdict.message)
 
 
-def test_a_stray_div_claim_does_not_move_the_authority_check(
-    lab: LabPKI, root_file: Path
-) -> None:
+def test_a_stray_div_claim_does_not_move_the_authority_check(lab: LabPKI, root_file: Path) -> None:
     """The number a certificate must cover is orig, and div only in a div PASSporT (RFC 8946
     §4.2): a SHAKEN PASSporT that also carries a div claim (an extension claim, ignored) is
     judged on its orig, in both directions."""
