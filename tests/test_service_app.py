@@ -318,6 +318,87 @@ def test_sign_csv_refused(app: ServiceApp, body: str, code: str) -> None:
     assert reply.text.startswith(f"FAILED\n{code}: ")
 
 
+_CSV_CASES = [
+    f"{ORIG},{DEST},B,{ORIGID},{X5U}",
+    f"{ORIG},{DEST},A,,",
+    f" {ORIG} , {DEST} , C , , {X5U} ,extra\n",
+    f"{ORIG},{DEST},Z,,{X5U}",
+    "a,b,c",
+    "",
+    f"{ORIG},{DEST},A,not-a-uuid,{X5U}",
+    f"abc,{DEST},A,,{X5U}",
+    f"{ORIG},{DEST},A,,not a url",
+    f"{'1' * 6000},{DEST},A,,{X5U}",
+    "1215555\u00fc,1,A,,",
+]
+
+
+def _comparable(reply: Reply, key_files: KeyFiles) -> tuple[object, ...]:
+    """A reply without what changes from one signature to the next (origid, signature)."""
+    if reply.status != 200:
+        return (reply.status, reply.headers, reply.body)
+    passport = _verify(reply.text.strip(), key_files)
+    claims = {k: v for k, v in passport.claims.items() if k not in ("origid", "iat")}
+    return (reply.status, reply.headers, passport.info, claims, reply.body[-1:])
+
+
+def test_sign_csv_lean_path_answers_as_the_general_path(
+    key_files: KeyFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RSGI's POST /v1/sign-csv in its usual shape skips the request objects (the lean path);
+    every answer is the general path's: the same statuses, headers and bodies, the same
+    refusals, the same 408 for a body that never ends, the same 499 count for a client that
+    left, the same logged 500 for a bug.  (An access log sends the same request the general
+    way.)"""
+    lean = make_app(key_files, body_timeout=0.2)
+    general = make_app(key_files, body_timeout=0.2)
+    general.access_log = io.StringIO()
+    taken: list[ServiceApp] = []
+    for app in (lean, general):
+        original = app._lean_sign_csv
+
+        async def counting(*args: Any, _app: ServiceApp = app, _f: Any = original) -> None:
+            taken.append(_app)
+            await _f(*args)
+
+        monkeypatch.setattr(app, "_lean_sign_csv", counting)
+
+    def both(*args: Any, **kwargs: Any) -> tuple[Reply, Reply]:
+        replies = tuple(
+            asyncio.run(servicekit.rsgi_call(app, "POST", "/v1/sign-csv", *args, **kwargs))
+            for app in (lean, general)
+        )
+        return replies[0], replies[1]
+
+    for body in _CSV_CASES:
+        a, b = both(body.encode())
+        assert _comparable(a, key_files) == _comparable(b, key_files), body
+    a, b = both(f"{ORIG},{DEST},A,,".encode(), [("X-SPC", "999")])
+    assert (
+        (a.status, a.body)
+        == (b.status, b.body)
+        == (400, b"FAILED\nunknown-spc: no signing key for the X-SPC given\n")
+    )
+    a, b = both([b"eyJ"], stall=True)  # Content-Length 3, the body never completes
+    assert (a.status, a.headers, a.body) == (b.status, b.headers, b.body)
+    assert a.status == 408 and a.body.startswith(b"FAILED\nbody-timeout: ")
+    for app in (lean, general):
+        proto = RSGIProtocol([b"x"], stall=False, gone=True)
+        scope = RSGIScope("POST", "/v1/sign-csv", RSGIHeaders([("content-length", "1")]))
+        asyncio.run(app.__rsgi__(scope, proto))
+        assert proto.response is None
+        assert 'endpoint="v1_sign_csv",status="499"' in call(app, "GET", "/metrics").text
+
+    def broken(*args: Any, **kwargs: Any) -> str:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Signer, "identity", broken)
+    a, b = both(f"{ORIG},{DEST},A,,".encode())
+    assert (a.status, a.body) == (b.status, b.body) == (500, b"FAILED\ninternal-error\n")
+    # The lean path was taken for every request of the lean app, never for the other.
+    assert taken.count(lean) == len(_CSV_CASES) + 4 and general not in taken
+
+
 def test_sign_csv_non_ascii(app: ServiceApp) -> None:
     reply = call(app, "POST", "/v1/sign-csv", "1215555ü,1,A,,".encode())
     assert (reply.status, reply.text.split(":")[0]) == (400, "FAILED\ninvalid-csv")
