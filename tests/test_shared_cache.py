@@ -350,17 +350,32 @@ def test_waiting_backs_off(
 ) -> None:
     """A node waiting for a lock asks Redis less and less often (poll_interval, doubling up
     to max_poll_interval), not in a busy loop: waiting out a 0.5 s lease with a 0.05 s poll
-    interval takes at most a dozen lookups (every pause is at least 0.05 s)."""
+    interval takes at most a dozen lookups (every pause is at least 0.05 s).  It tries to take
+    the lock once, when a lookup finds it free, not at every look."""
     shared = cache(redis, poll_interval=0.05, max_poll_interval=0.2)
     node = source(pki, shared)
     url = certs.route(f"/backoff-{mode}.pem", pki[0].chain_pem)
     client = _client(redis)
     client.set(shared._keys(node._policy_key, url).lock, "slow-holder", px=500)
+    attempts: list[str] = []
+    acquire, aacquire = shared.acquire, shared.aacquire
+
+    def counted(scope: str, info: str) -> str | None:
+        attempts.append(info)
+        return acquire(scope, info)
+
+    async def acounted(scope: str, info: str) -> str | None:
+        attempts.append(info)
+        return await aacquire(scope, info)
+
+    shared.acquire = counted  # type: ignore[method-assign]
+    shared.aacquire = acounted  # type: ignore[method-assign]
     client.config_resetstat()
     assert _check_in(mode, node, sign(pki, url)).ok
     lookups = client.info("commandstats")["cmdstat_mget"]["calls"]
     assert 2 <= lookups <= 12, lookups
     assert _counters(shared)["takeovers"] == 1
+    assert attempts == [url]
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
@@ -393,6 +408,9 @@ def test_fetch_ended_between_lookup_and_lock(
     assert _check_in(mode, node, sign(pki, url)).ok
     assert certs.count(f"/race-{mode}.pem") == 1
     assert _counters(shared)["hits"] == 1 and _counters(shared)["fetches"] == 0
+    # What the second look found went to this node's memory: its next check asks no one.
+    assert _check_in(mode, node, sign(pki, url)).ok
+    assert _counters(shared)["hits"] == 1 and certs.count(f"/race-{mode}.pem") == 1
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
@@ -543,44 +561,47 @@ def test_keys_are_hashed(
     assert other.stats()["hits"] == 0 and certs.count("/hashed.pem") == 2
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
 def test_shared_answers_are_kept_in_memory(
-    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path]
+    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path], mode: str
 ) -> None:
     """What a node got from Redis (a certificate, or a failure with its reason and message)
     goes to its memory cache: its next checks of those URLs ask neither Redis nor the
     server."""
-    good = certs.route("/kept.pem", pki[0].chain_pem, headers=CHAIN_HEADERS)
-    gone = certs.route("/kept-gone.pem", b"gone", status=404)
+    good = certs.route(f"/kept-{mode}.pem", pki[0].chain_pem, headers=CHAIN_HEADERS)
+    gone = certs.route(f"/kept-gone-{mode}.pem", b"gone", status=404)
     failed = Verifier(source(pki, cache(redis))).check(sign(pki, gone), orig_tn=ORIG)
     assert check(source(pki, cache(redis)), sign(pki, good)) is Reason.VALID
     shared = cache(redis)
     node = source(pki, shared)
     for _ in range(2):
-        assert check(node, sign(pki, good)) is Reason.VALID
-        verdict = Verifier(node).check(sign(pki, gone), orig_tn=ORIG)
+        assert _check_in(mode, node, sign(pki, good)).ok
+        verdict = _check_in(mode, node, sign(pki, gone))
         assert verdict.reason is Reason.CERT_FETCH_STATUS
         assert verdict.message == failed.message and "404" in verdict.message
     assert shared.stats()["hits"] == 1 and shared.stats()["negative_hits"] == 1
     assert shared.stats()["misses"] == 0
-    assert certs.count("/kept.pem") == certs.count("/kept-gone.pem") == 1
+    assert certs.count(f"/kept-{mode}.pem") == certs.count(f"/kept-gone-{mode}.pem") == 1
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
 def test_expired_shared_entries_are_fetched_again(
-    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path]
+    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path], mode: str
 ) -> None:
     """A certificate that was stale at once (max-age=0) and a failure remembered for no time
     (negative_ttl=0) stay in Redis for a lock lease, for the callers that waited for that
     fetch; any other node fetches again."""
-    url = certs.route("/zero.pem", pki[0].chain_pem, headers={"Cache-Control": "max-age=0"})
-    gone = certs.route("/zero-gone.pem", b"gone", status=404)
+    path, gone_path = f"/zero-{mode}.pem", f"/zero-gone-{mode}.pem"
+    url = certs.route(path, pki[0].chain_pem, headers={"Cache-Control": "max-age=0"})
+    gone = certs.route(gone_path, b"gone", status=404)
     for _ in range(2):
         shared = cache(redis)
         node = source(pki, shared, negative_ttl=0)
-        assert check(node, sign(pki, url)) is Reason.VALID
-        assert check(node, sign(pki, gone)) is Reason.CERT_FETCH_STATUS
+        assert _check_in(mode, node, sign(pki, url)).ok
+        assert _check_in(mode, node, sign(pki, gone)).reason is Reason.CERT_FETCH_STATUS
         assert shared.stats()["fetches"] == 2 and shared.stats()["hits"] == 0
     assert _client(redis).keys("secsipid:cert:*") and _client(redis).keys("secsipid:neg:*")
-    assert certs.count("/zero.pem") == certs.count("/zero-gone.pem") == 2
+    assert certs.count(path) == certs.count(gone_path) == 2
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
@@ -606,24 +627,48 @@ def test_waiter_takes_the_fetch_it_waited_for_even_when_stale_at_once(
     assert certs.count(path) == 1
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
 def test_stale_shared_entry_served_while_the_server_fails(
-    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path]
+    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path], mode: str
 ) -> None:
     """With stale_if_error, an expired certificate in Redis serves nodes that never had it
     while the server fails: the node whose refetch failed, and then a node that finds that
     failure in Redis (no fetch of its own); without stale_if_error the failure is the
     answer."""
-    url = certs.route("/stale.pem", pki[0].chain_pem, headers={"Cache-Control": "max-age=0"})
+    path = f"/stale-{mode}.pem"
+    url = certs.route(path, pki[0].chain_pem, headers={"Cache-Control": "max-age=0"})
     assert check(source(pki, cache(redis), stale_if_error=60), sign(pki, url)) is Reason.VALID
-    certs.route("/stale.pem", b"down", status=503)
+    certs.route(path, b"down", status=503)
     refetched = cache(redis)
-    assert check(source(pki, refetched, stale_if_error=60), sign(pki, url)) is Reason.VALID
-    assert refetched.stats()["fetches"] == 1 and certs.count("/stale.pem") == 2
+    assert _check_in(mode, source(pki, refetched, stale_if_error=60), sign(pki, url)).ok
+    assert refetched.stats()["fetches"] == 1 and certs.count(path) == 2
     later = cache(redis)
-    assert check(source(pki, later, stale_if_error=60), sign(pki, url)) is Reason.VALID
+    assert _check_in(mode, source(pki, later, stale_if_error=60), sign(pki, url)).ok
     assert later.stats()["negative_hits"] == 1 and later.stats()["fetches"] == 0
-    assert check(source(pki, cache(redis)), sign(pki, url)) is Reason.CERT_FETCH_STATUS
-    assert certs.count("/stale.pem") == 2
+    failed = _check_in(mode, source(pki, cache(redis)), sign(pki, url))
+    assert failed.reason is Reason.CERT_FETCH_STATUS
+    assert certs.count(path) == 2
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_own_stale_entry_served_when_redis_has_none_and_the_server_fails(
+    redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path], mode: str
+) -> None:
+    """stale_if_error with a stale certificate in the node's own memory and nothing in Redis
+    (evicted, or Redis flushed): the node takes the lock, its refetch fails, and its own stale
+    copy answers -- the stale entry survives every step of the shared-cache dance."""
+    path = f"/own-stale-{mode}.pem"
+    url = certs.route(path, pki[0].chain_pem, headers={"Cache-Control": "max-age=0"})
+    shared = cache(redis)
+    node = source(pki, shared, stale_if_error=60)
+    assert _check_in(mode, node, sign(pki, url)).ok
+    _client(redis).flushall()
+    certs.route(path, b"down", status=503)
+    assert _check_in(mode, node, sign(pki, url)).ok
+    assert certs.count(path) == 2 and _counters(shared)["fetches"] == 2
+    # Without stale_if_error the failure is the answer.
+    other = source(pki, cache(redis))
+    assert _check_in(mode, other, sign(pki, url)).reason is Reason.CERT_FETCH_STATUS
 
 
 # -- what comes back from Redis is not trusted ---------------------------------------------------
