@@ -425,6 +425,33 @@ def test_cancelled_fetcher_does_not_strand_its_waiters(
     assert server.hits()["/slow.pem"] == 2
 
 
+def test_waiter_cancelled_together_with_its_fetcher_ends_cancelled(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """asyncio: the task fetching a URL and a task waiting for that fetch are both cancelled
+    (the call they verify for was answered): the waiter ends cancelled too, instead of taking
+    the cancelled fetch for its cue to fetch the URL itself."""
+    server = serve({"/slow.pem": {"delay": 0.5, **chain(pki)}})
+    url = server.url("/slow.pem")
+    source = source_for(tls, pki, timeout=3.0)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(source.acredential_for(url))
+        await asyncio.sleep(0.1)
+        second = asyncio.ensure_future(source.acredential_for(url))
+        await asyncio.sleep(0.1)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        second.cancel()  # the shared fetch is cancelled already, and now this request too
+        with pytest.raises(asyncio.CancelledError):
+            await second
+
+    asyncio.run(main())
+    assert server.hits()["/slow.pem"] == 1
+    assert not source._inflight
+
+
 def test_single_flight_across_threads_and_private_loops(
     serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
 ) -> None:
