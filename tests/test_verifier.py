@@ -724,6 +724,32 @@ def test_multi_dest_claim(signer: Signer, verifier: Verifier) -> None:
     assert verifier.check(value, dest_tn="12155550133", now=NOW).reason is Reason.DEST_MISMATCH
 
 
+@pytest.mark.parametrize(
+    ("dest", "want"),
+    [
+        ("12155550199", "12155550199"),
+        (["12155550199", "sip:Carol@Example.org;user=phone"], "12155550199, sip:carol@example.org"),
+        ("alice", "(no number)"),  # neither a number nor a SIP URI: nothing to compare
+    ],
+)
+def test_dest_mismatch_message_names_both_sides(
+    verifier: Verifier, make_identity: MakeIdentity, dest: str | list[str], want: str
+) -> None:
+    """The dest-mismatch message lists every tn and uri of the PASSporT and every canonical
+    called number/URI it was compared with: what an operator needs to see the mismatch."""
+    value = make_identity(
+        claims_update={
+            "dest": {"tn": ["12155550131", "12155550132"], "uri": ["sip:bob@example.org"]}
+        }
+    )
+    verdict = verifier.check(value, dest_tn=dest, now=NOW)
+    assert verdict.reason is Reason.DEST_MISMATCH
+    assert verdict.message == (
+        "dest 12155550131, 12155550132, sip:bob@example.org in the PASSporT does not include "
+        f"the called party {want} (canonical forms compared)"
+    )
+
+
 def test_uri_identities_match(verifier: Verifier, make_identity: MakeIdentity) -> None:
     """orig/dest uri claims are compared in RFC 8224 §8.5 canonical form."""
     value = make_identity(
