@@ -520,6 +520,53 @@ def test_crl_fetch_cut_by_the_budget_is_not_remembered(
         crl_server.stop()
 
 
+def test_crl_refetch_for_a_later_request_time_is_within_the_budget(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], tmp_path: Path
+) -> None:
+    """A cached chain whose CRLs are current now but past their nextUpdate at the request's
+    time (``now=``, a replayed capture or a clock ahead) is checked again, fetching the CRL,
+    and that fetch is held to the request's budget: judged by the request's time, not by the
+    clock of the machine."""
+    import socket
+
+    from cryptography.hazmat.primitives import serialization
+
+    from secsipid._pki import make_crl
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    lab = make_lab_pki(
+        root=(pki[0].root_key, pki[0].root), crl_url=f"http://127.0.0.1:{port}/ca.crl"
+    )
+    crl = make_crl(lab.intermediate, lab.intermediate_key, [], next_update_days=1)
+    crl_hex = crl.public_bytes(serialization.Encoding.DER).hex()
+    crl_server = CertServer(
+        tmp_path / "crl", {"/ca.crl": {"delay": 1.5, "body_hex": crl_hex}}, None, port=port
+    )
+    try:
+        server = serve({"/sti.pem": {"body": lab.chain_pem.decode()}})
+        source = CertificateSource(
+            fetch=FetchPolicy(tls_ca_file=str(tls.ca), allow_private=True),
+            trust=TrustPolicy(ca_file=str(pki[1]), fetch_crls=True),
+            memory=MemoryCache(),
+        )
+        signer = Signer(lab.leaf_key, server.url("/sti.pem"))
+        patient = Verifier(source, policy=VerifyPolicy(timeout=5.0))
+        assert patient.check(signer.identity(ORIG, DEST, "A")).ok  # chain and CRL cached
+        assert crl_server.hits()["/ca.crl"] == 1
+        later = time.time() + 2 * 86400  # past the CRL's nextUpdate
+        value = signer.identity(ORIG, DEST, "A", iat=int(later))
+        hurried = Verifier(source, policy=VerifyPolicy(timeout=0.4))
+        verdict, elapsed = timed(lambda: hurried.check(value, now=later))
+        assert verdict.ok, verdict.message  # revocation unknown, not required: accepted
+        assert crl_server.hits()["/ca.crl"] == 2
+        assert elapsed < 1.1, f"{elapsed:.2f} s: the CRL fetch outlived the 0.4 s budget"
+    finally:
+        crl_server.stop()
+
+
 # -- item 2: a slow name server delays only the fetches that need it --------------------------
 
 
