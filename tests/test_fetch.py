@@ -1472,6 +1472,45 @@ def test_fetch_after_fork(
     assert parent.credential_for(url)
 
 
+def test_forked_child_leaves_the_parents_pooled_connections_alone(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """After a fork the child fetches through a pool of its own and keeps the parent's
+    referenced, never used or closed: were it dropped, the child's garbage collector would
+    close the inherited TLS sockets (a ResourceWarning per connection), which belong to the
+    parent; the parent's connection goes on working."""
+    import gc
+    import warnings
+
+    server = serve({"/sti.pem": chain_route(pki)})
+    url = server.url("/sti.pem")
+    fetcher = Fetcher(FetchPolicy(tls_ca_file=str(tls.ca), allow_private=True, timeout=3))
+    assert fetcher.get(url).status == 200  # the parent now holds a keep-alive connection
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, never return into pytest
+        code = 1
+        try:
+            os.close(read_end)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                ok = fetcher.get(url).status == 200
+                gc.collect()
+            unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+            os.write(write_end, json.dumps({"ok": ok, "unclosed": unclosed}).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        report = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, status
+    assert json.loads(report) == {"ok": True, "unclosed": []}
+    assert fetcher.get(url).status == 200
+    assert server.hits()["/sti.pem"] == 3
+
+
 def test_parse_certificate_body(pki: tuple[LabPKI, Path]) -> None:
     """What an x5u response may hold: a PEM chain of at most 10 certificates (kept, normalized)
     or one DER certificate, on P-256 keys; everything else is refused with the URL and why."""
