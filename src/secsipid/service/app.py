@@ -245,9 +245,14 @@ class _RSGIRequest(_Request):
         self._proto = proto
 
     async def read(self, limit: int) -> bytes:
-        if self.hdrs.content_length is not None:
-            return await _rsgi_read(self._proto, limit)
         try:
+            if self.hdrs.content_length is not None:
+                # Known length, already checked against the limit: one read of the whole body
+                # (Granian raises RSGIProtocolClosed when the client leaves before its end).
+                body: bytes = await self._proto()
+                if len(body) > limit:
+                    raise _too_large(limit)
+                return body
             # Chunked: counted as it arrives, never buffered past the limit.  (Granian ends
             # the iteration quietly when the client leaves; the answer then goes nowhere.)
             chunks = []
@@ -264,18 +269,6 @@ class _RSGIRequest(_Request):
     def remote(self) -> str | None:
         client = self._scope.client
         return client.rsplit(":", 1)[0].strip("[]") if client else None
-
-
-async def _rsgi_read(proto: Any, limit: int) -> bytes:
-    """An RSGI body of known length, already checked against the limit: one read of the
-    whole body (Granian raises RSGIProtocolClosed when the client leaves before its end)."""
-    try:
-        body: bytes = await proto()
-    except RuntimeError:  # RSGIProtocolClosed, RSGIProtocolError
-        raise _DisconnectedError from None
-    if len(body) > limit:
-        raise _too_large(limit)
-    return body
 
 
 class _Deadlines:
@@ -473,19 +466,6 @@ class ServiceApp:
         if scope.proto != "http":
             return
         start = time.perf_counter()
-        if scope.path == "/v1/sign-csv" and scope.method == "POST":
-            state = self.state
-            length = scope.headers.get("content-length")
-            if (
-                self.access_log is None
-                and not state.needs_token
-                and length is not None
-                and length.isdigit()
-                and length.isascii()
-                and int(length) <= state.config.max_body
-            ):
-                await self._lean_sign_csv(state, scope, proto, start)
-                return
         req = _RSGIRequest(scope, proto)
         route, response = await self._dispatch(req)
         if response is None:
@@ -493,25 +473,6 @@ class ServiceApp:
             return
         proto.response_bytes(response.status, response.headers, response.body)
         self._done(req, route, response, start)
-
-    async def _lean_sign_csv(
-        self, state: ServiceState, scope: Any, proto: Any, start: float
-    ) -> None:
-        """``POST /v1/sign-csv`` through RSGI in its usual shape (a Content-Length within the
-        limit, no token to check, no access log): the general path's answers, without its
-        request objects and dispatch, which are a quarter of the app's own cost on the
-        busiest signing endpoint (docs/service.md, "Where a request's time goes").  Any other
-        shape takes the general path; tests compare both answer for answer."""
-        try:
-            body = await self._within_deadline(state, _rsgi_read(proto, state.config.max_body))
-            response = self._sign_csv(state, body, scope.headers.get("x-spc"))
-        except _DisconnectedError:
-            self.metrics.request(_CSV.name, 499, time.perf_counter() - start)
-            return
-        except Exception as exc:  # noqa: BLE001 - answered as the general path answers
-            response = self._failure(_CSV, "POST", "/v1/sign-csv", exc)
-        proto.response_bytes(response.status, response.headers, response.body)
-        self.metrics.request(_CSV.name, response.status, time.perf_counter() - start)
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         """RSGI worker start (the loop is not running yet)."""
@@ -578,31 +539,27 @@ class ServiceApp:
                 response = self._not_allowed(route, req.method)
             else:
                 response = await route.handler(self, state, req)
+        except AtisError as exc:
+            response = Response(exc.status, [_JSON], exc.body(), exc.message_id)
+        except ApiError as exc:
+            response = Response(exc.status, [_JSON], exc.body(), exc.code)
+        except _BodyError as exc:
+            response = self._body_error(route, exc)
         except _DisconnectedError:
             return route, None
-        except Exception as exc:  # noqa: BLE001 - every error gets its answer (_failure)
-            response = self._failure(route, req.method, path, exc)
+        except Exception:
+            log.exception("secsipid serve: unexpected error on %s %s", req.method, path)
+            if route.kind == ATIS:
+                exc2 = AtisError.internal()
+                response = Response(500, [_JSON], exc2.body(), exc2.message_id)
+            elif route.kind == OWN:
+                error = ApiError(500, "internal-error", "an unexpected error (logged)")
+                response = Response(500, [_JSON], error.body(), error.code)
+            else:
+                response = _text(500, "FAILED\ninternal-error\n", "internal-error")
         if route.kind != TEXT:
             response.headers.append(("x-requestid", _request_id(req.hdrs.request_id)))
         return route, response
-
-    def _failure(self, route: _Route, method: str, path: str, exc: Exception) -> Response:
-        """The answer to a request whose handler raised ``exc``: the error bodies of the
-        route's kind, or a logged 500 for anything unexpected."""
-        if isinstance(exc, AtisError):
-            return Response(exc.status, [_JSON], exc.body(), exc.message_id)
-        if isinstance(exc, ApiError):
-            return Response(exc.status, [_JSON], exc.body(), exc.code)
-        if isinstance(exc, _BodyError):
-            return self._body_error(route, exc)
-        log.exception("secsipid serve: unexpected error on %s %s", method, path, exc_info=exc)
-        if route.kind == ATIS:
-            internal = AtisError.internal()
-            return Response(500, [_JSON], internal.body(), internal.message_id)
-        if route.kind == OWN:
-            error = ApiError(500, "internal-error", "an unexpected error (logged)")
-            return Response(500, [_JSON], error.body(), error.code)
-        return _text(500, "FAILED\ninternal-error\n", "internal-error")
 
     def _done(self, req: _Request, route: _Route, response: Response, start: float) -> None:
         elapsed = time.perf_counter() - start
@@ -666,14 +623,10 @@ class ServiceApp:
                 raise _too_large(limit)
         elif need_length:
             raise _BodyError(411, "length-required", "Content-Length is required")
-        return await self._within_deadline(state, req.read(limit))
-
-    async def _within_deadline(self, state: ServiceState, read: Awaitable[bytes]) -> bytes:
-        """``read`` (a body read), cut at ``server.body_timeout``: 408 ``body-timeout``."""
         timeout = state.config.body_timeout
         task = self._deadlines.start(timeout)
         try:
-            return await read
+            return await req.read(limit)
         except asyncio.CancelledError:
             if self._deadlines.expired(task):
                 raise _BodyError(
@@ -731,9 +684,6 @@ class ServiceApp:
         if state.needs_token and not state.authorized(req.hdrs.authorization):
             return self._unauthorized(TEXT)
         body = await self._body(state, req)
-        return self._sign_csv(state, body, req.hdrs.spc)
-
-    def _sign_csv(self, state: ServiceState, body: bytes, spc: str | None) -> Response:
         if state.default is None:
             self.metrics.signature("not-configured")
             return _text(503, "FAILED\nsigning-not-configured: no signing key (--key)\n",
@@ -748,7 +698,7 @@ class ServiceApp:
                 "invalid-csv", "too few tokens: expected OrigTN,DestTN,ATTEST,OrigID,X5U"
             )
         orig, dest, attest, origid, x5u = [f.strip() for f in fields[:5]]
-        profile = state.profile_for(orig, spc)
+        profile = state.profile_for(orig, req.hdrs.spc)
         if profile is None:
             return self._sign_refused("unknown-spc", "no signing key for the X-SPC given")
         x5u = x5u or profile.x5u or ""
@@ -961,7 +911,6 @@ _ROUTES: dict[str, _Route] = {
     "/metrics": _Route("metrics", ("GET",), ServiceApp.metrics_endpoint, TEXT),
     "/openapi.json": _Route("openapi", ("GET",), ServiceApp.openapi, TEXT),
 }
-_CSV = _ROUTES["/v1/sign-csv"]
 _PUB = _Route("v1_pub", ("GET", "HEAD"), ServiceApp.pub, TEXT)
 _STIR_OTHER = _Route("other", _ANY, ServiceApp.atis_not_found, ATIS)
 _OTHER = _Route("other", _ANY, ServiceApp.not_found, TEXT)
