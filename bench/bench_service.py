@@ -5,7 +5,9 @@ Same machine, same load generator (Debian ``wrk``, a Lua script for each POST bo
 
 * ``floor``: the same Granian settings serving a constant body from a plain RSGI app (the
   interface ``secsipid serve`` uses) and from a plain ASGI app: the HTTP cost alone, what no
-  endpoint of ours can beat;
+  endpoint of ours can beat; and the same RSGI floor plus the bare ECDSA (``bare sign``,
+  ``bare verify``) or plus the least a Python SHAKEN signer does per request (``minimal
+  signer``: CSV split, origid, claims, base64url, ECDSA), with none of our code;
 * ``/v1/sign-csv`` and ``/v1/check`` (certificate file on both sides), ours and secsipidx;
 * ``/stir/v1/signing`` and ``/stir/v1/verification`` (ours only: secsipidx has no ATIS API);
 * the core's sign and verify rate in this process (one core), and the ceiling they leave:
