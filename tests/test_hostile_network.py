@@ -401,11 +401,17 @@ def test_how_long_a_caller_waits_for_another_callers_fetch(
         assert source._wait_timeout() == 0.0
 
 
+@pytest.mark.parametrize("waiter_cancelled", [False, True])
 def test_cancelled_fetcher_does_not_strand_its_waiters(
-    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pki: tuple[LabPKI, Path],
+    waiter_cancelled: bool,
 ) -> None:
     """asyncio: when the task fetching a URL is cancelled (its request found a valid value
-    elsewhere), a task waiting for the same URL fetches it itself and succeeds."""
+    elsewhere), a task waiting for the same URL fetches it itself and succeeds.  When the
+    waiter is cancelled too (both requests ended), it ends cancelled instead of taking the
+    cancelled fetch for its cue to fetch the URL itself."""
     server = serve({"/slow.pem": {"delay": 0.5, **chain(pki)}})
     url = server.url("/slow.pem")
     source = source_for(tls, pki, timeout=3.0)
@@ -418,37 +424,18 @@ def test_cancelled_fetcher_does_not_strand_its_waiters(
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
             await first
-        return await second
-
-    credential = asyncio.run(main())
-    assert credential.certificate is not None
-    assert server.hits()["/slow.pem"] == 2
-
-
-def test_waiter_cancelled_together_with_its_fetcher_ends_cancelled(
-    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
-) -> None:
-    """asyncio: the task fetching a URL and a task waiting for that fetch are both cancelled
-    (the call they verify for was answered): the waiter ends cancelled too, instead of taking
-    the cancelled fetch for its cue to fetch the URL itself."""
-    server = serve({"/slow.pem": {"delay": 0.5, **chain(pki)}})
-    url = server.url("/slow.pem")
-    source = source_for(tls, pki, timeout=3.0)
-
-    async def main() -> None:
-        first = asyncio.ensure_future(source.acredential_for(url))
-        await asyncio.sleep(0.1)
-        second = asyncio.ensure_future(source.acredential_for(url))
-        await asyncio.sleep(0.1)
-        first.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await first
+        if not waiter_cancelled:
+            return await second
         second.cancel()  # the shared fetch is cancelled already, and now this request too
         with pytest.raises(asyncio.CancelledError):
             await second
+        return None
 
-    asyncio.run(main())
-    assert server.hits()["/slow.pem"] == 1
+    credential = asyncio.run(main())
+    if waiter_cancelled:
+        assert credential is None and server.hits()["/slow.pem"] == 1
+    else:
+        assert credential.certificate is not None and server.hits()["/slow.pem"] == 2
     assert not source._inflight
 
 
