@@ -444,6 +444,12 @@ def test_div_claims_rules(verifier: Verifier, carriers: list[Carrier]) -> None:
         [shaken, f"{token};info=<{carriers[1].x5u}>;ppt=div"], dest_tn="1", now=NOW
     )
     assert verdict.failures[-1].reason is Reason.PPT_MISMATCH
+    # libsecsipid refuses any ppt parameter but shaken (-303) before it reads the header; a
+    # shaken Identity over a div header is its header mismatch (-203).
+    assert verdict.failures[-1].lib_code == -303
+    div_token = signer.sign_claims(base, ppt="div")
+    shaken_over_div = verifier.check(f"{div_token};info=<{carriers[1].x5u}>", now=NOW)
+    assert (shaken_over_div.reason, shaken_over_div.lib_code) == (Reason.PPT_MISMATCH, -203)
 
 
 def test_verify_alone_refuses_a_div(verifier: Verifier, carriers: list[Carrier]) -> None:

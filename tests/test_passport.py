@@ -637,6 +637,26 @@ def test_crit_is_refused(
     assert err.header["crit"] == crit  # the decoded header is still reported
 
 
+def test_crit_message_shows_the_value_cut_to_64_characters(
+    verifier: Verifier, make_identity: MakeIdentity
+) -> None:
+    """The refusal shows crit as received (its repr, cut at 64 characters: a header can be
+    large) and says why, for the operator reading the log."""
+    for crit, shown in (
+        (["foo"], "['foo']"),
+        (["x" * 100], repr(["x" * 100])[:64]),
+    ):
+        header = {**SHAKEN_HEADER, "crit": crit}
+        value = make_identity(
+            header=json.dumps(header).encode(), claims=canonical_json(SHAKEN_CLAIMS), raw=True
+        )
+        err = _reject(verifier, value, Reason.UNSUPPORTED_CRIT)
+        assert err.message == (
+            f"PASSporT header crit {shown} names parameters this verifier does not support "
+            "(RFC 7515 §4.1.11)"
+        )
+
+
 def test_alg_is_checked_before_crit(verifier: Verifier, make_identity: MakeIdentity) -> None:
     """An alg-confused header with crit still reports unsupported-alg (checked first)."""
     header = {**SHAKEN_HEADER, "alg": "none", "crit": ["foo"]}

@@ -623,7 +623,7 @@ class Verifier:
         decoded: DecodedPassport,
         expected: _Expected | None,
         now: float,
-        kind: str = "shaken",
+        kind: str,
     ) -> None:
         header, claims, policy = decoded.header, decoded.claims, self.policy
         if header.get("alg") != "ES256":
