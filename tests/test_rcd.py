@@ -180,6 +180,7 @@ def test_missing_nam(make_identity: MakeIdentity, verifier: Verifier) -> None:
         ({"rcd": {"nam": "x", "icn": "not a url"}}, "URL"),
         ({"rcd": {"nam": "x", "jcd": {"vcard": []}}}, "jCard"),
         ({"rcd": {"nam": "x"}, "crn": ["reason"]}, "crn"),
+        ({"crn": 5}, "crn"),  # a call reason alone (RFC 9795 §5) is checked too
         ({"rcdi": {"/nam": rcd_digest(b'"x"')}}, "without"),
         ({"rcd": {"nam": "x"}, "rcdi": {"/icn": rcd_digest(b"")}}, "designates nothing"),
         ({"rcd": {"nam": "x"}, "rcdi": {"nam": rcd_digest(b"")}}, "start with"),
