@@ -457,7 +457,10 @@ def test_verify_alone_refuses_a_div(verifier: Verifier, carriers: list[Carrier])
     with pytest.raises(VerificationError) as exc:
         verifier.verify(div, now=NOW)
     assert exc.value.reason is Reason.UNSUPPORTED_PPT
-    assert "check()" in exc.value.message
+    assert exc.value.message == (
+        "Identity ppt 'div' is not supported here: a div PASSporT is verified with its chain, "
+        "by check()"
+    )
 
 
 def test_div_o_is_ignored_by_check(verifier: Verifier, carriers: list[Carrier]) -> None:

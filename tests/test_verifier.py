@@ -648,6 +648,26 @@ def test_policy_validation(kwargs: dict[str, Any]) -> None:
         VerifyPolicy(**kwargs)
 
 
+@pytest.mark.parametrize("timeout", [0, -1, 0.0, 300.001, 301, "5", True, float("nan")])
+def test_policy_timeout_validation(timeout: Any) -> None:
+    """The request budget is a number of seconds in (0, 300]; anything else is refused,
+    saying which setting and what value."""
+    with pytest.raises(ValueError) as exc:
+        VerifyPolicy(timeout=timeout)
+    assert str(exc.value) == f"VerifyPolicy.timeout must be in (0, 300] seconds, not {timeout!r}"
+
+
+@pytest.mark.parametrize("timeout", [None, 0.001, 1, 5.0, 300, 300.0])
+def test_policy_timeout_accepted(timeout: float | None) -> None:
+    assert VerifyPolicy(timeout=timeout).timeout == timeout
+
+
+def test_policy_validation_message() -> None:
+    with pytest.raises(ValueError) as exc:
+        VerifyPolicy(max_identities=-2)
+    assert str(exc.value) == "VerifyPolicy.max_identities must be a non-negative int, not -2"
+
+
 def test_policy_defaults_and_immutability() -> None:
     """Defaults follow Kamailio (expire 300 s) and the policy is frozen."""
     p = VerifyPolicy()
