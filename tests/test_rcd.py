@@ -136,6 +136,25 @@ def test_rcd_passport_alone_and_beside_shaken(signer: Signer, verifier: Verifier
     assert verifier.verify(rcd_value, now=NOW).rcd == RichCallData(nam="Bob's Plumbing")
 
 
+def test_rcd_passport_without_rcd_claim(signer: Signer, verifier: Verifier) -> None:
+    """An rcd PASSporT must carry the rcd claim (RFC 9795): alone it is missing-claim (438);
+    beside a valid SHAKEN PASSporT the call is still valid, without RCD, and the failure says
+    why."""
+    claims = {"dest": {"tn": [DEST]}, "iat": NOW, "orig": {"tn": ORIG}}
+    value = f"{signer.sign_claims(claims, ppt='rcd')};info=<{X5U}>;alg=ES256;ppt=rcd"
+    with pytest.raises(VerificationError) as exc:
+        verifier.verify(value, now=NOW)
+    assert (exc.value.reason, exc.value.message) == (
+        Reason.MISSING_CLAIM,
+        "rcd PASSporT without rcd claim",
+    )
+    verdict = verifier.check([signer.identity(ORIG, DEST, "A", iat=NOW), value], now=NOW)
+    assert verdict.ok and verdict.rcd is None
+    assert [(f.index, f.reason, f.message) for f in verdict.failures] == [
+        (1, Reason.MISSING_CLAIM, "rcd PASSporT without rcd claim")
+    ]
+
+
 def test_rcd_passport_of_another_caller_is_not_used(signer: Signer, verifier: Verifier) -> None:
     shaken = signer.identity(ORIG, DEST, "A", iat=NOW)
     other = signer.rcd_identity("12155550999", DEST, RichCallData(nam="Someone Else"), iat=NOW)
