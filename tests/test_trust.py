@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fetchkit import CertServer
 from helpers import CachingProbeSource
 from secsipid import (
+    CertificateSource,
     Credential,
     Fetcher,
     FetchPolicy,
@@ -1448,3 +1449,13 @@ def test_max_chain_depth_is_applied(lab: LabPKI, root_file: Path) -> None:
     holds with the default, not with a depth that leaves no room for the intermediate."""
     assert check(lab, TrustPolicy(ca_file=str(root_file))) == "valid"
     assert check(lab, TrustPolicy(ca_file=str(root_file), max_chain_depth=0)) == "cert-untrusted"
+
+
+def test_certificate_source_keeps_and_shows_its_trust_policy(root_file: Path) -> None:
+    """The policy a CertificateSource was given stays readable on it (trust_policy) and in its
+    repr, as the fetch policy does: what a log line or a debugger shows of a node."""
+    policy = TrustPolicy(ca_file=str(root_file))
+    source = CertificateSource(trust=policy)
+    assert source.trust_policy is policy
+    assert f"trust={policy!r}" in repr(source)
+    assert CertificateSource(trust=None).trust_policy is None
