@@ -11,6 +11,7 @@ property under test), with margins far below what the unbounded behaviour took (
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import threading
 import time
@@ -465,12 +466,19 @@ def test_single_flight_across_threads_and_private_loops(
     assert server.hits() == {"/a.pem": 1, "/b.pem": 1}
 
 
-def test_crl_fetch_cut_by_the_budget_is_not_remembered(
-    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], tmp_path: Path
-) -> None:
-    """A CRL fetch cut short by a request's budget leaves no remembered failure: the next
-    request fetches the CRL and refuses the revoked certificate (a remembered failure would
-    have let it pass for a minute)."""
+@contextlib.contextmanager
+def _slow_crl_lab(
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pki: tuple[LabPKI, Path],
+    tmp_path: Path,
+    *,
+    revoked: bool,
+    delay: float,
+    next_update_days: int = 7,
+) -> Iterator[tuple[LabPKI, CertificateSource, str, CertServer]]:
+    """A lab chain whose CRL (revoking the leaf or not) answers after ``delay`` seconds, and a
+    source that fetches CRLs: (lab, source, x5u URL, CRL server)."""
     import socket
 
     from cryptography.hazmat.primitives import serialization
@@ -484,10 +492,13 @@ def test_crl_fetch_cut_by_the_budget_is_not_remembered(
     lab = make_lab_pki(
         root=(pki[0].root_key, pki[0].root), crl_url=f"http://127.0.0.1:{port}/ca.crl"
     )
-    crl = make_crl(lab.intermediate, lab.intermediate_key, [lab.leaf.serial_number])
+    serials = [lab.leaf.serial_number] if revoked else []
+    crl = make_crl(
+        lab.intermediate, lab.intermediate_key, serials, next_update_days=next_update_days
+    )
     crl_hex = crl.public_bytes(serialization.Encoding.DER).hex()
     crl_server = CertServer(
-        tmp_path / "crl", {"/ca.crl": {"delay": 0.8, "body_hex": crl_hex}}, None, port=port
+        tmp_path / "crl", {"/ca.crl": {"delay": delay, "body_hex": crl_hex}}, None, port=port
     )
     try:
         server = serve({"/sti.pem": {"body": lab.chain_pem.decode()}})
@@ -496,15 +507,25 @@ def test_crl_fetch_cut_by_the_budget_is_not_remembered(
             trust=TrustPolicy(ca_file=str(pki[1]), fetch_crls=True),
             memory=MemoryCache(),
         )
-        value = Signer(lab.leaf_key, server.url("/sti.pem")).identity(ORIG, DEST, "A")
+        yield lab, source, server.url("/sti.pem"), crl_server
+    finally:
+        crl_server.stop()
+
+
+def test_crl_fetch_cut_by_the_budget_is_not_remembered(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], tmp_path: Path
+) -> None:
+    """A CRL fetch cut short by a request's budget leaves no remembered failure: the next
+    request fetches the CRL and refuses the revoked certificate (a remembered failure would
+    have let it pass for a minute)."""
+    with _slow_crl_lab(serve, tls, pki, tmp_path, revoked=True, delay=0.8) as (lab, source, url, _):
+        value = Signer(lab.leaf_key, url).identity(ORIG, DEST, "A")
         hurried = Verifier(source, policy=VerifyPolicy(timeout=0.4))
         verdict, elapsed = timed(lambda: hurried.check(value))
         assert verdict.ok and elapsed < 0.8  # revocation unknown and not required: accepted
         patient = Verifier(source, policy=VerifyPolicy(timeout=3.0))
         assert patient.check(value).reason is Reason.CERT_REVOKED
         assert hurried.check(value).reason is Reason.CERT_REVOKED  # the CRL is now cached
-    finally:
-        crl_server.stop()
 
 
 def test_crl_refetch_for_a_later_request_time_is_within_the_budget(
@@ -514,32 +535,9 @@ def test_crl_refetch_for_a_later_request_time_is_within_the_budget(
     time (``now=``, a replayed capture or a clock ahead) is checked again, fetching the CRL,
     and that fetch is held to the request's budget: judged by the request's time, not by the
     clock of the machine."""
-    import socket
-
-    from cryptography.hazmat.primitives import serialization
-
-    from secsipid._pki import make_crl
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    lab = make_lab_pki(
-        root=(pki[0].root_key, pki[0].root), crl_url=f"http://127.0.0.1:{port}/ca.crl"
-    )
-    crl = make_crl(lab.intermediate, lab.intermediate_key, [], next_update_days=1)
-    crl_hex = crl.public_bytes(serialization.Encoding.DER).hex()
-    crl_server = CertServer(
-        tmp_path / "crl", {"/ca.crl": {"delay": 1.5, "body_hex": crl_hex}}, None, port=port
-    )
-    try:
-        server = serve({"/sti.pem": {"body": lab.chain_pem.decode()}})
-        source = CertificateSource(
-            fetch=FetchPolicy(tls_ca_file=str(tls.ca), allow_private=True),
-            trust=TrustPolicy(ca_file=str(pki[1]), fetch_crls=True),
-            memory=MemoryCache(),
-        )
-        signer = Signer(lab.leaf_key, server.url("/sti.pem"))
+    lab_args = {"revoked": False, "delay": 1.5, "next_update_days": 1}
+    with _slow_crl_lab(serve, tls, pki, tmp_path, **lab_args) as (lab, source, url, crl_server):
+        signer = Signer(lab.leaf_key, url)
         patient = Verifier(source, policy=VerifyPolicy(timeout=5.0))
         assert patient.check(signer.identity(ORIG, DEST, "A")).ok  # chain and CRL cached
         assert crl_server.hits()["/ca.crl"] == 1
@@ -550,8 +548,6 @@ def test_crl_refetch_for_a_later_request_time_is_within_the_budget(
         assert verdict.ok, verdict.message  # revocation unknown, not required: accepted
         assert crl_server.hits()["/ca.crl"] == 2
         assert elapsed < 1.1, f"{elapsed:.2f} s: the CRL fetch outlived the 0.4 s budget"
-    finally:
-        crl_server.stop()
 
 
 # -- item 2: a slow name server delays only the fetches that need it --------------------------
