@@ -479,16 +479,12 @@ def _slow_crl_lab(
 ) -> Iterator[tuple[LabPKI, CertificateSource, str, CertServer]]:
     """A lab chain whose CRL (revoking the leaf or not) answers after ``delay`` seconds, and a
     source that fetches CRLs: (lab, source, x5u URL, CRL server)."""
-    import socket
-
     from cryptography.hazmat.primitives import serialization
 
     from secsipid._pki import make_crl
+    from servicekit import free_port
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     lab = make_lab_pki(
         root=(pki[0].root_key, pki[0].root), crl_url=f"http://127.0.0.1:{port}/ca.crl"
     )
