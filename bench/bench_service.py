@@ -329,6 +329,9 @@ def main() -> int:
     parser.add_argument("--soak", type=float, default=0.0, metavar="MINUTES")
     parser.add_argument("--json", help="also write the raw figures to this file")
     parser.add_argument("--base-src", metavar="DIR", help="also serve from this src tree (A/B)")
+    parser.add_argument("--runtime-threads", type=int, metavar="N",
+                        help="Granian I/O threads per worker, for ours and the floors (serve's "
+                        "default when not given)")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.duration = 1, 3.0
@@ -379,6 +382,9 @@ def main() -> int:
         ours_cmd = [python, "-m", "secsipid", "serve", "--listen", f"127.0.0.1:{ours_port}",
                     "--workers", workers, "--key", str(creds.key_path), "--x5u", X5U,
                     "--cert", str(creds.cert_path), "--expire", "3600"]  # fmt: skip
+        threads = [] if args.runtime_threads is None else ["--runtime-threads",
+                                                           str(args.runtime_threads)]  # fmt: skip
+        ours_cmd += threads
         base_cmd, base_env = [], None
         if args.base_src:
             base_cmd = [*ours_cmd[:4], "--listen", f"127.0.0.1:{base_port}", *ours_cmd[6:]]
@@ -391,8 +397,8 @@ def main() -> int:
 
         def floor_cmd(interface: str, port: int, target: str) -> list[str]:
             return [granian, "--interface", interface, "--host", "127.0.0.1", "--port",
-                    str(port), "--workers", workers, "--runtime-mode", "st", "--loop",
-                    "uvloop", "--http", "1", "--no-ws", "--log-level", "warning",
+                    str(port), "--workers", workers, "--runtime-mode", "st", *threads,
+                    "--loop", "uvloop", "--http", "1", "--no-ws", "--log-level", "warning",
                     "--working-dir", str(tmp), target]  # fmt: skip
 
         with (
@@ -463,7 +469,8 @@ def main() -> int:
             sign_rate, verify_rate = core_rates(creds.key_path, creds.cert_path)
             print()
             print(f"wrk -t1 -c32 -d{args.duration:g}s, {args.rounds} round(s), "
-                  f"{args.workers} worker(s), medians [min-max]:")  # fmt: skip
+                  f"{args.workers} worker(s), Granian runtime threads "
+                  f"{args.runtime_threads or 'default'}, medians [min-max]:")  # fmt: skip
             for name in series:
                 s = series[name]
                 print(f"  {name:28} {s.median('rps'):10,.0f} req/s {s.spread('rps'):>17}  "

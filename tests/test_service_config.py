@@ -62,6 +62,7 @@ access_log = true
         ("[verification]\nexpire = -1", "verification.expire: must not be negative"),
         ("[verification]\ntimeout = 0", "verification.timeout: must be positive"),
         ("[server]\nkeep_alive = 'yes'", "server.keep_alive: 'yes' is not a valid bool"),
+        ("[server]\nruntime_threads = 0", "runtime_threads: must be positive and at most 64"),
         ("[cache]\nbackend = 'disk'", "cache.backend: 'disk' is not one of memory, redis"),
         ("[cache]\nbackend = 'redis'", 'cache.backend "redis" needs cache.redis'),
         ("[cache]\nbackend = 'memory'\nredis = 'redis://h/0'", 'cache.backend is "memory"'),
@@ -283,11 +284,11 @@ def test_cli_flags_map_to_settings(capsys: pytest.CaptureFixture[str]) -> None:
 
     args = build_parser().parse_args(
         ["serve", "--no-verify-cert", "--no-keep-alive", "--crl-file", "a", "--crl-file", "b",
-         "--allow-http", "--workers", "3"]
+         "--allow-http", "--workers", "3", "--runtime-threads", "2"]
     )  # fmt: skip
     assert overrides_from_args(args) == {
         "verify_cert": False, "keep_alive": False, "crl_files": ["a", "b"], "allow_http": True,
-        "workers": 3,
+        "workers": 3, "runtime_threads": 2,
     }  # fmt: skip
 
 

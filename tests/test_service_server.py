@@ -220,6 +220,25 @@ def test_refuses_non_loopback_signing_without_token(key_files: KeyFiles) -> None
     assert "Traceback" not in proc.stderr
 
 
+def test_runtime_threads_reach_the_server(key_files: KeyFiles, tmp_path: Path) -> None:
+    """--runtime-threads sets Granian's I/O threads per worker: a worker started with 2 runs
+    more threads than one started with 1, and both sign."""
+
+    def worker_threads(n: int) -> int:
+        proc = ServerProcess(
+            "--key", str(key_files.key_pem), "--x5u", X5U, "--runtime-threads", str(n)
+        )  # fmt: skip
+        with proc.start(tmp_path / f"threads-{n}.log"):
+            assert proc.request("POST", "/v1/sign-csv", f"{ORIG},{DEST},A,,".encode()).status == 200
+            workers = subprocess.run(
+                ["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True
+            ).stdout.split()
+            assert len(workers) == 1, workers
+            return len(os.listdir(f"/proc/{workers[0]}/task"))
+
+    assert worker_threads(2) > worker_threads(1)
+
+
 def test_sighup_reload_without_dropping_requests(key_files: KeyFiles, tmp_path: Path) -> None:
     """SIGHUP with a new key: signatures switch to the new key while clients keep sending on
     open connections; no request fails.  A broken key on the next SIGHUP is refused and the

@@ -117,57 +117,55 @@ def _text(status: int, text: str, reason: str = "", extra: tuple[Header, ...] = 
 
 
 class _Headers:
-    """The request headers the service reads (values as text; None when absent)."""
+    """The request headers the service reads (values as text; None when absent).
 
-    __slots__ = (
-        "accept",
-        "authorization",
-        "content_length",
-        "content_type",
-        "request_id",
-        "spc",
-    )
+    Read when a handler asks for them: under Granian each read is a call into its (Rust)
+    header map that builds a ``str``, and a request needs two or three of the six below
+    (``/v1/sign-csv`` without a token reads only Content-Length and X-SPC).
+    """
 
-    def __init__(self) -> None:
-        self.accept: str | None = None
-        self.authorization: str | None = None
-        self.content_length: str | None = None
-        self.content_type: str | None = None
-        self.request_id: str | None = None
-        self.spc: str | None = None
+    __slots__ = ("content_length", "get")
+
+    def __init__(self, get: Callable[[str], str | None]) -> None:
+        self.get = get
+        self.content_length = get("content-length")  # every body read needs it
 
     @classmethod
     def from_asgi(cls, raw: list[tuple[bytes, bytes]]) -> _Headers:
-        """From ASGI's (name, value) byte pairs, in one pass."""
-        h = cls()
-        for name, value in raw:
-            if name == b"content-length":
-                h.content_length = value.decode("latin-1")
-            elif name == b"content-type":
-                h.content_type = value.decode("latin-1")
-            elif name == b"authorization":
-                h.authorization = value.decode("latin-1")
-            elif name == b"accept":
-                h.accept = value.decode("latin-1")
-            elif name == b"x-requestid":
-                h.request_id = value.decode("latin-1")
-            elif name == b"x-spc":
-                h.spc = value.decode("latin-1")
-        return h
+        """From ASGI's (name, value) byte pairs (the last of repeated headers wins)."""
+        found = {name: value for name, value in raw if name in _ASGI_WANTED}
+        return cls({k.decode(): v.decode("latin-1") for k, v in found.items()}.get)
 
     @classmethod
     def from_rsgi(cls, headers: Any) -> _Headers:
         """From Granian's RSGI header map (lower-case names; values that are not ASCII text
         never reach the app)."""
-        h = cls()
-        get = headers.get
-        h.content_length = get("content-length")
-        h.content_type = get("content-type")
-        h.authorization = get("authorization")
-        h.accept = get("accept")
-        h.request_id = get("x-requestid")
-        h.spc = get("x-spc")
-        return h
+        return cls(headers.get)
+
+    @property
+    def authorization(self) -> str | None:
+        return self.get("authorization")
+
+    @property
+    def content_type(self) -> str | None:
+        return self.get("content-type")
+
+    @property
+    def accept(self) -> str | None:
+        return self.get("accept")
+
+    @property
+    def request_id(self) -> str | None:
+        return self.get("x-requestid")
+
+    @property
+    def spc(self) -> str | None:
+        return self.get("x-spc")
+
+
+_ASGI_WANTED = frozenset(
+    (b"content-length", b"content-type", b"authorization", b"accept", b"x-requestid", b"x-spc")
+)
 
 
 class _BodyError(Exception):

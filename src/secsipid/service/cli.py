@@ -75,6 +75,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     _flag(g, "--no-keep-alive", switch=True, help="close every connection after one response")
     _flag(g, "--backlog", type=int, help="listen backlog (1024)")
     _flag(g, "--max-concurrency", type=int, metavar="N", help="requests in progress per worker")
+    _flag(g, "--runtime-threads", type=int, metavar="N", help="HTTP I/O threads per worker (1)")
     _flag(g, "--graceful-timeout", type=float, metavar="S", help="drain time on stop (10)")
     _flag(g, "--access-log", switch=True, help="one JSON line per request on stdout")
     _flag(g, "--no-metrics", switch=True, help="no /metrics endpoint")
@@ -204,6 +205,7 @@ def serve(config: ServiceConfig) -> int:
         # One thread per worker: ECDSA holds the GIL, processes give the parallelism
         # (docs/service.md has the measurements).
         runtime_mode=RuntimeModes.st,
+        runtime_threads=config.runtime_threads,
         loop=loop,
         http=HTTPModes.http1,
         websockets=False,

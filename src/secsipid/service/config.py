@@ -70,6 +70,9 @@ DEFAULT_MAX_BODY = DEFAULT_MAX_IDENTITY_SIZE + 1024
 # A client gets this long to send its request headers, then its body (slow-client defence).
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_BODY_TIMEOUT = 10.0
+# Granian's I/O threads per worker (HTTP parsing and sockets; the app runs on one Python
+# thread per worker whatever this is).
+DEFAULT_RUNTIME_THREADS = 1
 # How long a stopping worker lets requests in progress finish.
 DEFAULT_GRACEFUL_TIMEOUT = 10.0
 # Where fetched certificates are shared: this machine (memory, plus cache.dir), or a cluster
@@ -182,6 +185,7 @@ class ServiceConfig:
     keep_alive: bool = True
     backlog: int = 1024
     max_concurrency: int | None = None
+    runtime_threads: int = DEFAULT_RUNTIME_THREADS
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT
     access_log: bool = False
     metrics: bool = True
@@ -251,6 +255,7 @@ _TOML_KEYS: dict[str, str] = {
     "server.keep_alive": "keep_alive",
     "server.backlog": "backlog",
     "server.max_concurrency": "max_concurrency",
+    "server.runtime_threads": "runtime_threads",
     "server.graceful_timeout": "graceful_timeout",
     "server.access_log": "access_log",
     "server.metrics": "metrics",
@@ -430,6 +435,7 @@ def _check_values(v: dict[str, Any], problems: list[str]) -> None:
     positive("graceful_timeout", 3600)
     positive("backlog", 65535)
     positive("max_concurrency")
+    positive("runtime_threads", 64)
     for name in ("expire", "future_skew"):
         if name in v and v[name] < 0:
             problems.append(f"{_SETTING_NAME[name]}: must not be negative")
