@@ -261,9 +261,11 @@ def test_split_does_not_strip_identity_like_info() -> None:
 
 
 def test_split_rejects_non_str_items() -> None:
-    """bytes items are a programming error: TypeError."""
-    with pytest.raises(TypeError):
+    """bytes items are a programming error: TypeError, naming the type given."""
+    with pytest.raises(TypeError, match=r"^Identity values must be str, not bytes$"):
         split_identity_values([b"a.b.c;info=<h:x>"])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"^Identity values must be str, not int$"):
+        split_identity_values([f"{TOKEN};info=<{INFO}>", 5])  # type: ignore[list-item]
 
 
 # -- build -------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from secsipid import (
     canonical_json,
     decode_token,
 )
-from secsipid._passport import check_shaken_claims
+from secsipid._passport import check_shaken_claims, claim_warnings
 
 
 def _reject(verifier: Verifier, value: str, reason: Reason, **kw: Any) -> VerificationError:
@@ -908,3 +908,21 @@ def test_header_cache_is_bounded() -> None:
     assert len(_passport._HEADER_CACHE) == 1024
     _passport._decode_header(segments[1024])
     assert list(_passport._HEADER_CACHE) == [segments[1024]]
+
+
+@pytest.mark.parametrize("dest", ["12155550131", ["12155550131"], 5, None])
+def test_claim_warnings_take_any_decoded_claims(dest: object) -> None:
+    """claim_warnings reads whatever a token decodes to (it serves the lenient path and
+    ``VerifiedPassport.warnings``): a dest that is not an object is no dest.tn to judge, never
+    an exception."""
+    claims = {**SHAKEN_CLAIMS, "dest": dest, "orig": {"tn": "+1 215 555 0121"}}
+    token = ".".join(b64url_encode(canonical_json(part)) for part in (SHAKEN_HEADER, claims))
+    decoded = decode_token(token + "." + b64url_encode(b"\0" * 64))
+    assert claim_warnings(decoded) == [
+        "orig.tn is not a canonical telephone number (RFC 8224 §8.3)"
+    ]
+    canonical = {**claims, "dest": {"tn": ["12155550131", "+1-215"]}}
+    token = ".".join(b64url_encode(canonical_json(part)) for part in (SHAKEN_HEADER, canonical))
+    assert claim_warnings(decode_token(token + "." + b64url_encode(b"\0" * 64)))[-1] == (
+        "dest.tn holds a non-canonical telephone number (RFC 8224 §8.3)"
+    )
