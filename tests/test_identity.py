@@ -248,6 +248,13 @@ def test_split_several_lines_and_header_names() -> None:
     ]
 
 
+@pytest.mark.parametrize("name", ["Identity     :", "y            :", "\tIdentity\t\t\t\t:"])
+def test_split_header_name_with_blanks_before_the_colon(name: str) -> None:
+    """RFC 3261 §25.1 HCOLON allows any blanks between a header's name and its colon: the
+    name is removed however far the colon is."""
+    assert split_identity_values([f"{name} {TOKEN};info=<{INFO}>"]) == [f"{TOKEN};info=<{INFO}>"]
+
+
 def test_split_drops_empty_values() -> None:
     """Empty elements (',,', trailing ',') and empty input give nothing."""
     assert split_identity_values("a.b.c;info=<h:x>,, ,") == ["a.b.c;info=<h:x>"]

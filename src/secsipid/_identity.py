@@ -219,11 +219,11 @@ def split_identity_values(values: str | Iterable[str]) -> list[str]:
     for line in lines:
         if not isinstance(line, str):
             raise TypeError(f"Identity values must be str, not {type(line).__name__}")
-        # A header name ends within the first few characters; base64url never holds ":".
-        if ":" in line[:12]:
-            match = _HEADER_NAME_RE.match(line)
-            if match is not None:
-                line = line[match.end() :]
+        # A header line's name ("Identity", "y"), blanks allowed before its colon (RFC 3261
+        # HCOLON); a bare value starts with base64url and fails the match at its first letter.
+        match = _HEADER_NAME_RE.match(line)
+        if match is not None:
+            line = line[match.end() :]
         for part in split_comma_values(line):
             part = part.strip()
             if part:
