@@ -39,6 +39,14 @@ def test_parse_full_form() -> None:
     assert hdr.raw == f"{TOKEN};info=<{INFO}>;alg=ES256;ppt=shaken"
 
 
+def test_built_by_hand_has_no_raw_text() -> None:
+    """An IdentityHeader made in code (not parsed) was received as no text: raw is empty,
+    and it equals the parsed one (raw is not compared)."""
+    hdr = IdentityHeader(TOKEN, {"info": INFO})
+    assert hdr.raw == ""
+    assert hdr == parse_identity(f"{TOKEN};info=<{INFO}>")
+
+
 def test_parse_params_keep_received_order() -> None:
     """params is in the order received."""
     hdr = parse_identity(f"{TOKEN};ppt=shaken;alg=ES256;info=<{INFO}>")
