@@ -26,6 +26,7 @@ from fetchkit import CertServer, DNSServer, TLSFiles, make_tls_files
 from helpers import run_cli
 from secsipid import (
     CertificateSource,
+    Credential,
     FetchPolicy,
     MemoryCache,
     Reason,
@@ -355,11 +356,12 @@ def test_task_waiting_for_another_tasks_fetch_respects_the_budget(
     assert not source._inflight
 
 
-def test_thread_waiting_for_a_cancelled_tasks_fetch_fetches_itself(
+def test_thread_waiting_keeps_a_cancelled_tasks_fetch(
     serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
 ) -> None:
     """A thread waiting for the fetch of an asyncio task that is then cancelled (its request
-    found a valid value elsewhere) fetches the URL itself and succeeds."""
+    found a valid value elsewhere): the task returns at once, the fetch goes on for the
+    thread, which gets its result; one request in all."""
     server = serve({"/slow.pem": {"delay": 0.5, **chain(pki)}})
     url = server.url("/slow.pem")
     source = source_for(tls, pki, timeout=3.0)
@@ -384,8 +386,49 @@ def test_thread_waiting_for_a_cancelled_tasks_fetch_fetches_itself(
 
     asyncio.run(main())
     assert len(got) == 1 and got[0].certificate == pki[0].leaf, got
-    assert server.hits()["/slow.pem"] == 2
-    assert not source._inflight
+    assert server.hits()["/slow.pem"] == 1
+    assert not source._inflight and not source._waiting and not source._orphans
+
+
+def test_last_thread_to_give_up_cancels_a_fetch_its_leader_left(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """The task that started a fetch is cancelled while a thread waits for it: the fetch goes
+    on for the thread; when the thread's own budget runs out (the last caller to leave), it
+    cancels the fetch on the task's event loop: nothing keeps running, nothing is cached."""
+    server = serve({"/slow.pem": {"delay": 1.0, **chain(pki)}})
+    url = server.url("/slow.pem")
+    source = source_for(tls, pki, timeout=3.0)
+    got: list[Any] = []
+
+    def wait_in_a_thread() -> None:
+        try:
+            with request_budget(0.4):
+                got.append(source.credential_for(url))
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertions
+            got.append(exc)
+
+    async def main() -> Credential | None:
+        leader = asyncio.ensure_future(source.acredential_for(url))
+        await asyncio.sleep(0.1)
+        waiter = threading.Thread(target=wait_in_a_thread)
+        waiter.start()
+        await asyncio.sleep(0.1)
+        leader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        assert source._orphans  # going on for the thread
+        await asyncio.to_thread(waiter.join)
+        await asyncio.sleep(0.05)  # the cancellation the thread sent is handled
+        assert not source._inflight and not source._orphans
+        await asyncio.sleep(1.0)  # past the server's delay: no answer was taken in
+        return source._lookup(url, time.time())[0]
+
+    assert asyncio.run(main()) is None
+    assert len(got) == 1 and isinstance(got[0], VerificationError), got
+    assert got[0].reason is Reason.CERT_FETCH_TIMEOUT
+    assert server.hits()["/slow.pem"] == 1
+    assert not source._waiting
 
 
 def test_how_long_a_caller_waits_for_another_callers_fetch(
@@ -409,10 +452,10 @@ def test_cancelled_fetcher_does_not_strand_its_waiters(
     pki: tuple[LabPKI, Path],
     waiter_cancelled: bool,
 ) -> None:
-    """asyncio: when the task fetching a URL is cancelled (its request found a valid value
-    elsewhere), a task waiting for the same URL fetches it itself and succeeds.  When the
-    waiter is cancelled too (both requests ended), it ends cancelled instead of taking the
-    cancelled fetch for its cue to fetch the URL itself."""
+    """asyncio: when the task that started the fetch of a URL is cancelled (its request found
+    a valid value elsewhere), it returns at once and the fetch goes on for a task waiting for
+    the same URL, which gets its result: one request.  When the waiter is cancelled too (both
+    requests ended), the fetch is cancelled with it: nothing left running, nothing cached."""
     server = serve({"/slow.pem": {"delay": 0.5, **chain(pki)}})
     url = server.url("/slow.pem")
     source = source_for(tls, pki, timeout=3.0)
@@ -425,28 +468,40 @@ def test_cancelled_fetcher_does_not_strand_its_waiters(
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
             await first
+        assert source._inflight and not second.done()  # the fetch goes on for the waiter
         if not waiter_cancelled:
             return await second
-        second.cancel()  # the shared fetch is cancelled already, and now this request too
+        second.cancel()  # now no request wants the URL: the fetch ends too
         with pytest.raises(asyncio.CancelledError):
             await second
-        return None
+        await asyncio.sleep(0.05)  # the fetch's task handles its cancellation
+        assert not source._inflight and not source._orphans
+        await asyncio.sleep(0.6)  # past the server's delay: no answer was taken in
+        return source._lookup(url, time.time())[0]
 
     credential = asyncio.run(main())
+    assert server.hits()["/slow.pem"] == 1
     if waiter_cancelled:
-        assert credential is None and server.hits()["/slow.pem"] == 1
+        assert credential is None
     else:
-        assert credential.certificate is not None and server.hits()["/slow.pem"] == 2
-    assert not source._inflight
+        assert credential.certificate is not None
+    assert not source._inflight and not source._waiting and not source._orphans
 
 
 def test_single_flight_across_threads_and_private_loops(
     serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
 ) -> None:
     """20 threads check requests with two cold URLs each (fetched on each call's private
-    event loop) while asyncio tasks want the same URLs: one request per URL in all."""
-    server = serve({"/a.pem": {"delay": 0.3, **chain(pki)}, "/b.pem": {"delay": 0.3, **chain(pki)}})
-    values = [sign(pki, server.url("/a.pem")), sign(pki, server.url("/b.pem"))]
+    event loop) while asyncio tasks want the same URLs: one request per URL in all.
+
+    The value of /a.pem is signed by another key (refused once its certificate is in) and
+    /a.pem answers well before /b.pem, so every request needs both fetches to their end: a
+    request that a valid value ends early cancels the fetches it still leads, and where the
+    loop those run on ends with the request (a private one), callers waiting on them fetch
+    again (test_waiters_keep_a_fetch_whose_leader_left covers that case)."""
+    server = serve({"/a.pem": {"delay": 0.1, **chain(pki)}, "/b.pem": {"delay": 0.5, **chain(pki)}})
+    stranger = Signer(make_lab_pki().leaf_key, server.url("/a.pem")).identity(ORIG, DEST, "A")
+    values = [stranger, sign(pki, server.url("/b.pem"))]
     verifier = Verifier(source_for(tls, pki, timeout=3.0))
     verdicts: list[Any] = []
 

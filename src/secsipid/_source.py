@@ -492,6 +492,10 @@ class CertificateSource:
         # synchronous check runs several fetches on a private loop), so however a caller waits,
         # one request goes out per URL.
         self._inflight: dict[str, Future[Credential]] = {}
+        # Callers waiting on each of those fetches (not counting the one that leads it), and
+        # the asyncio fetches whose leading caller has left while others waited.
+        self._waiting: dict[Future[Credential], int] = {}
+        self._orphans: dict[Future[Credential], asyncio.Task[Credential]] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -750,13 +754,43 @@ class CertificateSource:
             return await self._afetch(info, stale)
 
     def _join(self, info: str) -> tuple[Future[Credential], bool]:
-        """The fetch of ``info`` in progress, or a new one: (future, this caller leads)."""
+        """The fetch of ``info`` in progress, or a new one: (future, this caller leads).  A
+        caller that does not lead counts as waiting until it calls :meth:`_unwait`."""
         with self._lock:
             future = self._inflight.get(info)
             if future is not None and not future.done():
+                self._waiting[future] = self._waiting.get(future, 0) + 1
                 return future, False
             future = self._inflight[info] = Future()
             return future, True
+
+    def _unwait(self, future: Future[Credential]) -> None:
+        """A waiting caller is done with ``future``; the last one to leave a fetch whose
+        leading caller left already cancels that fetch (from any thread)."""
+        with self._lock:
+            left = self._waiting.get(future, 0) - 1
+            if left > 0:
+                self._waiting[future] = left
+                return
+            self._waiting.pop(future, None)
+            orphan = self._orphans.pop(future, None)
+        if orphan is not None and not orphan.done():
+            with contextlib.suppress(RuntimeError):  # its loop is closed: it ended with it
+                orphan.get_loop().call_soon_threadsafe(orphan.cancel)
+
+    def _adopt(self, future: Future[Credential], fetch: asyncio.Task[Credential]) -> bool:
+        """The leading caller of ``fetch`` leaves: True (the fetch goes on) when others wait
+        on it, and then the last of them to leave cancels it."""
+        with self._lock:
+            if self._waiting.get(future, 0) <= 0:
+                return False
+            self._orphans[future] = fetch
+        fetch.add_done_callback(lambda _: self._forget(future))
+        return True
+
+    def _forget(self, future: Future[Credential]) -> None:
+        with self._lock:
+            self._orphans.pop(future, None)
 
     def _leave(self, info: str, future: Future[Credential]) -> None:
         with self._lock:
@@ -783,7 +817,9 @@ class CertificateSource:
                     Reason.CERT_FETCH_TIMEOUT, f"{info}: waited too long for a fetch in progress"
                 ) from None
             except FutureCancelled:
-                continue  # the fetching caller was cancelled: fetch (or wait) again
+                continue  # the fetch was cancelled (its loop ended): fetch (or wait) again
+            finally:
+                self._unwait(future)
         try:
             # A fetch of the same URL may have ended between the lookup above and _join:
             # look again before going to the network (its result, or its failure).
@@ -802,9 +838,13 @@ class CertificateSource:
     # -- async -------------------------------------------------------------------------------
 
     async def acredential_for(self, info: str) -> Credential:
-        """The credential at ``info`` without blocking the event loop.  A caller that is
-        cancelled (its request found a valid value elsewhere, or ran out of budget) leaves
-        nothing behind: callers waiting on its fetch start their own."""
+        """The credential at ``info`` without blocking the event loop.
+
+        The caller that starts a fetch runs it in a task of its own.  Cancelled (its request
+        found a valid value elsewhere, or ran out of budget), it returns at once; the fetch
+        goes on while other callers wait on it, and is cancelled when none does, so it leaves
+        nothing behind.  A fetch ends with its event loop: where that was a private one (the
+        synchronous check's), callers waiting on it fetch again."""
         credential, stale = self._lookup(info, time.time())
         if credential is not None:
             return credential
@@ -826,7 +866,20 @@ class CertificateSource:
                 task = asyncio.current_task()
                 if not future.cancelled() or (task is not None and task.cancelling()):
                     raise
-                # The fetching caller was cancelled, not this one: fetch (or wait) again.
+                # The fetch was cancelled, not this caller: fetch (or wait) again.
+            finally:
+                self._unwait(future)
+        fetch = asyncio.ensure_future(self._alead(info, future))
+        try:
+            return await asyncio.shield(fetch)
+        except asyncio.CancelledError:
+            if not fetch.done() and not self._adopt(future, fetch):
+                fetch.cancel()
+            raise
+
+    async def _alead(self, info: str, future: Future[Credential]) -> Credential:
+        """The fetch :meth:`acredential_for` leads; its outcome goes to ``future`` (and so to
+        every caller waiting on it)."""
         try:
             credential, stale = self._lookup(info, time.time())  # as in credential_for
             if credential is None:
