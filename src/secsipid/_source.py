@@ -845,7 +845,7 @@ class CertificateSource:
         goes on while other callers wait on it, and is cancelled when none does, so it leaves
         nothing behind.  A fetch ends with its event loop: where that was a private one (the
         synchronous check's), callers waiting on it fetch again."""
-        credential, stale = self._lookup(info, time.time())
+        credential, _ = self._lookup(info, time.time())
         if credential is not None:
             return credential
         while True:
