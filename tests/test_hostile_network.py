@@ -431,6 +431,45 @@ def test_last_thread_to_give_up_cancels_a_fetch_its_leader_left(
     assert not source._waiting
 
 
+@pytest.mark.parametrize("waiter", ["task", "thread"])
+def test_a_fetch_cut_by_its_leaders_budget_is_fetched_again_by_a_waiter(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], waiter: str
+) -> None:
+    """The caller that started a fetch had a short budget, which cut the fetch; a caller
+    waiting for it with time left does not inherit that cut (it is no verdict on the URL): it
+    fetches again within its own budget and gets the certificate."""
+    server = serve({"/slow.pem": {"delay": 0.6, **chain(pki)}})
+    url = server.url("/slow.pem")
+    source = source_for(tls, pki, timeout=3.0)
+
+    async def lead() -> None:
+        with request_budget(0.3), pytest.raises(VerificationError) as exc:
+            await source.acredential_for(url)
+        assert exc.value.reason is Reason.CERT_FETCH_TIMEOUT
+
+    async def wait_in_a_task() -> Any:
+        await asyncio.sleep(0.1)
+        with request_budget(3.0):
+            return await source.acredential_for(url)
+
+    def wait_in_a_thread() -> Any:
+        time.sleep(0.1)
+        with request_budget(3.0):
+            return source.credential_for(url)
+
+    async def main() -> Any:
+        if waiter == "task":
+            _, got = await asyncio.gather(lead(), wait_in_a_task())
+        else:
+            _, got = await asyncio.gather(lead(), asyncio.to_thread(wait_in_a_thread))
+        return got
+
+    credential = asyncio.run(main())
+    assert credential.certificate == pki[0].leaf
+    assert server.hits()["/slow.pem"] == 2
+    assert not source._inflight and not source._waiting and not source._orphans
+
+
 def test_how_long_a_caller_waits_for_another_callers_fetch(
     tls: TLSFiles, pki: tuple[LabPKI, Path]
 ) -> None:

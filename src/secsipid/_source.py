@@ -810,6 +810,8 @@ class CertificateSource:
                 break
             try:
                 return future.result(timeout=self._wait_timeout())
+            except BudgetExhaustedError:
+                continue  # the budget of the caller that fetched, not this one's: fetch again
             except VerificationError as exc:
                 raise _copy(exc) from None
             except FutureTimeout:
@@ -856,6 +858,8 @@ class CertificateSource:
                 async with asyncio.timeout(self._wait_timeout()):
                     # shield: a waiter that is cancelled must not cancel the shared fetch
                     return await asyncio.shield(asyncio.wrap_future(future))
+            except BudgetExhaustedError:
+                continue  # as in credential_for
             except VerificationError as exc:
                 raise _copy(exc) from None
             except TimeoutError:
