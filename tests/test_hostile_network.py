@@ -356,6 +356,30 @@ def test_task_waiting_for_another_tasks_fetch_respects_the_budget(
     assert not source._inflight
 
 
+async def _leader_leaves_while_a_thread_waits(
+    source: CertificateSource, url: str, got: list[Any], budget: float | None = None
+) -> threading.Thread:
+    """A task starts the fetch of ``url``, a thread waits for it (within ``budget``, if
+    given), then the task is cancelled.  Returns the thread; its outcome lands in ``got``."""
+
+    def wait() -> None:
+        try:
+            with request_budget(budget) if budget else contextlib.nullcontext():
+                got.append(source.credential_for(url))
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertions
+            got.append(exc)
+
+    leader = asyncio.ensure_future(source.acredential_for(url))
+    await asyncio.sleep(0.1)
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    await asyncio.sleep(0.1)
+    leader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    return waiter
+
+
 def test_thread_waiting_keeps_a_cancelled_tasks_fetch(
     serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
 ) -> None:
@@ -367,21 +391,8 @@ def test_thread_waiting_keeps_a_cancelled_tasks_fetch(
     source = source_for(tls, pki, timeout=3.0)
     got: list[Any] = []
 
-    def wait_in_a_thread() -> None:
-        try:
-            got.append(source.credential_for(url))
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertions
-            got.append(exc)
-
     async def main() -> None:
-        leader = asyncio.ensure_future(source.acredential_for(url))
-        await asyncio.sleep(0.1)
-        waiter = threading.Thread(target=wait_in_a_thread)
-        waiter.start()
-        await asyncio.sleep(0.1)
-        leader.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await leader
+        waiter = await _leader_leaves_while_a_thread_waits(source, url, got)
         await asyncio.to_thread(waiter.join)
 
     asyncio.run(main())
@@ -401,22 +412,8 @@ def test_last_thread_to_give_up_cancels_a_fetch_its_leader_left(
     source = source_for(tls, pki, timeout=3.0)
     got: list[Any] = []
 
-    def wait_in_a_thread() -> None:
-        try:
-            with request_budget(0.4):
-                got.append(source.credential_for(url))
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertions
-            got.append(exc)
-
     async def main() -> Credential | None:
-        leader = asyncio.ensure_future(source.acredential_for(url))
-        await asyncio.sleep(0.1)
-        waiter = threading.Thread(target=wait_in_a_thread)
-        waiter.start()
-        await asyncio.sleep(0.1)
-        leader.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await leader
+        waiter = await _leader_leaves_while_a_thread_waits(source, url, got, budget=0.4)
         assert source._orphans  # going on for the thread
         await asyncio.to_thread(waiter.join)
         await asyncio.sleep(0.05)  # the cancellation the thread sent is handled
