@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
+import random
 import threading
 import time
 import tracemalloc
@@ -465,6 +467,71 @@ def test_a_fetch_cut_by_its_leaders_budget_is_fetched_again_by_a_waiter(
     assert credential.certificate == pki[0].leaf
     assert server.hits()["/slow.pem"] == 2
     assert not source._inflight and not source._waiting and not source._orphans
+
+
+def test_single_flight_bookkeeping_survives_a_storm_of_leaving_callers(
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pki: tuple[LabPKI, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """60 tasks and 12 threads want 4 slow URLs; a third are cancelled at random moments and a
+    third have budgets shorter than the server's delay.  Every caller ends (the certificate,
+    its own cancellation, or cert-fetch-timeout), and the single flight keeps nothing: no
+    fetch in progress, no waiter count, no fetch without a caller, and no future whose
+    failure nobody read (asyncio logs "exception was never retrieved" when it is collected,
+    an error line in a service's log)."""
+    rng = random.Random(20261129)
+    server = serve({f"/c{i}.pem": {"delay": 0.3, **chain(pki)} for i in range(4)})
+    urls = [server.url(f"/c{i}.pem") for i in range(4)]
+    source = source_for(tls, pki, timeout=3.0)
+    outcomes: list[str] = []
+
+    def outcome(result: Any) -> str:
+        if isinstance(result, asyncio.CancelledError):
+            return "cancelled"
+        if isinstance(result, VerificationError):
+            assert result.reason is Reason.CERT_FETCH_TIMEOUT, result
+            return "timeout"
+        assert result.certificate == pki[0].leaf
+        return "ok"
+
+    def in_a_thread(url: str, budget: float | None, start: float) -> None:
+        time.sleep(start)
+        try:
+            with request_budget(budget) if budget else contextlib.nullcontext():
+                outcomes.append(outcome(source.credential_for(url)))
+        except VerificationError as exc:
+            outcomes.append(outcome(exc))
+
+    async def in_a_task(url: str, budget: float | None, start: float) -> Any:
+        await asyncio.sleep(start)
+        with request_budget(budget) if budget else contextlib.nullcontext():
+            return await source.acredential_for(url)
+
+    def plan() -> tuple[str, float | None, float]:
+        budget = rng.choice([None, None, rng.uniform(0.05, 0.25)])
+        return rng.choice(urls), budget, rng.uniform(0.0, 0.4)
+
+    async def main() -> None:
+        threads = [threading.Thread(target=in_a_thread, args=plan()) for _ in range(12)]
+        for t in threads:
+            t.start()
+        tasks = [asyncio.ensure_future(in_a_task(*plan())) for _ in range(60)]
+        for task in rng.sample(tasks, 20):
+            asyncio.get_running_loop().call_later(rng.uniform(0.0, 0.5), task.cancel)
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
+        outcomes.extend(outcome(r) for r in results)
+        await asyncio.wait_for(asyncio.to_thread(lambda: [t.join() for t in threads]), 20)
+        await asyncio.sleep(0.1)  # cancellations sent from threads are handled
+        assert not source._inflight and not source._waiting and not source._orphans
+
+    asyncio.run(main())
+    assert len(outcomes) == 72 and "ok" in outcomes
+    assert not source._inflight and not source._waiting and not source._orphans
+    gc.collect()
+    unread = [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()]
+    assert unread == []
 
 
 def test_how_long_a_caller_waits_for_another_callers_fetch(

@@ -37,7 +37,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ._errors import KeyLoadError, VerificationError
 from ._fetch import (
@@ -416,6 +416,23 @@ class _Unset:
 
 
 UNSET: Any = _Unset()
+
+
+_F = TypeVar("_F", bound="asyncio.Future[Any]")
+
+
+def _retrieved(future: _F) -> _F:
+    """``future``, its outcome marked as seen once it ends.  A caller that leaves stops
+    awaiting (through ``asyncio.shield``, which on Python 3.11 then drops its own callback),
+    and an exception that comes later would be logged as "never retrieved" when the future is
+    collected; the callers still waiting get the outcome all the same."""
+    future.add_done_callback(_see)
+    return future
+
+
+def _see(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class CertificateSource:
@@ -857,7 +874,7 @@ class CertificateSource:
             try:
                 async with asyncio.timeout(self._wait_timeout()):
                     # shield: a waiter that is cancelled must not cancel the shared fetch
-                    return await asyncio.shield(asyncio.wrap_future(future))
+                    return await asyncio.shield(_retrieved(asyncio.wrap_future(future)))
             except BudgetExhaustedError:
                 continue  # as in credential_for
             except VerificationError as exc:
@@ -873,7 +890,7 @@ class CertificateSource:
                 # The fetch was cancelled, not this caller: fetch (or wait) again.
             finally:
                 self._unwait(future)
-        fetch = asyncio.ensure_future(self._alead(info, future))
+        fetch = _retrieved(asyncio.ensure_future(self._alead(info, future)))
         try:
             return await asyncio.shield(fetch)
         except asyncio.CancelledError:
