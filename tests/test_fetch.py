@@ -1448,6 +1448,18 @@ def _child_fetch(url: str, ca: str, queue: Any, source: CertificateSource | None
         queue.put(exc.reason.value)
 
 
+def test_keep_alive_pool_is_bounded() -> None:
+    """The synchronous keep-alive pool's bounds, a defence against an info URL per call on a
+    new server: as many connections as fetches in flight (a fetch never queues behind stuck
+    ones), at most 32 of them idle, each idle one closed after 30 s.  (Exercising the idle
+    bound through the network takes 33 servers; the pool's settings are read instead.)"""
+    for limit in (8, 256):
+        pool = Fetcher(FetchPolicy(max_in_flight=limit))._new_pool()
+        assert pool._max_connections == limit
+        assert pool._max_keepalive_connections == min(32, limit)
+        assert pool._keepalive_expiry == 30.0
+
+
 def test_fetch_after_fork(
     serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
 ) -> None:
