@@ -797,17 +797,12 @@ class CertificateSource:
 
     def _adopt(self, future: Future[Credential], fetch: asyncio.Task[Credential]) -> bool:
         """The leading caller of ``fetch`` leaves: True (the fetch goes on) when others wait
-        on it, and then the last of them to leave cancels it."""
+        on it; the last of them to leave forgets it, and cancels it if it still runs."""
         with self._lock:
             if self._waiting.get(future, 0) <= 0:
                 return False
             self._orphans[future] = fetch
-        fetch.add_done_callback(lambda _: self._forget(future))
-        return True
-
-    def _forget(self, future: Future[Credential]) -> None:
-        with self._lock:
-            self._orphans.pop(future, None)
+            return True
 
     def _leave(self, info: str, future: Future[Credential]) -> None:
         with self._lock:
