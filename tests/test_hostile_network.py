@@ -469,6 +469,119 @@ def test_a_fetch_cut_by_its_leaders_budget_is_fetched_again_by_a_waiter(
     assert not source._inflight and not source._waiting and not source._orphans
 
 
+def test_a_fetch_nobody_waits_for_ends_with_its_leader(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """The only caller of a fetch is cancelled: the fetch is cancelled with it (nothing left
+    running, no answer taken in afterwards)."""
+    server = serve({"/slow.pem": {"delay": 0.5, **chain(pki)}})
+    url = server.url("/slow.pem")
+    source = source_for(tls, pki, timeout=3.0)
+
+    async def main() -> Credential | None:
+        leader = asyncio.ensure_future(source.acredential_for(url))
+        await asyncio.sleep(0.1)
+        leader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        await asyncio.sleep(0.05)
+        assert not source._inflight and not source._orphans
+        await asyncio.sleep(0.6)  # past the server's delay
+        return source._lookup(url, time.time())[0]
+
+    assert asyncio.run(main()) is None
+    assert server.hits()["/slow.pem"] == 1
+
+
+def test_a_fetch_goes_on_until_its_last_waiter_leaves(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """The caller that started a fetch and one of two callers waiting for it leave: the
+    fetch goes on for the other, which gets its result (one request)."""
+    server = serve({"/slow.pem": {"delay": 0.5, **chain(pki)}})
+    url = server.url("/slow.pem")
+    source = source_for(tls, pki, timeout=3.0)
+
+    async def main() -> Any:
+        leader = asyncio.ensure_future(source.acredential_for(url))
+        await asyncio.sleep(0.1)
+        first, second = (asyncio.ensure_future(source.acredential_for(url)) for _ in range(2))
+        await asyncio.sleep(0.1)
+        assert source._waiting == {source._inflight[url]: 2}
+        for task in (leader, first):
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await asyncio.sleep(0.05)
+        assert source._orphans and not second.done()  # still fetching for the second
+        return await second
+
+    assert asyncio.run(main()).certificate == pki[0].leaf
+    assert server.hits()["/slow.pem"] == 1
+    assert not source._inflight and not source._waiting and not source._orphans
+
+
+def test_a_waiter_outliving_the_loop_of_its_fetch_ends_on_its_budget(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """A thread waits for a fetch that a task started; the task is cancelled and its event
+    loop closed without running what was left (the fetch dies with it).  The thread ends on
+    its own budget with cert-fetch-timeout, not an error about the closed loop."""
+    server = serve({"/slow.pem": {"delay": 1.0, **chain(pki)}})
+    url = server.url("/slow.pem")
+    source = source_for(tls, pki, timeout=3.0)
+    got: list[Any] = []
+    loop = asyncio.new_event_loop()
+    try:
+        waiter = loop.run_until_complete(
+            _leader_leaves_while_a_thread_waits(source, url, got, budget=0.6)
+        )
+    finally:
+        loop.close()  # the adopted fetch is still pending: it is never run again
+    waiter.join()
+    assert len(got) == 1 and isinstance(got[0], VerificationError), got
+    assert got[0].reason is Reason.CERT_FETCH_TIMEOUT
+    assert not source._waiting and not source._orphans
+
+
+@pytest.mark.parametrize("who_leaves", ["leader", "waiter"])
+def test_a_failure_after_its_caller_left_is_not_logged_as_unread(
+    serve: Callable[..., CertServer],
+    tls: TLSFiles,
+    pki: tuple[LabPKI, Path],
+    caplog: pytest.LogCaptureFixture,
+    who_leaves: str,
+) -> None:
+    """A shared fetch fails (HTTP 404) after a caller left it: the caller that started it (the
+    waiter gets the failure), or a waiter whose budget ran out.  asyncio would log the
+    failure as "exception was never retrieved" when the future is collected; it is read."""
+    server = serve({"/gone.pem": {"delay": 0.4, "status": 404}})
+    url = server.url("/gone.pem")
+    source = source_for(tls, pki, timeout=3.0)
+
+    async def wait(budget: float) -> Any:
+        with request_budget(budget):
+            return await source.acredential_for(url)
+
+    async def main() -> list[Any]:
+        leader = asyncio.ensure_future(source.acredential_for(url))
+        await asyncio.sleep(0.1)
+        waiter = asyncio.ensure_future(wait(3.0 if who_leaves == "leader" else 0.1))
+        await asyncio.sleep(0.05)
+        if who_leaves == "leader":
+            leader.cancel()
+        return list(await asyncio.gather(leader, waiter, return_exceptions=True))
+
+    results = asyncio.run(main())
+    reasons = [getattr(r, "reason", type(r).__name__) for r in results]
+    if who_leaves == "leader":
+        assert reasons == ["CancelledError", Reason.CERT_FETCH_STATUS]
+    else:
+        assert reasons == [Reason.CERT_FETCH_STATUS, Reason.CERT_FETCH_TIMEOUT]
+    gc.collect()
+    assert [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()] == []
+
+
 def test_single_flight_bookkeeping_survives_a_storm_of_leaving_callers(
     serve: Callable[..., CertServer],
     tls: TLSFiles,
