@@ -358,6 +358,15 @@ def test_task_waiting_for_another_tasks_fetch_respects_the_budget(
     assert not source._inflight
 
 
+def _slow_url(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], delay: float
+) -> tuple[CertServer, str, CertificateSource]:
+    """A server whose /slow.pem answers the lab chain after ``delay`` seconds, its URL, and a
+    source with a 3 s fetch timeout."""
+    server = serve({"/slow.pem": {"delay": delay, **chain(pki)}})
+    return server, server.url("/slow.pem"), source_for(tls, pki, timeout=3.0)
+
+
 async def _leader_leaves_while_a_thread_waits(
     source: CertificateSource, url: str, got: list[Any], budget: float | None = None
 ) -> threading.Thread:
@@ -388,9 +397,7 @@ def test_thread_waiting_keeps_a_cancelled_tasks_fetch(
     """A thread waiting for the fetch of an asyncio task that is then cancelled (its request
     found a valid value elsewhere): the task returns at once, the fetch goes on for the
     thread, which gets its result; one request in all."""
-    server = serve({"/slow.pem": {"delay": 0.5, **chain(pki)}})
-    url = server.url("/slow.pem")
-    source = source_for(tls, pki, timeout=3.0)
+    server, url, source = _slow_url(serve, tls, pki, 0.5)
     got: list[Any] = []
 
     async def main() -> None:
@@ -409,9 +416,7 @@ def test_last_thread_to_give_up_cancels_a_fetch_its_leader_left(
     """The task that started a fetch is cancelled while a thread waits for it: the fetch goes
     on for the thread; when the thread's own budget runs out (the last caller to leave), it
     cancels the fetch on the task's event loop: nothing keeps running, nothing is cached."""
-    server = serve({"/slow.pem": {"delay": 1.0, **chain(pki)}})
-    url = server.url("/slow.pem")
-    source = source_for(tls, pki, timeout=3.0)
+    server, url, source = _slow_url(serve, tls, pki, 1.0)
     got: list[Any] = []
 
     async def main() -> Credential | None:
@@ -437,9 +442,7 @@ def test_a_fetch_cut_by_its_leaders_budget_is_fetched_again_by_a_waiter(
     """The caller that started a fetch had a short budget, which cut the fetch; a caller
     waiting for it with time left does not inherit that cut (it is no verdict on the URL): it
     fetches again within its own budget and gets the certificate."""
-    server = serve({"/slow.pem": {"delay": 0.6, **chain(pki)}})
-    url = server.url("/slow.pem")
-    source = source_for(tls, pki, timeout=3.0)
+    server, url, source = _slow_url(serve, tls, pki, 0.6)
 
     async def lead() -> None:
         with request_budget(0.3), pytest.raises(VerificationError) as exc:
@@ -474,9 +477,7 @@ def test_a_fetch_nobody_waits_for_ends_with_its_leader(
 ) -> None:
     """The only caller of a fetch is cancelled: the fetch is cancelled with it (nothing left
     running, no answer taken in afterwards)."""
-    server = serve({"/slow.pem": {"delay": 0.5, **chain(pki)}})
-    url = server.url("/slow.pem")
-    source = source_for(tls, pki, timeout=3.0)
+    server, url, source = _slow_url(serve, tls, pki, 0.5)
 
     async def main() -> Credential | None:
         leader = asyncio.ensure_future(source.acredential_for(url))
@@ -498,9 +499,7 @@ def test_a_fetch_goes_on_until_its_last_waiter_leaves(
 ) -> None:
     """The caller that started a fetch and one of two callers waiting for it leave: the
     fetch goes on for the other, which gets its result (one request)."""
-    server = serve({"/slow.pem": {"delay": 0.5, **chain(pki)}})
-    url = server.url("/slow.pem")
-    source = source_for(tls, pki, timeout=3.0)
+    server, url, source = _slow_url(serve, tls, pki, 0.5)
 
     async def main() -> Any:
         leader = asyncio.ensure_future(source.acredential_for(url))
@@ -527,9 +526,7 @@ def test_a_waiter_outliving_the_loop_of_its_fetch_ends_on_its_budget(
     """A thread waits for a fetch that a task started; the task is cancelled and its event
     loop closed without running what was left (the fetch dies with it).  The thread ends on
     its own budget with cert-fetch-timeout, not an error about the closed loop."""
-    server = serve({"/slow.pem": {"delay": 1.0, **chain(pki)}})
-    url = server.url("/slow.pem")
-    source = source_for(tls, pki, timeout=3.0)
+    server, url, source = _slow_url(serve, tls, pki, 1.0)
     got: list[Any] = []
     loop = asyncio.new_event_loop()
     try:
@@ -541,6 +538,7 @@ def test_a_waiter_outliving_the_loop_of_its_fetch_ends_on_its_budget(
     waiter.join()
     assert len(got) == 1 and isinstance(got[0], VerificationError), got
     assert got[0].reason is Reason.CERT_FETCH_TIMEOUT
+    assert server.hits()["/slow.pem"] == 1
     assert not source._waiting and not source._orphans
 
 
@@ -672,9 +670,7 @@ def test_cancelled_fetcher_does_not_strand_its_waiters(
     a valid value elsewhere), it returns at once and the fetch goes on for a task waiting for
     the same URL, which gets its result: one request.  When the waiter is cancelled too (both
     requests ended), the fetch is cancelled with it: nothing left running, nothing cached."""
-    server = serve({"/slow.pem": {"delay": 0.5, **chain(pki)}})
-    url = server.url("/slow.pem")
-    source = source_for(tls, pki, timeout=3.0)
+    server, url, source = _slow_url(serve, tls, pki, 0.5)
 
     async def main() -> Any:
         first = asyncio.ensure_future(source.acredential_for(url))
