@@ -520,6 +520,42 @@ def test_a_fetch_goes_on_until_its_last_waiter_leaves(
     assert not source._inflight and not source._waiting and not source._orphans
 
 
+def test_a_waiter_cancelled_with_its_fetch_stays_cancelled(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """The fetch and a task waiting for it are cancelled together (as when their event loop
+    shuts down): the waiter ends cancelled; it does not take the cancelled fetch for its cue
+    to fetch the URL itself."""
+    server, url, source = _slow_url(serve, tls, pki, 0.5)
+    outcome: list[Any] = []
+
+    async def wait() -> None:
+        try:
+            outcome.append(await source.acredential_for(url))
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    async def main() -> None:
+        leader = asyncio.ensure_future(source.acredential_for(url))
+        await asyncio.sleep(0.1)
+        waiter = asyncio.ensure_future(wait())
+        await asyncio.sleep(0.1)
+        (fetch,) = [t for t in asyncio.all_tasks() if t.get_coro().__name__ == "_alead"]
+        shared = source._inflight[url]
+        fetch.cancel()
+        while not shared.cancelled():  # the fetch has ended; the waiter has not heard yet
+            await asyncio.sleep(0)
+        waiter.cancel()
+        await asyncio.gather(leader, waiter, return_exceptions=True)
+        await asyncio.sleep(0.6)  # a fetch started again would be answered by now
+
+    asyncio.run(main())
+    assert outcome == ["cancelled"]
+    assert server.hits()["/slow.pem"] == 1
+    assert not source._inflight and not source._waiting and not source._orphans
+
+
 def test_a_waiter_outliving_the_loop_of_its_fetch_ends_on_its_budget(
     serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
 ) -> None:
