@@ -556,6 +556,39 @@ def test_a_waiter_cancelled_with_its_fetch_stays_cancelled(
     assert not source._inflight and not source._waiting and not source._orphans
 
 
+def test_a_waiter_on_another_loop_fetches_again_when_the_fetch_ends_with_its_loop(
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+) -> None:
+    """A fetch runs on one thread's event loop, a task on another thread's loop waits for it;
+    the first loop ends (asyncio.run cancels what is left, the fetch with it).  The waiter,
+    not cancelled itself, fetches the URL again and gets the certificate: the cancellation of
+    a loop it does not run on never reaches it as its own."""
+    server, url, source = _slow_url(serve, tls, pki, 0.5)
+    got: list[Any] = []
+
+    async def lead() -> None:
+        leading = asyncio.ensure_future(source.acredential_for(url))
+        await asyncio.sleep(0.3)  # then the loop ends, with the fetch still running
+        assert not leading.done()
+
+    def wait_on_its_own_loop() -> None:
+        try:
+            got.append(asyncio.run(source.acredential_for(url)))
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertions
+            got.append(exc)
+
+    leader = threading.Thread(target=asyncio.run, args=(lead(),))
+    leader.start()
+    time.sleep(0.1)
+    waiter = threading.Thread(target=wait_on_its_own_loop)
+    waiter.start()
+    leader.join()
+    waiter.join()
+    assert len(got) == 1 and got[0].certificate == pki[0].leaf, got
+    assert server.hits()["/slow.pem"] == 2
+    assert not source._inflight and not source._waiting and not source._orphans
+
+
 def test_a_waiter_outliving_the_loop_of_its_fetch_ends_on_its_budget(
     serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
 ) -> None:
