@@ -556,13 +556,14 @@ def test_a_waiter_cancelled_with_its_fetch_stays_cancelled(
     assert not source._inflight and not source._waiting and not source._orphans
 
 
+@pytest.mark.parametrize("waiter_kind", ["task", "blocking"])
 def test_a_waiter_on_another_loop_fetches_again_when_the_fetch_ends_with_its_loop(
-    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path]
+    serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], waiter_kind: str
 ) -> None:
-    """A fetch runs on one thread's event loop, a task on another thread's loop waits for it;
-    the first loop ends (asyncio.run cancels what is left, the fetch with it).  The waiter,
-    not cancelled itself, fetches the URL again and gets the certificate: the cancellation of
-    a loop it does not run on never reaches it as its own."""
+    """A fetch runs on one thread's event loop; another thread waits for it, in a task on its
+    own loop or blocking; the first loop ends (asyncio.run cancels what is left, the fetch with
+    it).  The waiter, not cancelled itself, fetches the URL again and gets the certificate: the
+    cancellation of a loop it does not run on never reaches it as its own."""
     server, url, source = _slow_url(serve, tls, pki, 0.5)
     got: list[Any] = []
 
@@ -573,7 +574,10 @@ def test_a_waiter_on_another_loop_fetches_again_when_the_fetch_ends_with_its_loo
 
     def wait_on_its_own_loop() -> None:
         try:
-            got.append(asyncio.run(source.acredential_for(url)))
+            if waiter_kind == "task":
+                got.append(asyncio.run(source.acredential_for(url)))
+            else:
+                got.append(source.credential_for(url))
         except BaseException as exc:  # noqa: BLE001 - collected for the assertions
             got.append(exc)
 
