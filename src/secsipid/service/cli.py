@@ -202,8 +202,9 @@ def serve(config: ServiceConfig) -> int:
         # Granian's own interface: a third less CPU per request than its ASGI (docs/service.md).
         interface=Interfaces.RSGI,
         workers=config.workers,
-        # One thread per worker: ECDSA holds the GIL, processes give the parallelism
-        # (docs/service.md has the measurements).
+        # The app runs on one Python thread per worker: ECDSA holds the GIL, processes give
+        # the parallelism; runtime_threads are Granian's I/O threads (docs/service.md has the
+        # measurements of both).
         runtime_mode=RuntimeModes.st,
         runtime_threads=config.runtime_threads,
         loop=loop,
