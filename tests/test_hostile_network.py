@@ -358,6 +358,12 @@ def test_task_waiting_for_another_tasks_fetch_respects_the_budget(
     assert not source._inflight
 
 
+def _idle(source: CertificateSource) -> bool:
+    """The single flight keeps nothing: no fetch in progress, no waiter count, no fetch whose
+    leading caller left."""
+    return not source._inflight and not source._waiting and not source._orphans
+
+
 def _slow_url(
     serve: Callable[..., CertServer], tls: TLSFiles, pki: tuple[LabPKI, Path], delay: float
 ) -> tuple[CertServer, str, CertificateSource]:
@@ -407,7 +413,7 @@ def test_thread_waiting_keeps_a_cancelled_tasks_fetch(
     asyncio.run(main())
     assert len(got) == 1 and got[0].certificate == pki[0].leaf, got
     assert server.hits()["/slow.pem"] == 1
-    assert not source._inflight and not source._waiting and not source._orphans
+    assert _idle(source)
 
 
 def test_last_thread_to_give_up_cancels_a_fetch_its_leader_left(
@@ -469,7 +475,7 @@ def test_a_fetch_cut_by_its_leaders_budget_is_fetched_again_by_a_waiter(
     credential = asyncio.run(main())
     assert credential.certificate == pki[0].leaf
     assert server.hits()["/slow.pem"] == 2
-    assert not source._inflight and not source._waiting and not source._orphans
+    assert _idle(source)
 
 
 def test_a_fetch_nobody_waits_for_ends_with_its_leader(
@@ -517,7 +523,7 @@ def test_a_fetch_goes_on_until_its_last_waiter_leaves(
 
     assert asyncio.run(main()).certificate == pki[0].leaf
     assert server.hits()["/slow.pem"] == 1
-    assert not source._inflight and not source._waiting and not source._orphans
+    assert _idle(source)
 
 
 def test_a_waiter_cancelled_with_its_fetch_stays_cancelled(
@@ -553,7 +559,7 @@ def test_a_waiter_cancelled_with_its_fetch_stays_cancelled(
     asyncio.run(main())
     assert outcome == ["cancelled"]
     assert server.hits()["/slow.pem"] == 1
-    assert not source._inflight and not source._waiting and not source._orphans
+    assert _idle(source)
 
 
 @pytest.mark.parametrize("waiter_kind", ["task", "blocking"])
@@ -590,7 +596,7 @@ def test_a_waiter_on_another_loop_fetches_again_when_the_fetch_ends_with_its_loo
     waiter.join()
     assert len(got) == 1 and got[0].certificate == pki[0].leaf, got
     assert server.hits()["/slow.pem"] == 2
-    assert not source._inflight and not source._waiting and not source._orphans
+    assert _idle(source)
 
 
 def test_a_waiter_outliving_the_loop_of_its_fetch_ends_on_its_budget(
@@ -708,11 +714,11 @@ def test_single_flight_bookkeeping_survives_a_storm_of_leaving_callers(
         outcomes.extend(outcome(r) for r in results)
         await asyncio.wait_for(asyncio.to_thread(lambda: [t.join() for t in threads]), 20)
         await asyncio.sleep(0.1)  # cancellations sent from threads are handled
-        assert not source._inflight and not source._waiting and not source._orphans
+        assert _idle(source)
 
     asyncio.run(main())
     assert len(outcomes) == 72 and "ok" in outcomes
-    assert not source._inflight and not source._waiting and not source._orphans
+    assert _idle(source)
     gc.collect()
     unread = [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()]
     assert unread == []
@@ -770,7 +776,7 @@ def test_cancelled_fetcher_does_not_strand_its_waiters(
         assert credential is None
     else:
         assert credential.certificate is not None
-    assert not source._inflight and not source._waiting and not source._orphans
+    assert _idle(source)
 
 
 def test_single_flight_across_threads_and_private_loops(
