@@ -126,9 +126,11 @@ class MinimalSignApp:
 # Verifier.check of the body, in the same server (what "floor + core" allows when the core runs
 # where a request runs: with the caches and the CPU sharing a loaded server leaves it).
 if _DATA:
-    from secsipid import Signer, Verifier, VerifyPolicy
+    from secsipid import Signer, Verifier, VerifyPolicy, credential_from_file
     _SIGNER = Signer(_KEY, "https://cert.example.org/sti.pem")
-    _VERIFIER = Verifier(os.environ["FLOOR_CERT"], policy=VerifyPolicy(expire=3600))
+    # The credential loaded once, as secsipid serve --cert does (a path would stat per call).
+    _CRED = credential_from_file(os.environ["FLOOR_CERT"])
+    _VERIFIER = Verifier(_CRED, policy=VerifyPolicy(expire=3600))
 class CoreSignApp:
     async def __rsgi__(self, scope, proto):
         await proto()
@@ -308,10 +310,11 @@ def core_rates(key: Path, cert: Path, seconds: float = 2.0) -> tuple[float, floa
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from secsipid import Signer, Verifier, VerifyPolicy
+    from secsipid import Signer, Verifier, VerifyPolicy, credential_from_file
 
     signer = Signer.from_file(key, X5U)
-    verifier = Verifier(str(cert), policy=VerifyPolicy(expire=3600))
+    # The credential loaded once, as secsipid serve --cert does (a path would stat per call).
+    verifier = Verifier(credential_from_file(cert), policy=VerifyPolicy(expire=3600))
     value = signer.identity(ORIG, DEST, "A")
     msg = b"e" * 319  # as in FLOOR_APP
     deterministic, plain = (ec.ECDSA(hashes.SHA256(), deterministic_signing=flag)
