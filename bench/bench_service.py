@@ -52,7 +52,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -338,6 +338,43 @@ def core_rates(key: Path, cert: Path, seconds: float = 2.0) -> tuple[float, floa
     return rates[0], rates[1], rates[2], rates[3]
 
 
+Target = tuple[str, "subprocess.Popen[bytes] | None", int, str, str]
+PAIRS = (
+    ("ours /v1/sign-csv", "floor RSGI + core sign"),
+    ("ours /v1/check", "floor RSGI + core verify"),
+)
+
+
+def measure_pairs(
+    targets: list[Target], script: Callable[[str], Path], args: argparse.Namespace
+) -> dict[str, list[tuple[Run, Run]]]:
+    """Ours against the floor plus the core, in back-to-back runs (ours first, then the
+    other way round, alternately): on a machine whose load drifts, two runs a few seconds
+    apart see the same load, so the ratio of each pair is steadier than the ratio of two
+    medians taken minutes apart.  Returns (ours, floor + core) per pair and endpoint."""
+    by_name = {t[0]: t for t in targets}
+    found: dict[str, list[tuple[Run, Run]]] = {}
+    print(f"\npairs: {args.pairs} back-to-back runs of {args.pair_duration:g} s per endpoint, "
+          "ours and the floor + core alternately first", flush=True)  # fmt: skip
+    for ours_name, core_name in PAIRS:
+        runs = found[ours_name] = []
+        for i in range(args.pairs):
+            got: dict[str, Run] = {}
+            for name in (ours_name, core_name) if i % 2 == 0 else (core_name, ours_name):
+                _, proc, port, path, kind = by_name[name]
+                assert proc is not None
+                got[name] = wrk(f"http://127.0.0.1:{port}{path}", script(kind),
+                                args.pair_duration, server=proc.pid)  # fmt: skip
+            runs.append((got[ours_name], got[core_name]))
+        rps = [a.rps / b.rps for a, b in runs]
+        cpu = [b.cpu_us / a.cpu_us for a, b in runs]
+        print(f"  {ours_name} against '{core_name}': requests/s {statistics.median(rps):.0%} "
+              f"[{min(rps):.0%}-{max(rps):.0%}], CPU per request: the floor + core's is "
+              f"{statistics.median(cpu):.0%} of ours [{min(cpu):.0%}-{max(cpu):.0%}]; "
+              f"errors {sum(a.errors + b.errors for a, b in runs)}", flush=True)  # fmt: skip
+    return found
+
+
 def rss_kib(pid: int) -> int:
     """RSS of a process and its children (the workers), KiB."""
     total = 0
@@ -362,6 +399,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1 round of 3 s")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--soak", type=float, default=0.0, metavar="MINUTES")
+    parser.add_argument("--pairs", type=int, default=0, metavar="N",
+                        help="then N back-to-back runs of ours and the floor + core, per "
+                        "endpoint (--rounds 0: only these)")  # fmt: skip
+    parser.add_argument("--pair-duration", type=float, default=3.0, metavar="S",
+                        help="seconds per run of --pairs (3)")  # fmt: skip
     parser.add_argument("--json", help="also write the raw figures to this file")
     parser.add_argument("--base-src", metavar="DIR", help="also serve from this src tree (A/B)")
     parser.add_argument("--runtime-threads", type=int, metavar="N",
@@ -520,6 +562,11 @@ def main() -> int:
                     print(f"  round {round_no + 1}: {name:28} {run.rps:10,.0f} req/s  "
                           f"p99 {run.p99_ms:6.1f} ms  CPU {run.cpu_us:6.1f} us/req  "
                           f"errors {run.errors}", flush=True)  # fmt: skip
+            pairs = measure_pairs(targets, script, args) if args.pairs else {}
+            if pairs and any(r.errors for runs in pairs.values() for pair in runs for r in pair):
+                status = 1
+            if args.rounds < 1:
+                return status
             sign_rate, verify_rate, bare_sign_rate, bare_verify_rate = core_rates(
                 creds.key_path, creds.cert_path
             )
@@ -607,6 +654,8 @@ def main() -> int:
             Path(args.json).write_text(json.dumps(
                 {"machine": machine_info(), "runs": raw, "core": [sign_rate, verify_rate],
                  "bare": [bare_sign_rate, bare_verify_rate],
+                 "pairs": {name: [[a.__dict__, b.__dict__] for a, b in runs]
+                           for name, runs in pairs.items()},
                  "soak": soak}, indent=2))  # fmt: skip
     return status
 
