@@ -7,7 +7,9 @@ Same machine, same load generator (Debian ``wrk``, a Lua script for each POST bo
   interface ``secsipid serve`` uses) and from a plain ASGI app: the HTTP cost alone, what no
   endpoint of ours can beat; and the same RSGI floor plus the bare ECDSA (``bare sign``,
   ``bare verify``) or plus the least a Python SHAKEN signer does per request (``minimal
-  signer``: CSV split, origid, claims, base64url, ECDSA), with none of our code;
+  signer``: CSV split, origid, claims, base64url, ECDSA), with none of our code; and plus
+  our core alone (``core sign``: ``Signer.identity``; ``core verify``: ``Verifier.check``):
+  the floor and the core measured together, where a request runs;
 * ``/v1/sign-csv`` and ``/v1/check`` (certificate file on both sides), ours and secsipidx;
 * ``/stir/v1/signing`` and ``/stir/v1/verification`` (ours only: secsipidx has no ATIS API);
 * the core's sign and verify rate in this process (one core), and the ceiling they leave:
@@ -19,6 +21,11 @@ requests answered): on a machine that other jobs share, requests per second move
 load, CPU time per request much less.  Every target is checked to give the expected answer
 (200, and ``TN-Validation-Passed`` for the ATIS verification) before the runs.
 
+``--pairs N`` then runs ours and the floor + core back to back, N pairs per endpoint
+(``--pair-duration`` seconds each, ours first and last alternately) and reports the median of
+the pairs' ratios: steadier than two medians taken minutes apart on a machine whose load
+drifts (``--rounds 0 --pairs N`` runs only these).
+
 ``--soak MINUTES`` then runs ``/v1/check`` at about half the measured rate for that long
 (the issue asks 10 minutes) and prints the errors and the servers' RSS at start and end.
 
@@ -28,6 +35,7 @@ Run from the repository root (``apt-get install wrk secsipidx`` first)::
     .venv/bin/python bench/bench_service.py --quick        # 1 round of 3 s
     .venv/bin/python bench/bench_service.py --soak 10      # plus the 10-minute soak
     .venv/bin/python bench/bench_service.py --base-src /tmp/base/src   # A/B: + another tree
+    .venv/bin/python bench/bench_service.py --rounds 0 --pairs 20      # ours vs floor + core
 
 ``--base-src DIR`` also runs ``secsipid serve`` from another source tree (e.g. ``git archive
 main src | tar -x -C /tmp/base``) on ``/v1/sign-csv`` and ``/v1/check``, interleaved with the
