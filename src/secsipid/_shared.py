@@ -248,6 +248,7 @@ class RedisCache:
         try:
             import redis
             import redis.asyncio
+            import redis.asyncio.retry
             from redis.backoff import NoBackoff
             from redis.retry import Retry
         except ImportError as exc:  # pragma: no cover - the extra is installed for the tests
@@ -277,6 +278,12 @@ class RedisCache:
             "socket_connect_timeout": self.timeout,
             "retry": Retry(NoBackoff(), 1, (redis.ConnectionError,)),
             "health_check_interval": 0,
+        }
+        # The asyncio client takes its own Retry class (redis-py 8.2 warns about a sync one,
+        # and converts it).
+        self._aoptions: dict[str, Any] = {
+            **self._options,
+            "retry": redis.asyncio.retry.Retry(NoBackoff(), 1, (redis.ConnectionError,)),
         }
         try:
             self._client: Any = redis.Redis.from_url(url, **self._options)
@@ -537,7 +544,7 @@ class RedisCache:
         found = self._aclients.get(loop)
         if found is not None:
             return found[0]
-        client = self._aredis.Redis.from_url(self.url, **self._options)
+        client = self._aredis.Redis.from_url(self.url, **self._aoptions)
         closer = _close_at_loop_end(client, self, loop)
         await closer.__anext__()
         with self._aclients_lock:  # loops of other threads may come and go meanwhile
