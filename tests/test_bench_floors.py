@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from helpers import KeyFiles
-from secsipid import Verifier, VerifyPolicy
+from secsipid import Reason, Verifier, VerifyPolicy
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 ORIG, DEST = "12155550121", "12155550131"
@@ -84,20 +84,31 @@ def test_the_signing_floors_answer_a_valid_identity(
     assert value.endswith(f";info=<{X5U}>;alg=ES256;ppt=shaken")
 
 
-def test_the_minimal_signer_draws_a_new_origid_per_request(floors: ModuleType) -> None:
+def test_the_minimal_signer_draws_a_new_origid_per_request(
+    floors: ModuleType, judge: Verifier
+) -> None:
     body = f"{ORIG},{DEST},A,,{X5U}".encode()
-    first, second = (_answer(floors.minimal_sign_app, body)[1] for _ in range(2))
-    assert first.split(b".")[1] != second.split(b".")[1]
+    values = [_answer(floors.minimal_sign_app, body)[1].decode().strip() for _ in range(2)]
+    first, second = (judge.check(value).claims["origid"] for value in values)
+    assert first != second
 
 
-def test_the_core_verify_floor_answers_ok_only_for_a_valid_value(floors: ModuleType) -> None:
+def test_the_core_verify_floor_answers_ok_only_for_a_valid_value(
+    floors: ModuleType, judge: Verifier
+) -> None:
     status, answer = _answer(floors.core_sign_app, b"")
     assert status == 200
     value = answer.decode().strip()
     assert _answer(floors.core_verify_app, value.encode()) == (200, b"OK\n")
-    head, claims, signature = value.split(";", 1)[0].split(".")
-    tampered = f"{head}.{claims}.{signature[:-4]}AAAA"
-    assert _answer(floors.core_verify_app, tampered.encode())[0] == 403
+    # The signature of other claims, under the same header and parameters: only the
+    # signature check can refuse it.
+    token, params = value.split(";", 1)
+    head, claims, signature = token.split(".")
+    other = _answer(floors.core_sign_app, b"")[1].decode().split(";", 1)[0].split(".")[2]
+    assert other != signature
+    forged = f"{head}.{claims}.{other};{params}"
+    assert judge.check(forged).reason is Reason.BAD_SIGNATURE
+    assert _answer(floors.core_verify_app, forged.encode())[0] == 403
 
 
 def test_the_bare_floors_run_their_ecdsa(floors: ModuleType) -> None:
