@@ -48,20 +48,24 @@ def _answer(app: Any, body: bytes) -> tuple[int, bytes]:
 
 @pytest.fixture(scope="module")
 def floors(key_files: KeyFiles, tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
-    sys.path.insert(0, str(BENCH))
-    try:
-        import bench_service
-    finally:
-        sys.path.remove(str(BENCH))
+    bench_service = _load("bench_service", BENCH / "bench_service.py")
     path = tmp_path_factory.mktemp("floor") / "floorapp.py"
     path.write_text(bench_service.FLOOR_APP)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FLOOR_KEY", str(key_files.key_pem))
         mp.setenv("FLOOR_CERT", str(key_files.cert_pem))
-        spec = importlib.util.spec_from_file_location("floorapp", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
+        return _load("floorapp", path)
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while it runs
+    try:
         spec.loader.exec_module(module)
+    finally:
+        del sys.modules[name]
     return module
 
 
