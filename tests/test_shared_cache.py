@@ -139,6 +139,26 @@ def test_async_shared_hit_and_pools_closed(
     assert not first._aclients and not second._aclients
 
 
+def test_each_client_gets_the_retry_of_its_kind() -> None:
+    """The asyncio client's Retry is redis.asyncio's (redis-py 8.2 warns about a synchronous
+    one there, and under warnings-as-errors every asyncio call failed); whatever the installed
+    redis-py warns about, the kinds are checked here."""
+    import redis.asyncio
+    import redis.asyncio.retry
+    import redis.retry
+
+    shared = cache("redis://127.0.0.1:1/0")
+    assert type(shared._client.get_retry()) is redis.retry.Retry
+
+    async def kind() -> type:
+        client = await shared._aclient()
+        assert isinstance(client, redis.asyncio.Redis)
+        return type(client.get_retry())
+
+    assert asyncio.run(kind()) is redis.asyncio.retry.Retry
+    assert not shared._aclients  # closed with its loop
+
+
 def test_sync_check_of_two_urls_uses_redis_on_a_private_loop(
     redis: RedisServer, certs: CountingCertServer, pki: tuple[LabPKI, Path]
 ) -> None:
