@@ -10,6 +10,8 @@ next to what no app can avoid:
 * ``null``: a trivial app that reads the body and answers a constant, through the same driver
   (the driver's own cost);
 * ``core sign`` / ``core verify``: ``Signer.identity`` and ``Verifier.acheck`` called directly;
+* ``bare sign`` / ``bare verify``: the ES256 signature alone (cryptography), on the same bytes:
+  core - bare is the core's own Python;
 * the app's overhead: endpoint - core - null.
 
 Two units, both insensitive to what else runs on the machine (unlike requests per second):
@@ -58,9 +60,11 @@ ORIG, DEST = "12155550121", "12155550131"
 X5U = "https://cert.example.org/sti.pem"
 TARGETS = (
     "null",
+    "bare_sign",
     "core_sign",
     "v1_sign_csv",
     "stir_signing",
+    "bare_verify",
     "core_verify",
     "v1_check",
     "stir_verification",
@@ -193,6 +197,35 @@ def build(target: str, interface: str, creds: Any) -> Callable[[int], Awaitable[
 
     signer = Signer.from_file(creds.key_path, X5U)
     value = signer.identity(ORIG, DEST, "A")
+    if target in ("bare_sign", "bare_verify"):
+        # The ES256 signature alone, with the token's own bytes: what the core adds is
+        # core_sign - bare_sign and core_verify - bare_verify.
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+        es256 = ec.ECDSA(hashes.SHA256())
+        token = value.split(";", 1)[0]
+        signing_input = token.rsplit(".", 1)[0].encode()
+        if target == "bare_sign":
+            private, algorithm = signer.key, signer._algorithm  # deterministic as the Signer's
+
+            async def bare_sign(n: int) -> None:
+                for _ in range(n):
+                    private.sign(signing_input, algorithm)
+
+            return bare_sign
+        public = credential_from_file(creds.cert_path).public_key
+        import base64
+
+        raw = base64.urlsafe_b64decode(token.rsplit(".", 1)[1] + "==")
+        der = encode_dss_signature(int.from_bytes(raw[:32]), int.from_bytes(raw[32:]))
+
+        async def bare_verify(n: int) -> None:
+            for _ in range(n):
+                public.verify(der, signing_input, es256)
+
+        return bare_verify
     if target == "core_sign":
 
         async def sign(n: int) -> None:
@@ -346,6 +379,8 @@ def main() -> int:
     if null is not None:
         print(f"\napp overhead (endpoint - core - null), {unit}/request:")
         for endpoint, core in (
+            ("core_sign", "bare_sign"),
+            ("core_verify", "bare_verify"),
             ("v1_sign_csv", "core_sign"),
             ("stir_signing", "core_sign"),
             ("v1_check", "core_verify"),

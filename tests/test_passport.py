@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from helpers import (
     DEST,
@@ -40,7 +42,8 @@ from secsipid import (
     canonical_json,
     decode_token,
 )
-from secsipid._passport import check_shaken_claims, claim_warnings
+from secsipid._codec import JSONError, loads_strict
+from secsipid._passport import _fast_shaken_claims, check_shaken_claims, claim_warnings
 
 
 def _reject(verifier: Verifier, value: str, reason: Reason, **kw: Any) -> VerificationError:
@@ -107,6 +110,190 @@ def test_decode_token_structure(token: str, reason: Reason) -> None:
     with pytest.raises(VerificationError) as exc:
         decode_token(token)
     assert exc.value.reason is reason
+
+
+# -- the SHAKEN claims fast path ----------------------------------------------------------------
+#
+# decode_token reads canonical SHAKEN claims with one regular expression instead of the strict
+# JSON decoder plus check_shaken_claims.  It must never accept what those two refuse, and must
+# read what it accepts to the very same claims.
+
+
+def _general_path(raw: bytes) -> dict[str, Any] | None:
+    """What the strict decoder and the SHAKEN claim checks make of ``raw`` (None: refused)."""
+    try:
+        claims = loads_strict(raw)
+    except JSONError:
+        return None
+    if not isinstance(claims, dict):
+        return None
+    try:
+        check_shaken_claims(claims)
+    except VerificationError:
+        return None
+    return claims
+
+
+def _assert_fast_path_agrees(raw: bytes) -> None:
+    fast = _fast_shaken_claims(raw)
+    if fast is None:
+        return  # declined: the general path decides, as before
+    general = _general_path(raw)
+    assert general is not None, f"fast path accepted what the general path refuses: {raw!r}"
+    assert fast == general
+    # same member order and the same JSON types (1 == True in Python; not in JSON)
+    assert json.dumps(fast) == json.dumps(general)
+    assert len(fast) == 5
+
+
+def test_fast_path_reads_what_signers_emit(identity: str) -> None:
+    """Not vacuous: the canonical claims of our Signer (and secsipidx's, the same bytes) take
+    the fast path, several dest numbers too; the uri forms and extra claims do not."""
+    decoded = decode_token(identity.split(";")[0])
+    assert decoded.shaken_claims
+    assert decoded.claims == SHAKEN_CLAIMS
+    several = dict(SHAKEN_CLAIMS, dest={"tn": ["12155550131", "12155550132", "1215555"]})
+    assert _fast_shaken_claims(canonical_json(several)) == several
+    for other in (
+        dict(SHAKEN_CLAIMS, orig={"uri": "sip:+12155550121@example.org"}),
+        dict(SHAKEN_CLAIMS, dest={"uri": ["sip:+12155550131@example.org"]}),
+        dict(SHAKEN_CLAIMS, crn="a call"),
+    ):
+        assert _fast_shaken_claims(canonical_json(other)) is None
+        assert _general_path(canonical_json(other)) == other
+
+
+_CANONICAL = canonical_json(SHAKEN_CLAIMS)
+# Pieces that sit at the fast path's edges: JSON escapes, quotes, whitespace, non-ASCII,
+# numbers the strict decoder reads differently or refuses.
+_EDGES = [
+    "",
+    " ",
+    '"',
+    "\\",
+    "\\u0041",
+    '\\"',
+    "\x7f",
+    "\x1f",
+    "\t",
+    "\u00e9",
+    "\ud800",
+    "\U0001f600",
+    "0",
+    "01",
+    "-1",
+    "1.0",
+    "1e3",
+    "true",
+    "null",
+    "[]",
+    "{}",
+    ",",
+    ":",
+    "A",
+    "D",
+    "a",
+    "12155550121",
+    '","',
+    '"],"',
+    "\u2028",
+]
+
+
+def _or_valid(valid: str, other: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """A claim's valid text half of the time: a deviation in one claim alone is what tells
+    whether the fast path checks that claim."""
+    return st.one_of(st.just(valid), st.just(valid), other)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    attest=_or_valid("A", st.sampled_from(["B", "C", "D", "a", "", "AB", '"', "\\u0041", " A"])),
+    dests=st.one_of(
+        st.just(["12155550131"]),
+        st.lists(st.one_of(st.text(max_size=12), st.sampled_from(_EDGES)), max_size=3),
+    ),
+    iat=_or_valid(
+        str(NOW),
+        st.one_of(
+            st.integers(-(10**20), 10**20).map(str),
+            st.sampled_from(["01", "1.0", "1e3", "-0", "0", "true", '"1"', "1" * 19, "1" * 18]),
+        ),
+    ),
+    orig=_or_valid("12155550121", st.one_of(st.text(max_size=12), st.sampled_from(_EDGES))),
+    origid=_or_valid(ORIGID, st.one_of(st.text(max_size=40), st.sampled_from(_EDGES))),
+)
+@example(attest="A", dests=["12155550131"], iat=str(NOW), orig="12155550121", origid=ORIGID)
+@example(attest="D", dests=["12155550131"], iat=str(NOW), orig="12155550121", origid=ORIGID)
+@example(attest="A", dests=[], iat=str(NOW), orig="12155550121", origid=ORIGID)
+@example(attest="A", dests=[""], iat=str(NOW), orig="12155550121", origid=ORIGID)
+@example(attest="A", dests=["1"], iat="0", orig="12155550121", origid=ORIGID)
+@example(attest="A", dests=["1"], iat="01", orig="12155550121", origid=ORIGID)
+@example(attest="A", dests=["1"], iat="-1", orig="12155550121", origid=ORIGID)
+@example(attest="A", dests=["1"], iat=str(NOW), orig="", origid=ORIGID)
+@example(attest="A", dests=["1"], iat=str(NOW), orig="1", origid="")
+@example(attest="A", dests=["a\\"], iat=str(NOW), orig="1", origid=ORIGID)
+@example(attest="A", dests=["1"], iat=str(NOW), orig="\u00e9", origid=ORIGID)
+@example(attest="A", dests=['1""2'], iat=str(NOW), orig="1", origid=ORIGID)
+@example(attest="A", dests=['1" , "2'], iat=str(NOW), orig="1", origid=ORIGID)
+def test_fast_path_agrees_on_built_claims(
+    attest: str, dests: list[str], iat: str, orig: str, origid: str
+) -> None:
+    """Claims written into the canonical template without escaping (so many are not JSON at
+    all, or are JSON with escapes, spaces or non-ASCII): whatever the fast path accepts, the
+    general path accepts too and reads the same."""
+    dest = ",".join(f'"{d}"' for d in dests)
+    raw = (
+        f'{{"attest":"{attest}","dest":{{"tn":[{dest}]}},"iat":{iat},'
+        f'"orig":{{"tn":"{orig}"}},"origid":"{origid}"}}'
+    ).encode("utf-8", "surrogatepass")
+    _assert_fast_path_agrees(raw)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    edits=st.lists(
+        st.tuples(
+            st.integers(0, len(_CANONICAL)),
+            st.integers(0, 3),
+            st.one_of(
+                st.binary(max_size=3),
+                st.sampled_from([e.encode("utf-8", "surrogatepass") for e in _EDGES]),
+            ),
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_fast_path_agrees_on_mutated_claims(edits: list[tuple[int, int, bytes]]) -> None:
+    """The canonical claims with bytes deleted, replaced or inserted anywhere."""
+    raw = _CANONICAL
+    for at, cut, insert in edits:
+        at = min(at, len(raw))
+        raw = raw[:at] + insert + raw[at + cut :]
+    _assert_fast_path_agrees(raw)
+
+
+def test_fast_path_refusals_through_the_verifier(
+    verifier: Verifier, make_identity: MakeIdentity
+) -> None:
+    """Values the fast path declines meet the same verdicts as before: a duplicate member,
+    an escape, a leading zero, an empty origid."""
+    for raw, reason in (
+        (
+            _CANONICAL.replace(b'"attest":"A"', b'"attest":"A","attest":"B"'),
+            Reason.INVALID_CLAIMS_JSON,
+        ),
+        (_CANONICAL.replace(b'"iat":', b'"iat":0'), Reason.INVALID_CLAIMS_JSON),
+        (_CANONICAL.replace(ORIGID.encode(), b""), Reason.INVALID_CLAIM),
+        (_CANONICAL.replace(b'"attest":"A"', b'"attest":"\\u0041"'), Reason.VALID),
+    ):
+        assert _fast_shaken_claims(raw) is None
+        value = make_identity(header=canonical_json(SHAKEN_HEADER), claims=raw, raw=True)
+        if reason is Reason.VALID:
+            assert verifier.check(value, now=NOW).ok
+        else:
+            _reject(verifier, value, reason)
 
 
 # -- the Identity value around the token ---------------------------------------------------------
