@@ -1510,6 +1510,11 @@ def test_der_signature_matches_encode_dss_signature() -> None:
         bytes(31) + b"\x01" + bytes(31) + b"\x80",
         bytes(5) + b"\x7f" * 27 + bytes(32),
         bytes(32) + b"\x00\x80" + b"\x01" * 30,
+        # no leading zero byte: the four high-bit combinations of the precomputed prefixes
+        b"\x01" * 32 + b"\xff" * 32,
+        b"\xff" * 32 + b"\x01" * 32,
+        b"\x7f" * 32 + b"\x7f" * 32,
+        b"\x80" * 32 + b"\x80" * 32,
     ]
     for sig in edge + [os.urandom(64) for _ in range(5000)]:
         r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")

@@ -221,9 +221,14 @@ def split_identity_values(values: str | Iterable[str]) -> list[str]:
             raise TypeError(f"Identity values must be str, not {type(line).__name__}")
         # A header line's name ("Identity", "y"), blanks allowed before its colon (RFC 3261
         # HCOLON); a bare value starts with base64url and fails the match at its first letter.
-        match = _HEADER_NAME_RE.match(line)
-        if match is not None:
-            line = line[match.end() :]
+        first = line[:1]
+        # Only a line starting with a blank, "i" or "y" may hold a name: the regular
+        # expression is skipped for a bare value (a PASSporT starts "eyJ"); str.isspace() and
+        # the pattern's \s are the same set of characters.
+        if first in "iIyY" or first.isspace():
+            match = _HEADER_NAME_RE.match(line)
+            if match is not None:
+                line = line[match.end() :]
         for part in split_comma_values(line):
             part = part.strip()
             if part:

@@ -432,14 +432,30 @@ def _failure_dict(failure: Failure | None) -> dict[str, Any] | None:
     return {"index": failure.index, "reason": failure.reason.value, "message": failure.message}
 
 
+def _der_parts(r_high: bool, s_high: bool) -> tuple[bytes, bytes]:
+    """The DER bytes before r and between r and s, for 32-byte r and s without a leading
+    zero byte (a set high bit needs a zero byte before it: DER integers are signed)."""
+    r_len, s_len = 32 + r_high, 32 + s_high
+    head = bytes((0x30, 4 + r_len + s_len, 2, r_len)) + b"\0" * r_high
+    return head, bytes((2, s_len)) + b"\0" * s_high
+
+
+_DER_PARTS = [_der_parts(bool(i & 2), bool(i & 1)) for i in range(4)]
+
+
 def _der_signature(sig: bytes) -> bytes:
     """JWS ``r || s`` (64 bytes, checked by the decoder) to DER ``SEQUENCE { INTEGER r,
     INTEGER s }`` for OpenSSL, built by hand: minimal big-endian integers (leading zeros
     dropped, one zero byte added before a set high bit), always short-form lengths (at most
     70 bytes).  Same bytes as ``encode_dss_signature``; inside a Kamailio worker, where every
     call runs with cold caches, it saves ~9 µs per verification (bench/kamailio_ab.py)."""
-    r = sig[:32].lstrip(b"\0")
-    s = sig[32:].lstrip(b"\0")
+    r, s = sig[:32], sig[32:]
+    if r[0] and s[0]:  # neither has a leading zero byte: 255 signatures in 256
+        # The DER around them only depends on their high bits: one of four prefixes.
+        head, middle = _DER_PARTS[(r[0] >> 7) << 1 | s[0] >> 7]
+        return b"".join((head, r, middle, s))
+    r = r.lstrip(b"\0")
+    s = s.lstrip(b"\0")
     if not r or r[0] & 0x80:
         r = b"\0" + r
     if not s or s[0] & 0x80:
