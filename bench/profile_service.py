@@ -70,6 +70,7 @@ TARGETS = (
     "stir_verification",
 )
 SMALL, LARGE = 100, 1100  # requests per callgrind run
+_CORE_BARE = (("core_sign", "bare_sign"), ("core_verify", "bare_verify"))
 
 
 # -- the drivers -------------------------------------------------------------------------------
@@ -375,12 +376,15 @@ def main() -> int:
             else:
                 results[target] = cpu_per_request(target, args.interface, creds)
             print(f"  {target:20} {results[target]:12,.1f} {unit}/request", flush=True)
+    if any(core in results and bare in results for core, bare in _CORE_BARE):
+        print(f"\nthe core's own cost (core - bare ECDSA), {unit}/request:")
+        for core, bare in _CORE_BARE:
+            if core in results and bare in results:
+                print(f"  {core:20} {results[core] - results[bare]:12,.1f}")
     null = results.get("null")
     if null is not None:
         print(f"\napp overhead (endpoint - core - null), {unit}/request:")
         for endpoint, core in (
-            ("core_sign", "bare_sign"),
-            ("core_verify", "bare_verify"),
             ("v1_sign_csv", "core_sign"),
             ("stir_signing", "core_sign"),
             ("v1_check", "core_verify"),

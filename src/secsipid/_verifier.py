@@ -985,7 +985,10 @@ class Verifier:
                 if credential is None:
                     waiting.append(_Waiting(index, hdr, decoded))
                     continue
-                passport = await self._aaccept(hdr, decoded, credential, now, deadline)
+                if self.trust is None:  # nothing to await: no coroutine for it
+                    passport = self._finish(hdr, decoded, credential)
+                else:
+                    passport = await self._aaccept(hdr, decoded, credential, now, deadline)
             except Exception as exc:  # noqa: BLE001 - _Outcome separates bugs from failures
                 if _names_extension(exc):
                     verdict = await self._acheck_all(outcome, now, deadline)
@@ -995,7 +998,10 @@ class Verifier:
             if index + 1 < len(outcome.values) and _extended(outcome.values[index + 1 :]):
                 verdict = await self._acheck_all(outcome, now, deadline)
                 return await self._arcd_checked(verdict, deadline)
-            return await self._arcd_checked(outcome.success(index, passport), deadline)
+            verdict = outcome.success(index, passport)
+            if self.policy.fetch_rcd:
+                return await self._arcd_checked(verdict, deadline)
+            return verdict
         if waiting:
             with request_deadline(deadline):
                 found = await self._afetch_and_check(_by_url(waiting), outcome, now, deadline, True)
