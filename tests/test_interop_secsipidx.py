@@ -113,6 +113,8 @@ def test_secsipidx_sign_full_verifies_here(
     assert (passport.attest, passport.orig, passport.dest) == ("A", ORIG, [DEST])
     assert passport.warnings == []  # secsipidx emits canonical JSON for SHAKEN claims
     assert Verifier(key_files.pub_pem, policy=VerifyPolicy(strict=True)).check(value, now=now).ok
+    # ... which the verifier's hot path reads without the JSON decoder (docs/performance.md)
+    assert decode_token(value.split(";", 1)[0]).shaken_claims
 
 
 def test_secsipidx_sign_full_wall_clock(secsipidx: str, key_files: KeyFiles) -> None:
