@@ -263,6 +263,26 @@ def test_split_header_name_with_blanks_before_the_colon(name: str) -> None:
     assert split_identity_values([f"{name} {TOKEN};info=<{INFO}>"]) == [f"{TOKEN};info=<{INFO}>"]
 
 
+def test_split_skips_the_name_pattern_only_where_it_cannot_match() -> None:
+    """The splitter tries the header-name pattern only on lines whose first character can
+    start a match (a blank, or a character the case-insensitive "i"/"y" take): over all of
+    Unicode that set is exactly the pattern's, so skipping it changes no result."""
+    import sys
+
+    from secsipid._identity import _HEADER_NAME_RE, _NAME_FIRST
+
+    can_start = {
+        c
+        for c in map(chr, range(sys.maxunicode + 1))
+        if any(_HEADER_NAME_RE.match(c + rest) for rest in ("identity:", "dentity:", ":"))
+    }
+    assert can_start == {c for c in can_start if c in _NAME_FIRST or c.isspace()}
+    assert set(_NAME_FIRST) <= can_start
+    # the Turkish I's count as "i" for the pattern, so they keep being read as a name
+    for name in ("\u0131dentity:", "\u0130DENTITY:"):
+        assert split_identity_values(f"{name} {TOKEN};info=<{INFO}>") == [f"{TOKEN};info=<{INFO}>"]
+
+
 def test_split_drops_empty_values() -> None:
     """Empty elements (',,', trailing ',') and empty input give nothing."""
     assert split_identity_values("a.b.c;info=<h:x>,, ,") == ["a.b.c;info=<h:x>"]

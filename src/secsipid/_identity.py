@@ -57,6 +57,9 @@ _PARAM_RE = re.compile(
 _TRAILING_WS = re.compile(r"[ \t\r\n]*")
 _QUOTED_PAIR = re.compile(r"\\(.)")
 _HEADER_NAME_RE = re.compile(r"\s*(?:identity|y)\s*:", re.IGNORECASE)
+# The first characters of a name _HEADER_NAME_RE matches: "i" and "y" in either case, and the
+# Turkish dotted and dotless I, which Unicode case-insensitive matching takes for "i".
+_NAME_FIRST = "iIyY\u0130\u0131"
 _ABSOLUTE_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:\S+")
 
 _PARAMS_CACHE: dict[str, Mapping[str, str]] = {}
@@ -222,10 +225,11 @@ def split_identity_values(values: str | Iterable[str]) -> list[str]:
         # A header line's name ("Identity", "y"), blanks allowed before its colon (RFC 3261
         # HCOLON); a bare value starts with base64url and fails the match at its first letter.
         first = line[:1]
-        # Only a line starting with a blank, "i" or "y" may hold a name: the regular
-        # expression is skipped for a bare value (a PASSporT starts "eyJ"); str.isspace() and
-        # the pattern's \s are the same set of characters.
-        if first in "iIyY" or first.isspace():
+        # Only a line starting with a blank or a letter the pattern's case-insensitive "i" or
+        # "y" matches may hold a name (_NAME_FIRST, checked against the pattern over all of
+        # Unicode by the tests): the regular expression is skipped for a bare value (a
+        # PASSporT starts "eyJ"); str.isspace() and the pattern's \s are the same characters.
+        if first in _NAME_FIRST or first.isspace():
             match = _HEADER_NAME_RE.match(line)
             if match is not None:
                 line = line[match.end() :]
