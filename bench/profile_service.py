@@ -203,11 +203,12 @@ def build(target: str, interface: str, creds: Any) -> Callable[[int], Awaitable[
         # core_sign - bare_sign and core_verify - bare_verify.
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-        es256 = ec.ECDSA(hashes.SHA256())
-        token = value.split(";", 1)[0]
-        signing_input = token.rsplit(".", 1)[0].encode()
+        from secsipid import decode_token
+        from secsipid._verifier import _der_signature
+
+        decoded = decode_token(value.split(";", 1)[0])
+        signing_input = decoded.signing_input
         if target == "bare_sign":
             private, algorithm = signer.key, signer._algorithm  # deterministic as the Signer's
 
@@ -217,10 +218,7 @@ def build(target: str, interface: str, creds: Any) -> Callable[[int], Awaitable[
 
             return bare_sign
         public = credential_from_file(creds.cert_path).public_key
-        import base64
-
-        raw = base64.urlsafe_b64decode(token.rsplit(".", 1)[1] + "==")
-        der = encode_dss_signature(int.from_bytes(raw[:32]), int.from_bytes(raw[32:]))
+        der, es256 = _der_signature(decoded.signature), ec.ECDSA(hashes.SHA256())
 
         async def bare_verify(n: int) -> None:
             for _ in range(n):
