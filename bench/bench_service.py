@@ -21,10 +21,11 @@ requests answered): on a machine that other jobs share, requests per second move
 load, CPU time per request much less.  Every target is checked to give the expected answer
 (200, and ``TN-Validation-Passed`` for the ATIS verification) before the runs.
 
-``--pairs N`` then runs ours back to back with the floor + core and with secsipidx, N pairs
-per endpoint (``--pair-duration`` seconds each, ours first and last alternately) and reports
-the median of the pairs' ratios: steadier than two medians taken minutes apart on a machine
-whose load drifts (``--rounds 0 --pairs N`` runs only these).
+``--pairs N`` then runs ours back to back with the floor + core, with secsipidx and (with
+``--base-src``) with the other tree, N pairs per endpoint (``--pair-duration`` seconds each,
+ours first and last alternately) and reports the median of the pairs' ratios: steadier than
+two medians taken minutes apart on a machine whose load drifts (``--rounds 0 --pairs N``
+runs only these).
 
 ``--soak MINUTES`` then runs ``/v1/check`` at about half the measured rate for that long
 (the issue asks 10 minutes) and prints the errors and the servers' RSS at start and end.
@@ -358,7 +359,8 @@ PAIRS = (
 def measure_pairs(
     targets: list[Target], script: Callable[[str], Path], args: argparse.Namespace
 ) -> dict[str, list[tuple[Run, Run]]]:
-    """Ours against the floor plus the core and against secsipidx, in back-to-back runs (ours
+    """Ours against the floor plus the core, against secsipidx and (with --base-src) against
+    the other tree, in back-to-back runs (ours
     first, then the other way round, alternately): on a machine whose load drifts, two runs a
     few seconds apart see the same load, so the ratio of each pair is steadier than the ratio
     of two medians taken minutes apart.  Returns (ours, other) per pair, by "ours vs other"."""
@@ -366,7 +368,10 @@ def measure_pairs(
     found: dict[str, list[tuple[Run, Run]]] = {}
     print(f"\npairs: {args.pairs} back-to-back runs of {args.pair_duration:g} s per endpoint, "
           "ours and the other alternately first", flush=True)  # fmt: skip
-    for ours_name, core_name in PAIRS:
+    pairs: tuple[tuple[str, str], ...] = PAIRS
+    if "base /v1/sign-csv" in by_name:  # --base-src: ours against the other tree, too (A/B)
+        pairs += (("ours /v1/sign-csv", "base /v1/sign-csv"), ("ours /v1/check", "base /v1/check"))
+    for ours_name, core_name in pairs:
         runs = found[f"{ours_name} vs {core_name}"] = []
         for i in range(args.pairs):
             got: dict[str, Run] = {}
