@@ -229,6 +229,7 @@ class Run:
     p99_ms: float
     errors: int
     cpu_us: float = float("nan")  # server CPU time per request
+    error_detail: str = ""  # wrk's lines on the errors, when there were any
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -270,14 +271,16 @@ def wrk(
     m = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     p99 = float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
     errors = 0
+    detail = []
     for pattern in (r"Non-2xx or 3xx responses: (\d+)", r"Socket errors: connect (\d+), "
                     r"read (\d+), write (\d+), timeout (\d+)"):  # fmt: skip
         found = re.search(pattern, out)
         if found:
             errors += sum(int(g) for g in found.groups())
+            detail.append(found.group(0))
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     cpu_us = (cpu_seconds(pids) - cpu_before) / requests * 1e6 if pids and requests else nan
-    return Run(rps, p99, errors, cpu_us)
+    return Run(rps, p99, errors, cpu_us, "; ".join(detail))
 
 
 nan = float("nan")
@@ -667,6 +670,8 @@ def main() -> int:
                         "rss_end_kib": rss_end}  # fmt: skip
                 if run.errors:
                     status = 1
+                    log_tail = (tmp / "ours.log").read_text(errors="replace")[-3000:]
+                    print(f"soak errors: {run.error_detail}\nours.log, end:\n{log_tail}")
         if args.json:
             raw = {name: [r.__dict__ for r in s.runs] for name, s in series.items()}
             Path(args.json).write_text(json.dumps(
