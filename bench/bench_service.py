@@ -363,10 +363,10 @@ def measure_pairs(
     targets: list[Target], script: Callable[[str], Path], args: argparse.Namespace
 ) -> dict[str, list[tuple[Run, Run]]]:
     """Ours against the floor plus the core, against secsipidx and (with --base-src) against
-    the other tree, in back-to-back runs (ours
-    first, then the other way round, alternately): on a machine whose load drifts, two runs a
-    few seconds apart see the same load, so the ratio of each pair is steadier than the ratio
-    of two medians taken minutes apart.  Returns (ours, other) per pair, by "ours vs other"."""
+    the other tree, in back-to-back runs (ours first, then the other way round, alternately):
+    on a machine whose load drifts, two runs a few seconds apart see the same load, so the
+    ratio of each pair is steadier than the ratio of two medians taken minutes apart.  Returns
+    (ours, other) per pair, by "ours vs other"."""
     by_name = {t[0]: t for t in targets}
     found: dict[str, list[tuple[Run, Run]]] = {}
     print(f"\npairs: {args.pairs} back-to-back runs of {args.pair_duration:g} s per endpoint, "
