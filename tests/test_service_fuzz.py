@@ -11,13 +11,18 @@ from __future__ import annotations
 import io
 import json
 import re
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+
+import fuzz
 import servicekit
 from helpers import DEST, ORIG, X5U, KeyFiles
 from secsipid import Signer
@@ -119,53 +124,6 @@ _JSON_HEADERS = [
 ]
 
 
-def _nodes(doc: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Where each member and array item of ``doc`` is (key and index paths)."""
-    found = []
-    items = (
-        doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else ()
-    )
-    for key, value in items:
-        found.append((*at, key))
-        found += _nodes(value, (*at, key))
-    return found
-
-
-def _mutated(draw: st.DrawFn, doc: Any) -> Any:
-    """``doc`` with one member or item, chosen among all of them, replaced by any JSON value
-    or removed."""
-    nodes = _nodes(doc)
-    if not nodes:
-        return draw(_JSON)
-    where = draw(st.sampled_from(nodes))
-    doc = json.loads(json.dumps(doc))  # a copy to edit
-    parent = doc
-    for key in where[:-1]:
-        parent = parent[key]
-    if draw(st.integers(0, 4)) == 0:
-        del parent[where[-1]]
-    else:
-        parent[where[-1]] = draw(_JSON)
-    return doc
-
-
-@st.composite
-def _bytes_edit(draw: st.DrawFn, text: str) -> bytes:
-    """``text`` with a few bytes deleted, replaced or inserted."""
-    data = bytearray(text.encode())
-    for _ in range(draw(st.integers(1, 4))):
-        at = draw(st.integers(0, len(data)))
-        kind = draw(st.sampled_from(["delete", "replace", "insert"]))
-        byte = draw(st.integers(0, 255))
-        if kind == "delete" and at < len(data):
-            del data[at]
-        elif kind == "replace" and at < len(data):
-            data[at] = byte
-        else:
-            data.insert(at, byte)
-    return bytes(data)
-
-
 @st.composite
 def _request(draw: st.DrawFn, identity: str) -> tuple[str, str, bytes, list[tuple[str, str]]]:
     """Mostly the endpoints that parse a body, with bodies near valid ones (where the parsers'
@@ -181,27 +139,30 @@ def _request(draw: st.DrawFn, identity: str) -> tuple[str, str, bytes, list[tupl
     templates = _templates(identity)
     csv = f"{ORIG},{DEST},A,,{X5U}"
     kind = draw(st.integers(0, 19))
+    # The edits are tools/fuzz.py's (AFL-style byte edits with hostile tokens; JSON documents
+    # parsed, one node changed, raw hostile numbers and nesting spliced in), seeded by hypothesis.
+    rng = draw(st.randoms(use_true_random=False))
     if kind < 2:
         body = draw(st.binary(max_size=300))
     elif kind < 4:
         body = json.dumps(draw(_JSON)).encode()
     elif path in templates and kind < 16:
-        doc = draw(st.sampled_from(templates[path]))
+        body = json.dumps(draw(st.sampled_from(templates[path]))).encode()
         for _ in range(draw(st.integers(1, 2))):
-            doc = _mutated(draw, doc)
-        body = json.dumps(doc).encode()
+            body = fuzz.mutate_json(rng, body)
     elif path in templates:
-        body = draw(_bytes_edit(json.dumps(draw(st.sampled_from(templates[path])))))
+        body = json.dumps(draw(st.sampled_from(templates[path]))).encode()
+        body = fuzz.mutate_bytes(rng, body, fuzz.JSON_TOKENS, (), 8192)
     elif path == "/v1/sign-csv" and kind < 12:
         fields = draw(st.lists(st.text(max_size=25), max_size=7))
         body = ",".join(fields).encode("utf-8", "surrogatepass")
     elif path == "/v1/sign-csv":
-        body = draw(_bytes_edit(csv))
+        body = fuzz.mutate_bytes(rng, csv.encode(), (b",", b" ", b"\r\n"), (), 8192)
     elif kind < 10:
         lines = draw(st.lists(st.sampled_from([identity, "", " ", "x"]), max_size=4))
         body = "\n".join(lines).encode()
     else:
-        body = draw(_bytes_edit(identity))
+        body = fuzz.mutate_bytes(rng, identity.encode(), fuzz.IDENTITY_TOKENS, (), 8192)
     headers = draw(_HEADERS)
     if path in JSON_PATHS and draw(st.integers(0, 3)):
         headers += _JSON_HEADERS
@@ -310,12 +271,10 @@ def test_every_member_of_every_type(
     for template in templates:
         body = json.dumps(template).encode()
         assert call(app, "POST", path, body, _JSON_HEADERS).status == 200, template
-        for where in _nodes(template):
+        for where in fuzz.json_paths(template)[1:]:  # every node but the root
             for value in (_DELETE, *_EXEMPLARS):
                 doc = json.loads(json.dumps(template))
-                parent = doc
-                for key in where[:-1]:
-                    parent = parent[key]
+                parent = fuzz.json_get(doc, where[:-1])
                 if value is _DELETE:
                     del parent[where[-1]]
                 else:

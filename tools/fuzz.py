@@ -202,18 +202,20 @@ JSON_TOKENS = (
 )  # fmt: skip
 
 
-def _paths(obj: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+def json_paths(obj: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Where each node of a parsed JSON document is: ``()`` for the root, then key and index
+    paths (tests/test_service_fuzz.py walks them too)."""
     found = [path]
     if isinstance(obj, dict):
         for key, value in obj.items():
-            found += _paths(value, (*path, key))
+            found += json_paths(value, (*path, key))
     elif isinstance(obj, list):
         for i, value in enumerate(obj):
-            found += _paths(value, (*path, i))
+            found += json_paths(value, (*path, i))
     return found
 
 
-def _get(obj: Any, path: tuple[Any, ...]) -> Any:
+def json_get(obj: Any, path: tuple[Any, ...]) -> Any:
     for step in path:
         obj = obj[step]
     return obj
@@ -261,7 +263,7 @@ def mutate_json(rng: random.Random, data: bytes, *, extra_only: bool = False) ->
         extra = rng.choice(("x", "rcd", "kid", "crit", "opt", "\u00e9", "div"))
         obj[extra] = value() if rng.random() < 0.7 else {"nam": value(), "jcd": [value(), value()]}
     for _ in range(0 if extra_only else rng.choice((1, 1, 2, 3))):
-        paths = _paths(obj)
+        paths = json_paths(obj)
         path = rng.choice(paths)
         op = rng.randrange(6)
         if not path:
@@ -270,7 +272,7 @@ def mutate_json(rng: random.Random, data: bytes, *, extra_only: bool = False) ->
             elif isinstance(obj, dict):
                 obj[rng.choice(JSON_KEYS)] = value()
             continue
-        parent, last = _get(obj, path[:-1]), path[-1]
+        parent, last = json_get(obj, path[:-1]), path[-1]
         if op == 0:
             parent[last] = value()
         elif op == 1:
