@@ -297,11 +297,3 @@ def _route_objects() -> list[Any]:
         app_module._STIR_OTHER,
         app_module._OTHER,
     ]
-
-
-def test_pub_secret_stays_out(fuzz_app: tuple[ServiceApp, io.StringIO]) -> None:
-    """The fuzz's traversal path is refused (the secret one level up is never served)."""
-    app, _ = fuzz_app
-    reply = call(app, "GET", "/v1/pub/../secret.pem")
-    assert reply.status in (400, 404)
-    assert b"PRIVATE" not in reply.body
